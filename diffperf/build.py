@@ -1,0 +1,142 @@
+"""Build one case: a pipeline with synthetic or pretrained weights, with the recipe's knobs applied."""
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .cases import Case
+from .knobs import attention, cache, compile as compile_knob, quantize
+from .knobs.skip import CaseSkip
+from .models import BuildRequest, ModelSpec, get_model
+from .options import PerfOptions
+from .recipes import INDUCTOR_PRESETS, Recipe
+from .tiers import Tier
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Built:
+    case: Case
+    spec: ModelSpec
+    tier: Tier
+    pipe: Any
+    device: torch.device
+    load_seconds: float
+    knobs: dict[str, Any] = field(default_factory=dict)  # what each knob did (counts, cache state)
+    contexts: list[Callable[[], Any]] = field(default_factory=list)
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return getattr(self.pipe, self.spec.denoiser)
+
+    def call_context(self) -> contextlib.ExitStack:
+        """Entered around every pipeline call (attention kernel choice, inductor flags)."""
+        stack = contextlib.ExitStack()
+        for make in self.contexts:
+            stack.enter_context(make())
+        return stack
+
+    def close(self) -> None:
+        self.pipe = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def device_for(tier: Tier) -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if tier.device == "cuda" else torch.device("cpu")
+
+
+def check_recipe(recipe: Recipe, spec: ModelSpec, device: torch.device) -> None:
+    """Refuse, before building anything, a knob that cannot apply here."""
+    if recipe.dtype == "fp16" and device.type == "cpu":
+        raise CaseSkip("fp16 on the CPU is not a configuration anyone deploys (slow emulation); use fp32 or bf16")
+    attention.check(recipe.attention, spec.attention_dispatcher, device, spec.name)
+    for kind in (recipe.quant, recipe.te_quant):
+        if kind:
+            quantize.check(kind, device, recipe.dtype)
+    if recipe.fuse_qkv and not spec.fused_qkv:
+        raise CaseSkip(f"fuse_qkv_projections fuses nothing on {spec.name}")
+    if recipe.verify:
+        raise CaseSkip("the 'verify' knob (Freivalds-checked Linear layers) is not implemented yet")
+
+
+def load_pipeline(spec: ModelSpec, tier: Tier, options: PerfOptions, device: torch.device, dtype: torch.dtype):
+    import diffusers
+
+    cls = getattr(diffusers, spec.pipeline_class)
+    if options.weights == "synthetic":
+        components = spec.build_components(BuildRequest(tier.size, device, dtype, options.seed))
+        return cls(**components)
+    source = options.weights_dir(spec.name)
+    if source is None:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            source = snapshot_download(spec.hub_id, revision=spec.revision, local_files_only=True)
+        except LocalEntryNotFoundError:
+            raise CaseSkip(
+                f"pretrained weights of {spec.name} ({spec.hub_id}@{spec.revision}) are not in the HF cache; "
+                f"fetch them with `huggingface-cli download {spec.hub_id} --revision {spec.revision}` or pass "
+                f"--perf-weights-dir {spec.name}=DIR"
+            ) from None
+    return cls.from_pretrained(source, torch_dtype=dtype, local_files_only=True).to(device)
+
+
+def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
+    spec = get_model(case.model)
+    recipe = case.recipe
+    device = device_for(tier)
+    check_recipe(recipe, spec, device)
+    dtype = DTYPES[recipe.dtype]
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    pipe = load_pipeline(spec, tier, options, device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    built = Built(case, spec, tier, pipe, device, time.perf_counter() - t0)
+    denoiser = built.denoiser
+    steps = spec.defaults(tier.size).steps
+
+    # Order matters: fuse before quantizing (fused weights get quantized), cache and compile last.
+    if recipe.fuse_qkv:
+        pipe.fuse_qkv_projections()
+        built.knobs["fused_qkv_modules"] = sum(
+            1 for m in pipe.components.values() if isinstance(m, torch.nn.Module)
+            for sub in m.modules() if getattr(sub, "fused_projections", False)
+        )
+        if built.knobs["fused_qkv_modules"] == 0:
+            raise CaseSkip(f"fuse_qkv_projections fused no attention module of {spec.name}")
+    if recipe.channels_last:
+        for name in (spec.denoiser, spec.vae):
+            getattr(pipe, name).to(memory_format=torch.channels_last)
+    attention.apply(denoiser, recipe.attention, spec.attention_dispatcher)
+    built.contexts.append(lambda: attention.call_context(recipe.attention, spec.attention_dispatcher))
+    if recipe.quant:
+        built.knobs["quantized_linears"] = quantize.quantize(denoiser, recipe.quant)
+    if recipe.te_quant:
+        built.knobs["te_quantized_linears"] = sum(
+            quantize.quantize(getattr(pipe, name), recipe.te_quant) for name in spec.text_encoders
+        )
+    if recipe.cache:
+        built.knobs["cache_state"] = cache.apply(
+            denoiser, recipe.cache, recipe.cache_threshold, steps, spec.name,
+            spec.diffusers_cache, spec.teacache,
+        )
+    if recipe.compile:
+        if recipe.inductor:
+            flags = INDUCTOR_PRESETS[recipe.inductor]
+            # inductor compiles lazily at the first call: the flags must be set around every call
+            built.contexts.append(lambda: torch._inductor.config.patch(flags))
+        built.knobs["compiled_modules"] = compile_knob.apply(denoiser, recipe.compile, recipe.compile_mode, device)
+    return built

@@ -1,0 +1,151 @@
+"""Named cases: model x recipe, grouped by level (smoke / standard / full) per tier kind.
+
+The ladders come from the users' reference tables in shared/reference/.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+
+from .errors import unknown
+from .models import MODELS, get_model
+from .recipes import Recipe, parse_recipe
+from .tiers import Tier
+
+LEVELS = ("smoke", "standard", "full")
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    recipe: Recipe
+    level: str  # smallest level that includes this case
+    groups: tuple[str, ...] = ()  # ladders / tables the case belongs to, for reports
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}/{self.recipe.name}"
+
+
+# -- GPU tiers (full size) -------------------------------------------------------------------
+GPU_DEFAULTS = [  # every model
+    ("bf16", "smoke"),
+    ("bf16+compile", "standard"),
+    ("bf16+fp8dq+compile", "standard"),
+    ("bf16+int8dq+compile", "standard"),
+    ("bf16+te-int8wo", "standard"),
+    ("bf16+fuse-qkv", "standard"),  # only where fused QKV applies
+]
+
+# flux-fast's ladder, each rung adding one optimization (flux-fast-readme.md)
+FLUX_FAST_LADDER = [
+    "bf16",
+    "bf16+compile-full+max-autotune-no-cudagraphs",
+    "bf16+fuse-qkv+compile-full+max-autotune-no-cudagraphs",
+    "bf16+fuse-qkv+channels-last+compile-full+max-autotune-no-cudagraphs",
+    "bf16+fa3+fuse-qkv+channels-last+compile-full+max-autotune-no-cudagraphs",
+    "bf16+fa3+fuse-qkv+channels-last+fp8dq+compile-full+max-autotune-no-cudagraphs",
+    "bf16+fa3+fuse-qkv+channels-last+fp8dq+compile-full+max-autotune-no-cudagraphs+inductor-flux-fast",
+]
+
+# rows of flux-optimization-benchmarks.md (FLUX.1-dev, 1024x1024, 28 steps)
+FLUX_OPT_TABLE = [
+    "fp16", "bf16", "bf16+fa2", "bf16+sdpa-flash", "bf16+sdpa-cudnn",
+    "bf16+teacache-0.2", "bf16+teacache-0.4", "bf16+teacache-0.6",
+    "bf16+fbcache-0.15", "bf16+fbcache-0.2", "bf16+fbcache-0.3", "bf16+fbcache-0.35", "bf16+fbcache-0.4",
+    "bf16+fa2+teacache-0.6", "bf16+fa2+fbcache-0.2", "bf16+fp8dq",
+    "bf16+fa2+teacache-0.6+fp8dq", "bf16+fa2+fbcache-0.3", "bf16+fa2+fbcache-0.3+fp8dq",
+    "bf16+fa2+fbcache-0.3+int8dq", "bf16+fa2+teacache-0.6+int8dq",
+]
+
+# quantization-experiment-results.md: quantization x TE quantization x fused QKV x dtype
+QUANT_GRID_MODELS = ("flux-dev", "pixart-sigma", "sd3-medium")
+
+
+def _quant_grid(model: str) -> list[str]:
+    out = []
+    for dtype, q, te, fuse in product(("fp16", "bf16"), (None, "int8dq", "fp8dq", "int4wo"), (False, True), (False, True)):
+        if fuse and not get_model(model).fused_qkv:
+            continue
+        tokens = [dtype] + ([q] if q else []) + ([f"te-{q or 'int8wo'}"] if te else []) + (["fuse-qkv"] if fuse else [])
+        out.append("+".join(tokens))
+    return out
+
+
+# -- cpu tier (tiny size) ---------------------------------------------------------------------
+CPU_DEFAULTS = [
+    ("fp32", "smoke"),
+    ("bf16", "standard"),
+    ("fp32+int8wo", "standard"),
+    ("fp32+int8dq", "standard"),
+    ("fp32+fuse-qkv", "standard"),  # only where fused QKV applies
+]
+CPU_FLUX_EXTRA = [("fp32+fbcache-0.3", "standard"), ("fp32+teacache-0.4", "standard"), ("fp32+compile", "standard")]
+
+
+def _applies(model: str, recipe: Recipe) -> bool:
+    """Cases listed by default only where the knob means something for the model (a user can
+    still ask for any combination: it then skips with the reason)."""
+    spec = get_model(model)
+    return not (recipe.fuse_qkv and not spec.fused_qkv)
+
+
+def _add(cases: dict[str, Case], model: str, recipe_text: str, level: str, group: str | None = None) -> None:
+    recipe = parse_recipe(recipe_text)
+    if not _applies(model, recipe):
+        return
+    key = f"{model}/{recipe.name}"
+    old = cases.get(key)
+    if old is None:
+        cases[key] = Case(model, recipe, level, (group,) if group else ())
+    else:
+        level = min(old.level, level, key=LEVELS.index)
+        groups = old.groups + ((group,) if group and group not in old.groups else ())
+        cases[key] = Case(model, recipe, level, groups)
+
+
+def cases_for_tier(tier: Tier) -> list[Case]:
+    cases: dict[str, Case] = {}
+    if tier.device == "cpu":
+        for model in MODELS:
+            for text, level in CPU_DEFAULTS:
+                _add(cases, model, text, level, "defaults")
+        for text, level in CPU_FLUX_EXTRA:
+            _add(cases, "flux-dev", text, level, "defaults")
+        return list(cases.values())
+    if tier.gpus > 1:
+        return []  # multi-GPU cases live in perf_tests/test_multigpu.py
+    for model in MODELS:
+        for text, level in GPU_DEFAULTS:
+            _add(cases, model, text, level, "defaults")
+    for text in FLUX_FAST_LADDER:
+        _add(cases, "flux-dev", text, "full", "flux-fast-ladder")
+    for text in FLUX_OPT_TABLE:
+        _add(cases, "flux-dev", text, "full", "flux-optimization-table")
+    for model in QUANT_GRID_MODELS:
+        for text in _quant_grid(model):
+            _add(cases, model, text, "full", "quant-grid")
+    return list(cases.values())
+
+
+def select_cases(cases: list[Case], models: tuple[str, ...] = (), recipes: tuple[str, ...] = ()) -> list[Case]:
+    """Filter by model names and recipe strings; recipes not in the list are built on demand."""
+    for m in models:
+        get_model(m)  # raises with the valid names
+    out = [c for c in cases if not models or c.model in models]
+    if recipes:
+        wanted = [parse_recipe(r) for r in recipes]
+        names = {r.name for r in wanted}
+        out = [c for c in out if c.recipe.name in names]
+        have = {(c.model, c.recipe.name) for c in out}
+        for model in models or sorted({c.model for c in cases}):
+            for r in wanted:
+                if (model, r.name) not in have:
+                    out.append(Case(model, r, "standard", ("requested",)))
+    return out
+
+
+def levels_including(level: str) -> tuple[str, ...]:
+    if level not in LEVELS:
+        raise unknown("level", level, LEVELS)
+    return LEVELS[: LEVELS.index(level) + 1]

@@ -1,0 +1,83 @@
+"""Judge a measured case against its stored baseline."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scipy.stats import mannwhitneyu
+
+from . import storage
+from .errors import StoredFileError
+
+BASELINE_KIND = "diffperf-baselines"
+
+
+def baseline_path(baselines_dir: Path, tier: str, weights: str) -> Path:
+    # pretrained baselines live apart so a pretrained run is never judged against synthetic ones
+    suffix = "" if weights == "synthetic" else f".{weights}"
+    return Path(baselines_dir) / f"{tier}{suffix}.json"
+
+
+REQUIRED_POSITIVE = ("median_s", "peak_memory_bytes")
+
+
+def load_baselines(path: Path) -> dict[str, Any]:
+    data = storage.load(path, BASELINE_KIND)
+    for key in ("tier", "tolerances", "cases", "fingerprint"):
+        if key not in data:
+            raise StoredFileError(f"baseline file {path} lacks {key!r}")
+    tol = data["tolerances"]
+    # latency tolerance and p-value must be > 0 (a zero would flag every sample); memory may be exact
+    for key, low_ok in (("latency", False), ("p_value", False), ("memory", True), ("memory_slack_bytes", True)):
+        v = tol.get(key)
+        if not isinstance(v, (int, float)) or v < 0 or (v == 0 and not low_ok):
+            raise StoredFileError(f"baseline file {path}: tolerance {key!r} must be a "
+                                  f"{'non-negative' if low_ok else 'positive'} number, got {v!r}")
+    for cid, case in data["cases"].items():
+        for key in REQUIRED_POSITIVE:
+            v = case.get(key)
+            if not isinstance(v, (int, float)) or v <= 0:
+                raise StoredFileError(f"baseline file {path}: case {cid!r} has {key}={v!r}; budgets must be "
+                                      f"positive numbers (regenerate with tools/update_baselines.py)")
+        samples = case.get("samples_s")
+        if not samples or any((not isinstance(s, (int, float))) or s <= 0 for s in samples):
+            raise StoredFileError(f"baseline file {path}: case {cid!r} has missing or non-positive samples_s")
+    return data
+
+
+@dataclass(frozen=True)
+class Verdict:
+    failed: bool
+    stale: bool  # clearly faster than the baseline: the baseline should be refreshed
+    message: str
+    p_value: float | None = None
+
+
+def judge_latency(samples: list[float], base: dict[str, Any], tolerance: float, alpha: float) -> Verdict:
+    """Fail when the median exceeds baseline*(1+tol) AND a one-sided Mann-Whitney U test says the
+    samples are stochastically greater than the baseline samples scaled by (1+tol)."""
+    import numpy as np
+
+    median = float(np.median(samples))
+    base_median = float(base["median_s"])
+    limit = base_median * (1 + tolerance)
+    scaled = [s * (1 + tolerance) for s in base["samples_s"]]
+    p_slow = float(mannwhitneyu(samples, scaled, alternative="greater").pvalue)
+    lower = [s * (1 - tolerance) for s in base["samples_s"]] if tolerance < 1 else [s / (1 + tolerance) for s in base["samples_s"]]
+    p_fast = float(mannwhitneyu(samples, lower, alternative="less").pvalue)
+    ratio = median / base_median
+    text = (f"median {median:.4f} s vs baseline {base_median:.4f} s (x{ratio:.3f}); tolerance "
+            f"+{tolerance:.0%} -> limit {limit:.4f} s; one-sided Mann-Whitney U p={p_slow:.4f} "
+            f"(alpha {alpha}); n={len(samples)} vs {len(base['samples_s'])}")
+    failed = median > limit and p_slow < alpha
+    stale = (not failed) and median < base_median * (1 - min(tolerance, 0.5)) and p_fast < alpha
+    return Verdict(failed, stale, text, p_slow)
+
+
+def judge_memory(peak: int, base_peak: int, tolerance: float, slack: int, what: str = "peak allocated") -> Verdict:
+    limit = base_peak * (1 + tolerance) + slack
+    text = (f"{what} {peak / 2**20:.2f} MiB vs baseline {base_peak / 2**20:.2f} MiB; tolerance "
+            f"+{tolerance:.1%} + {slack / 2**20:.2f} MiB -> limit {limit / 2**20:.2f} MiB")
+    stale = peak < base_peak * (1 - tolerance) - slack
+    return Verdict(peak > limit, stale, text)

@@ -1,0 +1,78 @@
+"""Attention backend selection: diffusers' dispatcher where the model routes through it, SDPA
+kernel selection otherwise. Nothing stays set process-wide after a case."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+
+import torch
+
+from .skip import CaseSkip
+
+# recipe token -> diffusers AttentionBackendName value
+DISPATCHER_BACKEND = {
+    "sdpa-flash": "_native_flash",
+    "sdpa-efficient": "_native_efficient",
+    "sdpa-cudnn": "_native_cudnn",
+    "sdpa-math": "_native_math",
+    "fa2": "flash",
+    "fa3": "_flash_3",
+    "sage": "sage",
+}
+# recipe token -> the python package it needs, when not torch itself
+PACKAGE = {"fa2": "flash_attn", "fa3": "flash_attn_interface", "sage": "sageattention"}
+CUDA_ONLY = {"sdpa-efficient", "sdpa-cudnn", "fa2", "fa3", "sage"}
+
+
+def _sdpa_backend(token: str):
+    from torch.nn.attention import SDPBackend
+
+    return {
+        "sdpa-flash": SDPBackend.FLASH_ATTENTION,
+        "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "sdpa-cudnn": SDPBackend.CUDNN_ATTENTION,
+        "sdpa-math": SDPBackend.MATH,
+    }[token]
+
+
+def check(token: str, dispatcher: bool, device: torch.device, model: str) -> None:
+    if token == "sdpa":
+        return
+    if token in CUDA_ONLY and device.type != "cuda":
+        raise CaseSkip(f"attention {token!r} needs a CUDA GPU")
+    pkg = PACKAGE.get(token)
+    if pkg and importlib.util.find_spec(pkg) is None:
+        raise CaseSkip(f"attention {token!r} needs the optional package {pkg!r}, which is not installed")
+    if token == "fa3" and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] != 9:
+        raise CaseSkip("attention 'fa3' (FlashAttention-3) needs a Hopper GPU (compute capability 9.x)")
+    if not dispatcher and not token.startswith("sdpa-"):
+        raise CaseSkip(
+            f"{model} calls SDPA directly rather than diffusers' attention dispatcher, so {token!r} cannot be set"
+        )
+
+
+def apply(denoiser: torch.nn.Module, token: str, dispatcher: bool) -> None:
+    """Set the backend on the model's processors; the registry's process-wide choice is restored."""
+    if token == "sdpa" or not dispatcher:
+        return
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    previous = _AttentionBackendRegistry._active_backend
+    try:
+        denoiser.set_attention_backend(DISPATCHER_BACKEND[token])
+    finally:
+        # set_attention_backend also sets a process-wide default that would leak into later cases
+        _AttentionBackendRegistry.set_active_backend(previous)
+
+
+def call_context(token: str, dispatcher: bool):
+    """Entered around every pipeline call of the case."""
+    if token == "sdpa":
+        return contextlib.nullcontext()
+    if dispatcher:
+        from diffusers.models.attention_dispatch import attention_backend
+
+        return attention_backend(DISPATCHER_BACKEND[token])
+    from torch.nn.attention import sdpa_kernel
+
+    return sdpa_kernel([_sdpa_backend(token)])

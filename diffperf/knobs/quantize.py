@@ -1,0 +1,74 @@
+"""torchao quantization of the denoiser and of the text encoders."""
+from __future__ import annotations
+
+import torch
+
+from .skip import CaseSkip
+
+
+def _config(kind: str):
+    from torchao.quantization import (
+        Float8DynamicActivationFloat8WeightConfig,
+        Int4WeightOnlyConfig,
+        Int8DynamicActivationInt8WeightConfig,
+        Int8WeightOnlyConfig,
+        PerRow,
+        PerTensor,
+    )
+
+    return {
+        "int8wo": lambda: Int8WeightOnlyConfig(),
+        "int8dq": lambda: Int8DynamicActivationInt8WeightConfig(),
+        "fp8dq": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()),
+        "fp8dq-tensor": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerTensor()),
+        "int4wo": lambda: Int4WeightOnlyConfig(group_size=128),
+    }[kind]()
+
+
+def check(kind: str, device: torch.device, dtype: str) -> None:
+    if kind.startswith("fp8"):
+        if device.type != "cuda":
+            raise CaseSkip(f"{kind}: torchao float8 needs a CUDA GPU of compute capability >= 8.9")
+        if torch.cuda.get_device_capability(device) < (8, 9):
+            raise CaseSkip(f"{kind}: float8 needs compute capability >= 8.9, this GPU has "
+                           f"{torch.cuda.get_device_capability(device)}")
+    if kind == "int4wo":
+        if device.type != "cuda":
+            raise CaseSkip("int4wo: torchao int4 weight-only needs CUDA")
+        if dtype != "bf16":
+            raise CaseSkip("int4wo: torchao int4 weight-only kernels take bf16 activations only")
+
+
+def _eligible(kind: str):
+    # float8 and int4 kernels need dimensions that are multiples of 16 (int4: of the group size)
+    multiple = {"int4wo": 128}.get(kind, 16 if kind.startswith("fp8") else 1)
+
+    def keep(module: torch.nn.Module, fqn: str) -> bool:
+        return (
+            isinstance(module, torch.nn.Linear)
+            and module.in_features % multiple == 0
+            and module.out_features % multiple == 0
+        )
+
+    return keep
+
+
+def quantize(module: torch.nn.Module, kind: str) -> int:
+    """Quantize the eligible nn.Linear layers in place; returns how many were quantized."""
+    from torchao.quantization import quantize_
+
+    keep = _eligible(kind)
+    targets = [name for name, m in module.named_modules() if keep(m, name)]
+    if not targets:
+        raise CaseSkip(f"{kind}: no Linear layer of {type(module).__name__} has eligible shapes")
+    quantize_(module, _config(kind), filter_fn=keep)
+    return len(targets)
+
+
+def count_quantized(module: torch.nn.Module) -> int:
+    """Linear layers whose weight is a torchao tensor subclass."""
+    return sum(
+        1
+        for m in module.modules()
+        if isinstance(m, torch.nn.Linear) and type(m.weight) not in (torch.Tensor, torch.nn.Parameter)
+    )

@@ -1,0 +1,137 @@
+"""Machine state recorded with every result: hardware, driver, library versions, and NVML
+clocks / temperature / power / throttle reasons sampled around the timed region."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import threading
+import time
+from typing import Any
+
+import torch
+
+# NVML clocks-event (throttle) reasons that make a timing untrustworthy. sw_power_cap (0x4) is
+# left out: a busy H100 sits at its power cap in normal operation; it is kept in the raw bitmask.
+BAD_THROTTLE = {
+    "hw_slowdown": 0x8,
+    "sw_thermal_slowdown": 0x20,
+    "hw_thermal_slowdown": 0x40,
+    "hw_power_brake_slowdown": 0x80,
+}
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _nvml():
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception as exc:  # NVML absent (CPU machine) is expected; say why in the record
+        return exc
+
+
+def _nvml_handle(pynvml):
+    # the GPU torch uses, honouring CUDA_VISIBLE_DEVICES (xdist workers pin one GPU each)
+    bus = torch.cuda.get_device_properties(torch.cuda.current_device()).pci_bus_id
+    return pynvml.nvmlDeviceGetHandleByPciBusId(bus)
+
+
+def gpu_sample(pynvml, handle) -> dict[str, Any]:
+    reasons = pynvml.nvmlDeviceGetCurrentClocksEventReasons(handle)
+    procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+    return {
+        "t": time.time(),
+        "sm_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+        "mem_clock_mhz": pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_MEM),
+        "temperature_c": pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+        "power_w": pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+        "throttle_reasons": int(reasons),
+        "throttle": sorted(k for k, bit in BAD_THROTTLE.items() if reasons & bit),
+        "memory_used_bytes": pynvml.nvmlDeviceGetMemoryInfo(handle).used,
+        "foreign_processes": sorted(p.pid for p in procs if p.pid != os.getpid()),
+    }
+
+
+def machine_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {p: _version(p) for p in ("torch", "diffusers", "transformers", "torchao", "triton",
+                                              "flash-attn", "numpy", "scikit-image", "pytest")},
+        "cuda": torch.version.cuda,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        state["gpu"] = {
+            "name": props.name,
+            "capability": list(torch.cuda.get_device_capability()),
+            "memory_bytes": props.total_memory,
+            "multiprocessors": props.multi_processor_count,
+            "count": torch.cuda.device_count(),
+            "cudnn": torch.backends.cudnn.version(),
+        }
+        pynvml = _nvml()
+        if isinstance(pynvml, Exception):
+            state["nvml_error"] = repr(pynvml)
+        else:
+            handle = _nvml_handle(pynvml)
+            state["gpu"]["driver"] = pynvml.nvmlSystemGetDriverVersion()
+            state["gpu"]["power_limit_w"] = pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0
+            state["gpu"]["max_sm_clock_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)
+            state["gpu"]["state_at_start"] = gpu_sample(pynvml, handle)
+    return state
+
+
+class NvmlSampler:
+    """Samples the GPU every `interval` seconds in a thread while the timed calls run."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        pynvml = _nvml() if torch.cuda.is_available() else None
+        self.pynvml = None if isinstance(pynvml, Exception) else pynvml
+        self.handle = _nvml_handle(self.pynvml) if self.pynvml else None
+
+    def start(self) -> None:
+        if not self.pynvml:
+            return
+        self.samples = [gpu_sample(self.pynvml, self.handle)]
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(gpu_sample(self.pynvml, self.handle))
+
+    def stop(self) -> list[dict[str, Any]]:
+        if self._thread:
+            self._stop.set()
+            self._thread.join()
+            self.samples.append(gpu_sample(self.pynvml, self.handle))
+        return self.samples
+
+
+def inconclusive_reasons(samples: list[dict[str, Any]]) -> list[str]:
+    """Why a timing taken with these NVML samples must not become a baseline."""
+    reasons = set()
+    for s in samples:
+        for r in s["throttle"]:
+            reasons.add(f"throttled: {r}")
+        if s["foreign_processes"]:
+            reasons.add(f"foreign GPU processes: {s['foreign_processes']}")
+    return sorted(reasons)

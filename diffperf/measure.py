@@ -1,0 +1,259 @@
+"""Run a built case: cold call, warm-up, timed calls with per-stage times, peak memory."""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .build import Built
+
+
+class Clock:
+    """Timestamps on the device's timeline: CUDA events on a GPU, perf_counter on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def seconds(self, a, b) -> float:
+        """Elapsed time between two marks; call after sync()."""
+        return a.elapsed_time(b) / 1000.0 if self.cuda else b - a
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+
+class StageProbe:
+    """Marks stage boundaries by wrapping pipeline methods on the instance (no change to the
+    pipeline's code): encode_prompt = text encoding, scheduler.set_timesteps .. each
+    scheduler.step = denoising steps, <vae>.decode = VAE decode."""
+
+    def __init__(self, built: Built, clock: Clock):
+        self.clock = clock
+        self.marks: list[tuple[str, Any]] = []
+        self._undo: list[tuple[Any, str]] = []
+        pipe = built.pipe
+        self._wrap(pipe, "encode_prompt", "te")
+        self._wrap(pipe.scheduler, "set_timesteps", "timesteps", before=False)
+        self._wrap(pipe.scheduler, "step", "step", before=False)
+        self._wrap(getattr(pipe, built.spec.vae), "decode", "vae")
+
+    def _wrap(self, obj, name: str, label: str, before: bool = True) -> None:
+        original = getattr(obj, name)
+        marks, clock = self.marks, self.clock
+
+        def wrapper(*args, **kwargs):
+            if before:
+                marks.append((label + "_start", clock.mark()))
+            out = original(*args, **kwargs)
+            marks.append((label + "_end", clock.mark()))
+            return out
+
+        setattr(obj, name, wrapper)
+        self._undo.append((obj, name))
+
+    def remove(self) -> None:
+        for obj, name in self._undo:
+            delattr(obj, name)  # the instance attribute hid the class method
+        self._undo.clear()
+
+    def reset(self) -> None:
+        self.marks.clear()
+
+    def stages(self) -> dict[str, Any]:
+        """Seconds per stage for the last call (after clock.sync())."""
+        sec = self.clock.seconds
+        te = [m for m in self.marks if m[0].startswith("te_")]
+        text = sum(sec(a[1], b[1]) for a, b in zip(te[0::2], te[1::2])) if te else None
+        starts = [m[1] for m in self.marks if m[0] == "timesteps_end"]
+        step_ends = [m[1] for m in self.marks if m[0] == "step_end"]
+        steps = []
+        if starts and step_ends:
+            prev = starts[-1]
+            for end in step_ends:
+                steps.append(sec(prev, end))
+                prev = end
+        vae = [m for m in self.marks if m[0].startswith("vae_")]
+        decode = sum(sec(a[1], b[1]) for a, b in zip(vae[0::2], vae[1::2])) if vae else None
+        return {"text_encode_s": text, "steps_s": steps, "vae_decode_s": decode}
+
+
+class TensorBytesTracker(torch.utils._python_dispatch.TorchDispatchMode):
+    """Peak bytes of tensor storages created during a region: deterministic for a given op
+    sequence, unlike process RSS. Views and in-place results share an input's storage and are
+    not counted again."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._known: set[int] = set()
+
+    def _free(self, key: int, n: int) -> None:
+        self._known.discard(key)
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in torch.utils._pytree.tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor) and t.device.type != "meta"
+        }
+        for t in torch.utils._pytree.tree_leaves(out):
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key in inputs or key in self._known or storage.nbytes() == 0:
+                continue
+            self._known.add(key)
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self._free, key, storage.nbytes())
+        return out
+
+
+def module_bytes(pipe) -> int:
+    """Bytes of parameters and buffers of every module of the pipeline (torchao subclasses count
+    their packed data)."""
+    total = 0
+    seen: set[int] = set()
+    for comp in pipe.components.values():
+        if not isinstance(comp, torch.nn.Module):
+            continue
+        for t in list(comp.parameters()) + list(comp.buffers()):
+            for leaf in _storages(t):
+                if leaf.data_ptr() not in seen:
+                    seen.add(leaf.data_ptr())
+                    total += leaf.nbytes()
+    return total
+
+
+def _storages(t: torch.Tensor):
+    if type(t) in (torch.Tensor, torch.nn.Parameter) or not hasattr(t, "__tensor_flatten__"):
+        yield t.untyped_storage()
+        return
+    names, _ = t.__tensor_flatten__()
+    for n in names:
+        yield from _storages(getattr(t, n))
+
+
+@dataclass
+class Measurement:
+    cold_s: float  # first call: compilation, autotuning, lazy init
+    warmup_s: list[float]
+    samples_s: list[float]  # timed end-to-end calls
+    stages: list[dict[str, Any]]  # per timed call
+    memory: dict[str, Any]
+    knobs: dict[str, Any] = field(default_factory=dict)
+    nvml_samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        s = np.array(self.samples_s)
+        steps = [x for st in self.stages for x in st["steps_s"]]
+        te = [st["text_encode_s"] for st in self.stages if st["text_encode_s"] is not None]
+        vae = [st["vae_decode_s"] for st in self.stages if st["vae_decode_s"] is not None]
+        return {
+            "mean_s": float(s.mean()),
+            "min_s": float(s.min()),
+            "max_s": float(s.max()),
+            "median_s": float(np.median(s)),
+            "p90_s": float(np.percentile(s, 90)),
+            "p99_s": float(np.percentile(s, 99)),
+            "stdev_s": float(s.std(ddof=1)) if len(s) > 1 else 0.0,
+            "step_median_s": float(statistics.median(steps)) if steps else None,
+            "text_encode_median_s": float(statistics.median(te)) if te else None,
+            "vae_decode_median_s": float(statistics.median(vae)) if vae else None,
+        }
+
+
+def call_kwargs(built: Built, prompt: str, seed: int) -> dict[str, Any]:
+    d = built.spec.defaults(built.tier.size)
+    kw = dict(prompt=prompt, height=d.height, width=d.width, num_inference_steps=d.steps,
+              guidance_scale=d.guidance, output_type="np",
+              generator=torch.Generator(device="cpu").manual_seed(seed))
+    if d.max_sequence_length is not None:
+        kw["max_sequence_length"] = d.max_sequence_length
+    kw.update(built.spec.call_kwargs_for(built.tier.size))
+    return kw
+
+
+def generate(built: Built, prompt: str, seed: int) -> np.ndarray:
+    """One image as float32 HxWx3 in [0, 1]."""
+    with torch.inference_mode(), built.call_context():
+        out = built.pipe(**call_kwargs(built, prompt, seed))
+    return np.asarray(out.images[0], dtype=np.float32)
+
+
+@contextlib.contextmanager
+def _no_recompile(built: Built):
+    # a recompilation inside the timed region would time the compiler, not the model
+    if built.case.recipe.compile:
+        with torch.compiler.set_stance("fail_on_recompile"):
+            yield
+    else:
+        yield
+
+
+def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, sampler=None) -> Measurement:
+    clock = Clock(built.device)
+    cuda = built.device.type == "cuda"
+    probe = StageProbe(built, clock)
+    try:
+        def timed_call() -> float:
+            probe.reset()
+            start = clock.mark()
+            generate(built, prompt, seed)
+            end = clock.mark()
+            clock.sync()
+            return clock.seconds(start, end)
+
+        clock.sync()
+        cold = timed_call()
+        warm = [timed_call() for _ in range(warmup)]
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        samples, stages = [], []
+        if sampler:
+            sampler.start()
+        try:
+            with _no_recompile(built):
+                for _ in range(iterations):
+                    samples.append(timed_call())
+                    stages.append(probe.stages())
+        finally:
+            nvml = sampler.stop() if sampler else []
+    finally:
+        probe.remove()
+    memory = {"weights_bytes": module_bytes(built.pipe)}
+    if cuda:
+        memory.update(
+            run_peak_allocated_bytes=torch.cuda.max_memory_allocated(),
+            run_peak_reserved_bytes=torch.cuda.max_memory_reserved(),
+            method="torch.cuda.max_memory_allocated over the timed calls",
+        )
+    else:
+        # deterministic: weights + peak of tensors created during one eager call
+        tracker = TensorBytesTracker()
+        with torch.compiler.set_stance("force_eager"), tracker:
+            generate(built, prompt, seed)
+        memory.update(
+            run_peak_allocated_bytes=memory["weights_bytes"] + tracker.peak,
+            activation_peak_bytes=tracker.peak,
+            method="weights + peak live tensor storage of one eager call (TorchDispatchMode)",
+        )
+    return Measurement(cold, warm, samples, stages, memory, nvml_samples=nvml)

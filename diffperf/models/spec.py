@@ -1,0 +1,71 @@
+"""What one model entry holds. Adding a model = one ModelSpec in one module of this package."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+SIZES = ("full", "tiny")
+
+
+@dataclass(frozen=True)
+class GenDefaults:
+    """Default generation settings for one size of a model."""
+
+    height: int
+    width: int
+    steps: int
+    guidance: float
+    # passed to the pipeline call as max_sequence_length when not None
+    max_sequence_length: int | None = None
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    size: str  # "full" or "tiny"
+    device: torch.device
+    dtype: torch.dtype
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # stable id used by tools and CI, e.g. "flux-dev"
+    pipeline_class: str  # diffusers pipeline class name
+    denoiser: str  # pipeline attribute of the denoiser ("transformer" / "unet")
+    vae: str  # pipeline attribute of the image decoder ("vae" / "movq")
+    text_encoders: tuple[str, ...]  # pipeline attributes of the text encoders
+    hub_id: str  # for pretrained mode
+    revision: str
+    full: GenDefaults
+    tiny: GenDefaults
+    # builds every pipeline component with synthetic (seeded random) weights, directly on
+    # request.device in request.dtype; returns the kwargs for pipeline_class(**components)
+    build_components: Callable[[BuildRequest], dict[str, Any]]
+    # extra kwargs always passed to the pipeline __call__ (e.g. use_resolution_binning=False)
+    call_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # per-size override of call kwargs, e.g. {"tiny": {...}}
+    size_call_kwargs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # True when the denoiser's attention goes through diffusers' attention dispatcher
+    # (set_attention_backend works); otherwise SDPA kernel selection is used
+    attention_dispatcher: bool = False
+    # True when pipeline.fuse_qkv_projections() really fuses something on this model
+    fused_qkv: bool = False
+    # True when the denoiser has CacheMixin.enable_cache (FirstBlockCache, MagCache, TaylorSeer)
+    diffusers_cache: bool = False
+    # True when this project's TeaCache has coefficients for this model
+    teacache: bool = False
+    # classifier-free guidance runs the denoiser on a doubled batch
+    cfg_batched: bool = True
+    notes: str = ""
+
+    def defaults(self, size: str) -> GenDefaults:
+        if size not in SIZES:
+            raise ValueError(f"unknown model size {size!r}; valid: {', '.join(SIZES)}")
+        return getattr(self, size)
+
+    def call_kwargs_for(self, size: str) -> dict[str, Any]:
+        kw = dict(self.call_kwargs)
+        kw.update(self.size_call_kwargs.get(size, {}))
+        return kw

@@ -1,0 +1,99 @@
+"""All pytest options of the suite, parsed once into a frozen dataclass."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .errors import UsageError, unknown
+from .recipes import parse_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_MODES = ("synthetic", "pretrained")
+
+
+@dataclass(frozen=True)
+class PerfOptions:
+    tier: str | None = None  # None: the machine's own tier
+    models: tuple[str, ...] = ()
+    recipes: tuple[str, ...] = ()
+    level: str = "standard"
+    weights: str = "synthetic"
+    weights_dirs: Mapping[str, str] = field(default_factory=dict)
+    iterations: int | None = None  # None: the tier's default
+    warmup: int | None = None
+    seed: int = 0
+    results_dir: Path = ROOT / "results"
+    baselines_dir: Path = ROOT / "baselines"
+    references_dir: Path = ROOT / "fixtures" / "reference"
+    prompts_file: Path = ROOT / "fixtures" / "prompts.json"
+
+    def weights_dir(self, model: str) -> str | None:
+        """A local checkpoint dir for `model`: --perf-weights-dir, else $DIFFPERF_WEIGHTS_<MODEL>."""
+        if model in self.weights_dirs:
+            return self.weights_dirs[model]
+        return os.environ.get("DIFFPERF_WEIGHTS_" + model.upper().replace("-", "_"))
+
+
+def add_options(parser) -> None:
+    g = parser.getgroup("diffperf", "diffusion performance suite")
+    g.addoption("--perf-tier", default=None, help="tier to run (default: this machine's, or the tiers named in -m)")
+    g.addoption("--perf-models", default="", help="comma-separated model names")
+    g.addoption("--perf-recipes", default="", help="comma-separated recipes, e.g. bf16,bf16+fbcache-0.3")
+    g.addoption("--perf-level", default="standard", help="smoke, standard or full (default standard)")
+    g.addoption("--perf-weights", default="synthetic", help="synthetic (seeded random) or pretrained")
+    g.addoption("--perf-weights-dir", action="append", default=[], metavar="MODEL=DIR",
+                help="local checkpoint dir for a model in pretrained mode (repeatable)")
+    g.addoption("--perf-iterations", type=int, default=None, help="timed calls per case")
+    g.addoption("--perf-warmup", type=int, default=None, help="untimed warm-up calls after the cold call")
+    g.addoption("--perf-seed", type=int, default=0)
+    g.addoption("--perf-results", default=None, help="results directory (default results/)")
+    g.addoption("--perf-baselines", default=None, help="baselines directory (default baselines/)")
+    g.addoption("--perf-references", default=None, help="reference images directory (default fixtures/reference/)")
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def parse_options(get) -> PerfOptions:
+    """`get(name)` returns the raw value of an option (pytest's config.getoption)."""
+    from .cases import LEVELS
+    from .models import get_model
+    from .tiers import get_tier
+
+    tier = get("perf_tier")
+    if tier is not None:
+        get_tier(tier)
+    models = _csv(get("perf_models"))
+    for m in models:
+        get_model(m)
+    recipes = _csv(get("perf_recipes"))
+    for r in recipes:
+        parse_recipe(r)
+    level = get("perf_level")
+    if level not in LEVELS:
+        raise unknown("level", level, LEVELS)
+    weights = get("perf_weights")
+    if weights not in WEIGHTS_MODES:
+        raise unknown("weights mode", weights, WEIGHTS_MODES)
+    dirs = {}
+    for item in get("perf_weights_dir"):
+        model, sep, path = item.partition("=")
+        if not sep or not path:
+            raise UsageError(f"--perf-weights-dir wants MODEL=DIR, got {item!r}")
+        get_model(model)
+        dirs[model] = path
+    for name in ("perf_iterations", "perf_warmup"):
+        v = get(name)
+        if v is not None and v < (1 if name == "perf_iterations" else 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be >= {1 if name == 'perf_iterations' else 0}, got {v}")
+    kw = {}
+    for opt, key in (("perf_results", "results_dir"), ("perf_baselines", "baselines_dir"),
+                     ("perf_references", "references_dir")):
+        if get(opt):
+            kw[key] = Path(get(opt)).resolve()
+    return PerfOptions(tier=tier, models=models, recipes=recipes, level=level, weights=weights,
+                       weights_dirs=dirs, iterations=get("perf_iterations"), warmup=get("perf_warmup"),
+                       seed=get("perf_seed"), **kw)

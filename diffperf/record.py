@@ -1,0 +1,135 @@
+"""Results files: one JSON per case as soon as it is measured (nothing is lost on a crash), and
+an aggregate results.json + results.csv per run."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from . import storage
+from .options import ROOT
+
+RESULTS_KIND = "diffperf-results"
+CASE_KIND = "diffperf-case-result"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def safe_name(case_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", case_id.replace("/", "__"))
+
+
+def fingerprint(tier: str, weights: str, machine: dict[str, Any]) -> dict[str, Any]:
+    """What a baseline is only comparable under."""
+    v = machine.get("versions", {})
+    return {
+        "tier": tier,
+        "weights": weights,
+        "gpu": (machine.get("gpu") or {}).get("name"),
+        "cuda": machine.get("cuda"),
+        "torch": v.get("torch"),
+        "diffusers": v.get("diffusers"),
+        "torchao": v.get("torchao"),
+        "transformers": v.get("transformers"),
+    }
+
+
+class RunRecorder:
+    def __init__(self, results_dir: Path, tier: str, weights: str, machine: dict[str, Any]):
+        self.dir = Path(results_dir) / tier
+        self.tier = tier
+        self.weights = weights
+        self.machine = machine
+        self.cases: dict[str, dict[str, Any]] = {}
+        self.started = now()
+        try:
+            (self.dir / "cases").mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise storage.StoredFileError(f"results directory {self.dir} cannot be written: {exc}") from exc
+
+    def image_path(self, case_id: str, prompt_id: str) -> Path:
+        return self.dir / "images" / safe_name(case_id) / f"{prompt_id}.png"
+
+    def add(self, case_id: str, result: dict[str, Any]) -> None:
+        self.cases[case_id] = result
+        storage.dump(self.dir / "cases" / f"{safe_name(case_id)}.json", CASE_KIND, {"case": case_id, **result})
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "weights": self.weights,
+            "started": self.started,
+            "finished": now(),
+            "commit": git_commit(),
+            "machine": self.machine,
+            "fingerprint": fingerprint(self.tier, self.weights, self.machine),
+        }
+
+    def finish(self) -> Path | None:
+        if not self.cases:
+            return None
+        path = self.dir / "results.json"
+        storage.dump(path, RESULTS_KIND, {**self.header(), "cases": self.cases})
+        write_csv(self.dir / "results.csv", self.cases)
+        return path
+
+
+CSV_FIELDS = ["case", "model", "recipe", "status", "median_s", "mean_s", "min_s", "p90_s", "p99_s", "stdev_s",
+              "step_median_s", "text_encode_median_s", "vae_decode_median_s", "cold_s", "load_s",
+              "peak_memory_bytes", "weights_bytes", "ssim_vs_reference_recipe", "psnr_vs_reference_recipe",
+              "inconclusive"]
+
+
+def csv_row(case_id: str, r: dict[str, Any]) -> dict[str, Any]:
+    s = r.get("summary") or {}
+    fid = (r.get("fidelity") or {})
+    return {
+        "case": case_id, "model": r.get("model"), "recipe": r.get("recipe"), "status": r.get("status"),
+        **{k: s.get(k) for k in CSV_FIELDS if k in s},
+        "cold_s": (r.get("timing") or {}).get("cold_s"),
+        "load_s": r.get("load_s"),
+        "peak_memory_bytes": (r.get("memory") or {}).get("run_peak_allocated_bytes"),
+        "weights_bytes": (r.get("memory") or {}).get("weights_bytes"),
+        "ssim_vs_reference_recipe": fid.get("ssim"),
+        "psnr_vs_reference_recipe": fid.get("psnr"),
+        "inconclusive": ";".join(r.get("inconclusive") or []),
+    }
+
+
+def write_csv(path: Path, cases: dict[str, dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for cid, r in sorted(cases.items()):
+            w.writerow(csv_row(cid, r))
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """A results.json, or a results directory (results.json inside, else its per-case files)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "results.json").exists():
+            return storage.load(path / "results.json", RESULTS_KIND)
+        files = sorted((path / "cases").glob("*.json"))
+        if not files:
+            raise storage.StoredFileError(f"no results.json and no cases/*.json under {path}")
+        raise storage.StoredFileError(
+            f"{path} has per-case files but no results.json (the run did not finish); "
+            f"finish the run or pass one of {files[0]}..")
+    return storage.load(path, RESULTS_KIND)

@@ -1,0 +1,66 @@
+"""Versioned JSON files: every stored file carries kind + schema_version, and a file this code
+does not understand is refused loudly, naming the file."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import StoredFileError
+
+SCHEMA_VERSION = 1
+
+
+def load(path: Path, kind: str) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise StoredFileError(f"cannot read {kind} file {path}: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StoredFileError(f"{kind} file {path} is not valid JSON ({exc}); restore it from git "
+                              f"or regenerate it with tools/update_baselines.py") from exc
+    if not isinstance(data, dict) or data.get("kind") != kind:
+        raise StoredFileError(f"{path} is not a {kind} file (kind={data.get('kind') if isinstance(data, dict) else None!r})")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoredFileError(f"{kind} file {path} has schema_version {version!r}; this code reads "
+                              f"schema_version {SCHEMA_VERSION} only")
+    return data
+
+
+def _check_finite(obj: Any, where: str = "") -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ValueError(f"refusing to store non-finite number at {where or 'top level'}")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_finite(v, f"{where}[{i}]")
+
+
+def dump(path: Path, kind: str, data: dict[str, Any]) -> None:
+    """Atomic write: a temp file in the same directory, then rename; the old file stays intact
+    until the new one is complete."""
+    path = Path(path)
+    body = {"kind": kind, "schema_version": SCHEMA_VERSION, **data}
+    _check_finite(body)
+    text = json.dumps(body, indent=1, sort_keys=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
