@@ -1,0 +1,58 @@
+"""Image comparison: SSIM (scikit-image) and PSNR, image sanity checks, PNG round trip."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from .errors import StoredFileError
+
+
+class BadImage(AssertionError):
+    """A generated image that cannot be right (NaN, infinite, constant)."""
+
+
+def check_image(img: np.ndarray, what: str) -> None:
+    if not np.isfinite(img).all():
+        bad = int((~np.isfinite(img)).sum())
+        raise BadImage(f"{what}: {bad} of {img.size} values are NaN or infinite")
+    if float(img.max()) == float(img.min()):
+        raise BadImage(f"{what}: image is constant ({float(img.min()):.4f}) — the model produced no signal")
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    return (np.clip(np.nan_to_num(img, nan=0.0), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def save_png(img: np.ndarray, path: Path) -> None:
+    """Lossless PNG of the uint8-quantised image (the quantisation is the only loss: <= 0.5/255)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(img)).save(path, optimize=True)
+
+
+def load_png(path: Path, expect_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StoredFileError(f"reference image {path} cannot be read: {exc}") from exc
+    if expect_shape is not None and arr.shape != tuple(expect_shape):
+        raise StoredFileError(f"reference image {path} has shape {arr.shape}, the case produces {tuple(expect_shape)}; "
+                              f"regenerate it with tools/update_baselines.py --references")
+    return arr
+
+
+def compare(img: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """SSIM with Gaussian weights (sigma 1.5, as Wang et al.) over RGB, data range 1; PSNR in dB
+    (inf for identical images is reported as 99)."""
+    a = to_uint8(img).astype(np.float64) / 255.0
+    b = to_uint8(ref).astype(np.float64) / 255.0
+    ssim = structural_similarity(a, b, data_range=1.0, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+                                 use_sample_covariance=False)
+    mse = float(np.mean((a - b) ** 2))
+    psnr = 99.0 if mse == 0 else float(peak_signal_noise_ratio(b, a, data_range=1.0))
+    return {"ssim": float(ssim), "psnr": min(psnr, 99.0)}

@@ -1,0 +1,227 @@
+"""pytest plugin: options, markers, parametrization of cases, shared fixtures, report header.
+
+Only wiring lives here; the work is done by the modules of the flow
+(models -> recipes -> cases -> build -> measure -> record -> compare -> report).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from .cases import LEVELS, Case, cases_for_tier, levels_including, select_cases
+from .errors import StoredFileError, UsageError
+from .options import PerfOptions, add_options, parse_options
+from .tiers import TIERS, Tier, detect_tier, get_tier, machine_mismatch
+
+OPTIONS_KEY = pytest.StashKey[PerfOptions]()
+STATE_KEY = pytest.StashKey["SessionState"]()
+
+
+@dataclass(frozen=True)
+class PerfCase:
+    tier: Tier
+    case: Case
+
+    @property
+    def id(self) -> str:
+        return f"{self.tier.name}:{self.case.id}"
+
+
+class SessionState:
+    """Per-session caches: one measurement per case, shared by its latency, memory and accuracy tests."""
+
+    def __init__(self, options: PerfOptions):
+        self.options = options
+        self.outcomes: dict[str, Any] = {}  # PerfCase.id -> CaseOutcome or the exception it raised
+        self.recorders: dict[str, Any] = {}
+        self.machine: dict[str, Any] | None = None
+        self.baselines: dict[str, Any] = {}
+
+
+def pytest_addoption(parser):
+    add_options(parser)
+
+
+def pytest_configure(config):
+    for tier in TIERS.values():
+        config.addinivalue_line("markers", f"{tier.name}: cases of the {tier.name} tier ({tier.description})")
+    config.addinivalue_line("markers", "smoke: one case per model")
+    config.addinivalue_line("markers", "standard: each model's default recipe set (includes smoke)")
+    config.addinivalue_line("markers", "full: ladders and grids of the reference tables (includes standard)")
+    config.addinivalue_line("markers", "accuracy: image comparisons against references")
+    config.addinivalue_line("markers", "latency: latency against baseline")
+    config.addinivalue_line("markers", "memory: peak memory against baseline")
+    config.addinivalue_line("markers", "multigpu: cases that need several GPUs")
+    try:
+        options = parse_options(config.getoption)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[OPTIONS_KEY] = options
+    config.stash[STATE_KEY] = SessionState(options)
+
+
+def _names_in(expr: str) -> set[str]:
+    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr or ""))
+
+
+def _evaluate(expr: str, true_names: set[str], known: set[str]) -> bool:
+    from _pytest.mark.expression import Expression
+
+    # names the expression uses that are not tiers/levels are treated as matching
+    return Expression.compile(expr).evaluate(lambda n, **_: n in true_names or n not in known)
+
+
+def selected_tiers(config) -> list[Tier]:
+    options: PerfOptions = config.stash[OPTIONS_KEY]
+    if options.tier:
+        return [get_tier(options.tier)]
+    expr = config.option.markexpr
+    named = _names_in(expr) & set(TIERS)
+    if named:
+        return [t for t in TIERS.values() if _evaluate(expr, {t.name}, set(TIERS))]
+    detected = detect_tier()
+    return [TIERS[detected]] if detected in TIERS else []
+
+
+def selected_levels(config) -> tuple[str, ...]:
+    options: PerfOptions = config.stash[OPTIONS_KEY]
+    if _names_in(config.option.markexpr) & set(LEVELS):
+        return LEVELS  # the -m expression does the selecting
+    return levels_including(options.level)
+
+
+def perf_cases(config) -> list[PerfCase]:
+    options: PerfOptions = config.stash[OPTIONS_KEY]
+    levels = selected_levels(config)
+    out = []
+    for tier in selected_tiers(config):
+        cases = select_cases(cases_for_tier(tier), options.models, options.recipes)
+        out.extend(PerfCase(tier, c) for c in cases if c.level in levels or options.recipes)
+    return out
+
+
+def _marks(pc: PerfCase) -> list:
+    marks = [getattr(pytest.mark, pc.tier.name)]
+    for level in LEVELS[LEVELS.index(pc.case.level):]:
+        marks.append(getattr(pytest.mark, level))
+    return marks
+
+
+def pytest_generate_tests(metafunc):
+    if "perf_case" not in metafunc.fixturenames:
+        return
+    try:
+        cases = perf_cases(metafunc.config)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    metafunc.parametrize(
+        "perf_case", [pytest.param(pc, id=pc.id, marks=_marks(pc)) for pc in cases], scope="function"
+    )
+
+
+def pytest_report_header(config):
+    import torch
+
+    options: PerfOptions = config.stash[OPTIONS_KEY]
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    tiers = [t.name for t in selected_tiers(config)]
+    lines = [
+        f"diffperf: machine tier {detect_tier()!r} (GPU: {gpu}); running tiers {tiers or 'none'}; "
+        f"weights {options.weights}; level {options.level}; results -> {options.results_dir}",
+    ]
+    for name in tiers:
+        why = machine_mismatch(get_tier(name))
+        if why:
+            lines.append(f"diffperf: NOTHING WILL RUN for tier {name!r}: {why}")
+    if not tiers:
+        lines.append("diffperf: this GPU matches no tier; name one with -m <tier> or --perf-tier")
+    return lines
+
+
+def pytest_sessionfinish(session, exitstatus):
+    state: SessionState | None = session.config.stash.get(STATE_KEY, None)
+    if state is None:
+        return
+    from .report import write_run_summary
+
+    for recorder in state.recorders.values():
+        path = recorder.finish()
+        if path is not None:
+            write_run_summary(path)
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def perf_options(request) -> PerfOptions:
+    return request.config.stash[OPTIONS_KEY]
+
+
+@pytest.fixture(scope="session")
+def perf_state(request) -> SessionState:
+    return request.config.stash[STATE_KEY]
+
+
+@pytest.fixture
+def perf_outcome(perf_case: PerfCase, perf_state: SessionState):
+    """The measured case (built and measured once, shared by all tests of the case)."""
+    from .knobs.skip import CaseSkip
+    from .machine import machine_state
+    from .record import RunRecorder
+    from .runner import Prompts, run_case
+
+    why = machine_mismatch(perf_case.tier)
+    if why:
+        pytest.skip(why)
+    key = perf_case.id
+    if key not in perf_state.outcomes:
+        options = perf_state.options
+        if perf_state.machine is None:
+            perf_state.machine = machine_state()
+        name = perf_case.tier.name
+        if name not in perf_state.recorders:
+            perf_state.recorders[name] = RunRecorder(options.results_dir, name, options.weights, perf_state.machine)
+        try:
+            prompts = Prompts.load(options.prompts_file)
+            perf_state.outcomes[key] = run_case(perf_case.case, perf_case.tier, options, prompts,
+                                                perf_state.recorders[name])
+        except Exception as exc:  # kept so every test of the case reports it, then re-raised
+            perf_state.outcomes[key] = exc
+    outcome = perf_state.outcomes[key]
+    if isinstance(outcome, CaseSkip):
+        pytest.skip(f"{perf_case.case.id}: {outcome}")
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+@pytest.fixture
+def perf_baseline(perf_case: PerfCase, perf_state: SessionState):
+    """(baselines file dict, this case's entry); skips when the case has no baseline."""
+    from .compare import baseline_path, load_baselines
+
+    options = perf_state.options
+    path = baseline_path(options.baselines_dir, perf_case.tier.name, options.weights)
+    if path not in perf_state.baselines:
+        if not path.exists():
+            perf_state.baselines[path] = None
+        else:
+            try:
+                perf_state.baselines[path] = load_baselines(path)
+            except StoredFileError as exc:
+                perf_state.baselines[path] = exc
+    data = perf_state.baselines[path]
+    if isinstance(data, Exception):
+        raise data
+    entry = None if data is None else data["cases"].get(perf_case.case.id)
+    if entry is None:
+        pytest.skip(f"no baseline for {perf_case.case.id} on {perf_case.tier.name} ({path.name}); "
+                    f"run tools/update_baselines.py --tier {perf_case.tier.name}")
+    if data["fingerprint"].get("weights") != options.weights:
+        pytest.skip(f"baseline {path.name} was measured with {data['fingerprint'].get('weights')} weights, "
+                    f"this run uses {options.weights}")
+    return data, entry

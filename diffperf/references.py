@@ -1,0 +1,35 @@
+"""Where reference images live, and the SSIM/PSNR thresholds the accuracy tests apply."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .recipes import Recipe
+
+
+def reference_dir(root: Path, tier: str, weights: str, model: str, recipe: str) -> Path:
+    # synthetic and pretrained references never mix: pretrained ones live in "<tier>.pretrained"
+    top = tier if weights == "synthetic" else f"{tier}.{weights}"
+    return Path(root) / top / model / recipe.replace("/", "_")
+
+
+# Regression: same case, same machine and stack -> near identical. The cpu numbers allow for a
+# different CPU (other SIMD paths) on the CI machine; see README "Accuracy thresholds".
+REGRESSION = {"cpu": {"ssim": 0.95, "psnr": 30.0}, "gpu": {"ssim": 0.95, "psnr": 30.0}}
+
+# Fidelity: a case against its reference recipe (same dtype, eager, no cache, no quantization).
+FIDELITY = {
+    "cpu": {"lossless": 0.90, "lossy": 0.30},
+    "gpu": {"lossless": 0.80, "lossy": 0.30},
+}
+
+
+def recipe_class(recipe: Recipe) -> str:
+    return "lossless" if recipe.lossless else "lossy"
+
+
+def regression_threshold(tier_device: str) -> dict[str, float]:
+    return REGRESSION["cpu" if tier_device == "cpu" else "gpu"]
+
+
+def fidelity_threshold(tier_device: str, recipe: Recipe) -> float:
+    return FIDELITY["cpu" if tier_device == "cpu" else "gpu"][recipe_class(recipe)]

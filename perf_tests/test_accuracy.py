@@ -1,0 +1,66 @@
+"""Images of each case: against the stored reference of the same case (regression), and against
+the model's reference recipe (fidelity of the optimization)."""
+import pytest
+
+from diffperf import accuracy
+from diffperf.references import fidelity_threshold, reference_dir, regression_threshold
+
+pytestmark = pytest.mark.accuracy
+
+
+def _ref_dir(perf_case, perf_options, recipe_name):
+    return reference_dir(perf_options.references_dir, perf_case.tier.name, perf_options.weights,
+                         perf_case.case.model, recipe_name)
+
+
+def test_images_valid(perf_outcome, perf_case):
+    for pid, img in perf_outcome.images.items():
+        accuracy.check_image(img, f"{perf_case.id} prompt {pid!r}")
+
+
+def test_regression(perf_outcome, perf_case, perf_options):
+    ref_dir = _ref_dir(perf_case, perf_options, perf_case.case.recipe.name)
+    thr = regression_threshold(perf_case.tier.device)
+    scores = {}
+    for pid, img in perf_outcome.images.items():
+        accuracy.check_image(img, f"{perf_case.id} prompt {pid!r}")
+        path = ref_dir / f"{pid}.png"
+        if not path.exists():
+            pytest.skip(f"no reference image {path}; create it with tools/update_baselines.py --tier "
+                        f"{perf_case.tier.name} --references")
+        scores[pid] = accuracy.compare(img, accuracy.load_png(path, img.shape))
+    perf_outcome.result["regression"] = scores
+    bad = {pid: s for pid, s in scores.items() if s["ssim"] < thr["ssim"] or s["psnr"] < thr["psnr"]}
+    assert not bad, (f"{perf_case.id} differs from its reference images in {ref_dir}: "
+                     + "; ".join(f"{pid}: SSIM {s['ssim']:.4f} (threshold {thr['ssim']}), PSNR {s['psnr']:.2f} dB "
+                                 f"(threshold {thr['psnr']})" for pid, s in bad.items()))
+
+
+def test_fidelity(perf_outcome, perf_case, perf_options, perf_state):
+    recipe = perf_case.case.recipe
+    ref_recipe = recipe.reference
+    if ref_recipe.name == recipe.name:
+        pytest.skip(f"{perf_case.id} is its model's reference recipe")
+    # the reference recipe's image from this run when it ran, else its stored reference
+    ref_key = f"{perf_case.tier.name}:{perf_case.case.model}/{ref_recipe.name}"
+    ref_outcome = perf_state.outcomes.get(ref_key)
+    scores = {}
+    for pid, img in perf_outcome.images.items():
+        accuracy.check_image(img, f"{perf_case.id} prompt {pid!r}")
+        if ref_outcome is not None and not isinstance(ref_outcome, Exception):
+            ref = ref_outcome.images[pid]
+        else:
+            path = _ref_dir(perf_case, perf_options, ref_recipe.name) / f"{pid}.png"
+            if not path.exists():
+                pytest.skip(f"no image of the reference recipe {ref_recipe.name!r}: run it in this session "
+                            f"(--perf-recipes {ref_recipe.name}) or store its reference ({path})")
+            ref = accuracy.load_png(path, img.shape)
+        scores[pid] = accuracy.compare(img, ref)
+    worst = min(s["ssim"] for s in scores.values())
+    perf_outcome.result["fidelity"] = {"reference_recipe": ref_recipe.name,
+                                       "ssim": worst, "psnr": min(s["psnr"] for s in scores.values()),
+                                       "per_prompt": scores}
+    thr = fidelity_threshold(perf_case.tier.device, recipe)
+    assert worst >= thr, (f"{perf_case.id} vs its reference recipe {ref_recipe.name}: worst SSIM {worst:.4f} "
+                          f"< threshold {thr} ({'lossless' if recipe.lossless else 'lossy'} class); per prompt: "
+                          + ", ".join(f"{p}: SSIM {s['ssim']:.4f} PSNR {s['psnr']:.2f}" for p, s in scores.items()))

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Turn a measured run (results/<tier>/results.json) into baselines/<tier>.json and, with
+--references, into the reference images under fixtures/reference/<tier>/.
+
+Refuses: results of another tier, cases with zero or missing metrics, inconclusive results
+(throttled GPU, foreign processes). Writes atomically (temp file + rename) and prints the
+old -> new diff of every case it touches.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from diffperf import storage  # noqa: E402
+from diffperf.compare import BASELINE_KIND, baseline_path  # noqa: E402
+from diffperf.errors import StoredFileError  # noqa: E402
+from diffperf.options import ROOT  # noqa: E402
+from diffperf.record import load_results, now  # noqa: E402
+from diffperf.references import reference_dir  # noqa: E402
+from diffperf.tiers import TIERS, get_tier  # noqa: E402
+
+TOLERANCE_NOTE = {
+    "cpu": "CPU timings on shared 2-core CI machines swing widely: latency fails only above x2.5 of the "
+           "baseline median (and a one-sided Mann-Whitney U test at p<0.05 agrees). Memory on the cpu tier is "
+           "deterministic (weights + peak live tensor bytes of an eager call): 2% + 64 KiB.",
+}
+
+
+class Refused(Exception):
+    pass
+
+
+def entry_from_result(cid: str, r: dict) -> dict:
+    if r.get("status") != "ok":
+        raise Refused(f"{cid}: status {r.get('status')!r}")
+    if r.get("inconclusive"):
+        raise Refused(f"{cid}: inconclusive result ({'; '.join(r['inconclusive'])}); re-measure on a quiet GPU")
+    s, mem, t = r.get("summary") or {}, r.get("memory") or {}, r.get("timing") or {}
+    entry = {
+        "model": r["model"],
+        "recipe": r["recipe"],
+        "samples_s": t.get("samples_s"),
+        "median_s": s.get("median_s"),
+        "step_median_s": s.get("step_median_s"),
+        "text_encode_median_s": s.get("text_encode_median_s"),
+        "vae_decode_median_s": s.get("vae_decode_median_s"),
+        "cold_s": t.get("cold_s"),
+        "peak_memory_bytes": mem.get("run_peak_allocated_bytes"),
+        "weights_bytes": mem.get("weights_bytes"),
+    }
+    for key in ("median_s", "peak_memory_bytes", "weights_bytes"):
+        v = entry[key]
+        if not isinstance(v, (int, float)) or v <= 0:
+            raise Refused(f"{cid}: {key} is {v!r}; a baseline needs a positive measured value")
+    if not entry["samples_s"] or any(x <= 0 for x in entry["samples_s"]):
+        raise Refused(f"{cid}: missing or non-positive timing samples")
+    if r.get("fidelity"):
+        entry["fidelity"] = {k: r["fidelity"][k] for k in ("reference_recipe", "ssim", "psnr")}
+    return entry
+
+
+def _pct(old, new) -> str:
+    if old in (None, 0) or new is None:
+        return "new" if old is None else ""
+    return f"{(new / old - 1) * 100:+.1f}%"
+
+
+def print_diff(cid: str, old: dict | None, new: dict) -> None:
+    if old is None:
+        print(f"  + {cid}: median {new['median_s']:.4f} s, peak {new['peak_memory_bytes'] / 2**20:.1f} MiB")
+        return
+    print(f"  ~ {cid}: median {old['median_s']:.4f} -> {new['median_s']:.4f} s ({_pct(old['median_s'], new['median_s'])}), "
+          f"peak {old['peak_memory_bytes'] / 2**20:.1f} -> {new['peak_memory_bytes'] / 2**20:.1f} MiB "
+          f"({_pct(old['peak_memory_bytes'], new['peak_memory_bytes'])})")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tier", required=True, choices=sorted(TIERS))
+    p.add_argument("--results", type=Path, help="results.json or its directory (default results/<tier>)")
+    p.add_argument("--cases", nargs="*", default=None, metavar="GLOB",
+                   help="case ids or globs, e.g. 'flux-dev/*' (default: every case of the results)")
+    p.add_argument("--baselines", type=Path, default=ROOT / "baselines", help="baselines directory")
+    p.add_argument("--references", action="store_true", help="also store the run's images as reference images")
+    p.add_argument("--references-dir", type=Path, default=ROOT / "fixtures" / "reference")
+    p.add_argument("--replace", action="store_true", help="drop cases of the old file that the run did not measure")
+    p.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
+    args = p.parse_args(argv)
+
+    tier = get_tier(args.tier)
+    results_path = args.results or (ROOT / "results" / tier.name)
+    try:
+        results = load_results(results_path)
+    except StoredFileError as exc:
+        p.error(str(exc))
+    if results["tier"] != tier.name:
+        p.error(f"{results_path} holds tier {results['tier']!r}, not {tier.name!r}")
+    weights = results["weights"]
+    cases = results["cases"]
+    selected = [c for c in cases if args.cases is None or any(fnmatch.fnmatchcase(c, g) for g in args.cases)]
+    if not selected:
+        p.error(f"no case of {results_path} matches {args.cases}; cases: {', '.join(sorted(cases))}")
+
+    out_path = baseline_path(args.baselines, tier.name, weights)
+    old = None
+    if out_path.exists():
+        old = storage.load(out_path, BASELINE_KIND)  # a corrupted old file is an error, not overwritten
+    new_entries, refused = {}, []
+    for cid in selected:
+        try:
+            new_entries[cid] = entry_from_result(cid, cases[cid])
+        except Refused as exc:
+            refused.append(str(exc))
+    if refused:
+        print("refused (nothing written):", *refused, sep="\n  ", file=sys.stderr)
+        return 2
+    provenance = {"date": now(), "commit": results.get("commit"), "results_started": results.get("started"),
+                  "machine": {k: results["machine"].get(k) for k in ("hostname", "cpu", "cpu_count", "gpu", "cuda",
+                                                                       "versions")}}
+    old_cases = dict(old["cases"]) if old and not args.replace else {}
+    print(f"{out_path}:")
+    for cid, entry in sorted(new_entries.items()):
+        print_diff(cid, (old or {}).get("cases", {}).get(cid), entry)
+        entry["provenance"] = {"date": provenance["date"], "commit": provenance["commit"]}
+    old_cases.update(new_entries)
+    tolerances = (old or {}).get("tolerances") or {
+        "latency": tier.latency_tolerance, "memory": tier.memory_tolerance,
+        "memory_slack_bytes": tier.memory_slack_bytes, "p_value": tier.p_value,
+        "test": "one-sided Mann-Whitney U (scipy.stats.mannwhitneyu, alternative='greater') of the samples "
+                "against the baseline samples scaled by (1 + latency)",
+        "note": TOLERANCE_NOTE.get(tier.name, "set from the spread of repeated medians on this GPU"),
+    }
+    body = {"tier": tier.name, "tolerances": tolerances, "fingerprint": results["fingerprint"],
+            "provenance": provenance, "cases": dict(sorted(old_cases.items()))}
+    if args.dry_run:
+        print("dry run: nothing written")
+        return 0
+    storage.dump(out_path, BASELINE_KIND, body)
+    print(f"wrote {len(new_entries)} case(s) to {out_path} ({len(old_cases)} in the file)")
+    if args.references:
+        base_dir = Path(results_path if Path(results_path).is_dir() else Path(results_path).parent)
+        n = 0
+        for cid in selected:
+            r = cases[cid]
+            dest = reference_dir(args.references_dir, tier.name, weights, r["model"], r["recipe"])
+            dest.mkdir(parents=True, exist_ok=True)
+            for pid, rel in r.get("images", {}).items():
+                src = base_dir / rel
+                if not src.exists():
+                    print(f"missing image {src} for {cid}", file=sys.stderr)
+                    return 2
+                tmp = dest / f".{pid}.png.tmp"
+                shutil.copyfile(src, tmp)
+                tmp.replace(dest / f"{pid}.png")
+                n += 1
+        print(f"stored {n} reference image(s) under {args.references_dir / tier.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
