@@ -110,7 +110,8 @@ def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
 
     # Order matters: fuse before quantizing (fused weights get quantized), cache and compile last.
     if recipe.fuse_qkv:
-        pipe.fuse_qkv_projections()
+        # only StableDiffusionPipeline has the pipeline-level method (it also fuses the VAE)
+        (pipe if hasattr(pipe, "fuse_qkv_projections") else denoiser).fuse_qkv_projections()
         built.knobs["fused_qkv_modules"] = sum(
             1 for m in pipe.components.values() if isinstance(m, torch.nn.Module)
             for sub in m.modules() if getattr(sub, "fused_projections", False)

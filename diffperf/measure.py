@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import statistics
 import time
 import weakref
@@ -55,6 +56,7 @@ class StageProbe:
         original = getattr(obj, name)
         marks, clock = self.marks, self.clock
 
+        @functools.wraps(original)  # pipelines inspect set_timesteps' signature
         def wrapper(*args, **kwargs):
             if before:
                 marks.append((label + "_start", clock.mark()))
@@ -161,6 +163,7 @@ class Measurement:
     memory: dict[str, Any]
     knobs: dict[str, Any] = field(default_factory=dict)
     nvml_samples: list[dict[str, Any]] = field(default_factory=list)
+    last_image: np.ndarray | None = None  # output of the last timed call (reused as its prompt's image)
 
     def summary(self) -> dict[str, Any]:
         s = np.array(self.samples_s)
@@ -214,10 +217,12 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
     cuda = built.device.type == "cuda"
     probe = StageProbe(built, clock)
     try:
+        last = {}
+
         def timed_call() -> float:
             probe.reset()
             start = clock.mark()
-            generate(built, prompt, seed)
+            last["image"] = generate(built, prompt, seed)
             end = clock.mark()
             clock.sync()
             return clock.seconds(start, end)
@@ -256,4 +261,4 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
             activation_peak_bytes=tracker.peak,
             method="weights + peak live tensor storage of one eager call (TorchDispatchMode)",
         )
-    return Measurement(cold, warm, samples, stages, memory, nvml_samples=nvml)
+    return Measurement(cold, warm, samples, stages, memory, nvml_samples=nvml, last_image=last.get("image"))

@@ -335,7 +335,7 @@ class _Handle:
         else:
             raise TypeError(f"TeaCache: no timestep in the call of {self.spec.class_name}")
         self.engine.timestep = timestep
-        for name, replacement in self.replacements.items():
+        for name in self.replacements:
             if module._modules[name] is not self.originals[name]:
                 raise RuntimeError(f"TeaCache: {self.spec.class_name}.{name} was replaced after apply_teacache")
         for name, replacement in self.replacements.items():
@@ -380,7 +380,9 @@ def apply_teacache(
         raise UsageError(f"TeaCache threshold must be a finite number >= 0, got {threshold!r}")
     if num_steps is not None and (int(num_steps) != num_steps or num_steps < 1):
         raise UsageError(f"TeaCache num_steps must be a positive integer or None, got {num_steps!r}")
-    coeffs = tuple(float(c) for c in (coefficients if coefficients is not None else TEACACHE_COEFFICIENTS[spec.class_name]))
+    if coefficients is None:
+        coefficients = TEACACHE_COEFFICIENTS[spec.class_name]
+    coeffs = tuple(float(c) for c in coefficients)
     if not coeffs or not all(math.isfinite(c) for c in coeffs):
         raise UsageError(f"TeaCache coefficients must be a non-empty list of finite numbers, got {coefficients!r}")
     first_list = getattr(transformer, spec.block_lists[0], None)

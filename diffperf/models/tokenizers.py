@@ -1,28 +1,31 @@
-"""Tokenizers built in code (no downloads), with the classes the real pipelines use.
+"""Tokenizers built in code (no downloads), of the classes the real pipelines use.
 
-Each is a small vocabulary: every single character or byte, plus whole-word tokens for a
-word list (common English, and the words of the instruction texts the SANA and Lumina2
-pipelines put before the prompt), so a prompt tokenizes to roughly as many tokens as with
-the real tokenizer. That matters where the token count sets the compute: Z-Image keeps only
-the unpadded tokens, Kandinsky3 cuts the context to the longest prompt, SANA sizes its Gemma
-input from the instruction's token count. Elsewhere the pipelines pad to a fixed length.
+Each has a small vocabulary: every single byte or character, plus whole-word tokens for a
+fixed English word list (prompt words, and the words of the instructions the SANA and Lumina2
+pipelines put before every prompt), so a prompt splits into about as many tokens as with the
+real tokenizer. That matters where the token count sets the compute: Z-Image keeps only the
+unpadded tokens, Kandinsky3 cuts its context to the longest prompt, SANA sizes the Gemma input
+from its instruction's token count. Elsewhere the pipelines pad to a fixed length (77 for CLIP,
+max_sequence_length for T5/Gemma), which the tokenizers honour like the real ones.
 
+The BPE merges are learned here, in Python, with fixed tie-breaking: the vocabulary is the same
+in every process (tokenizers' own trainer breaks ties in hash-map order).
 All ids stay below MAX_VOCAB, under the vocab_size of every text encoder (tiny ones too).
 """
 from __future__ import annotations
 
 import functools
-import inspect
-import json
+import heapq
 import re
+from collections import defaultdict
 
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, normalizers, pre_tokenizers
 
 MAX_VOCAB = 4096
 
-# Common English words (prompt-like text); the instruction texts of the pipelines are added at
-# build time so their token counts come out close to the real ones.
-_BASE_TEXT = """
+# Prompt-like English, then the words of SANA's complex_human_instruction and Lumina2's
+# system prompt (diffusers 0.42), so those instructions tokenize to about their real length.
+_TEXT = """
 a an the of and or in on at to for with by from as is are was were be been being it its this
 that these those there here his her their our your my we you they he she i me us them who what
 which when where why how all any some no not one two three four five many more most other such
@@ -40,63 +43,90 @@ detailed realistic cinematic lighting style art digital oil watercolor sketch hi
 resolution sharp focus background foreground night day morning evening sunset sunrise winter
 summer spring autumn fall water fire ice glass metal wood stone paper neon sign says hello world
 cyberpunk futuristic fantasy magic castle dragon robot spaceship vintage retro modern minimal
-studio camera lens shot wide angle 4k 8k hdr masterpiece best ultra highly intricate elegant
+studio camera lens shot wide angle hdr masterpiece best ultra highly intricate elegant
+user assistant system prompt
+Given generate Enhanced provides visual descriptions suitable generation Evaluate level detail
+If simple adding specifics colors shapes sizes textures spatial relationships create concrete
+scenes already refine enhance existing details slightly without overcomplicating Here examples
+transform prompts User Prompt A sleeping fluffy curled shape peacefully sunny windowsill
+surrounded pots blooming busy bustling dusk featuring glowing lamps diverse crowd clothing
+double decker passing towering skyscrapers Please enhanced description avoid including
+additional commentary evaluations You designed superior images degree text alignment based
+textual Start
 """
-
-
-def _instruction_texts() -> list[str]:
-    """Texts the SANA and Lumina2 pipelines put before every prompt (their default arguments)."""
-    texts: list[str] = []
-    try:
-        from diffusers import Lumina2Pipeline, SanaPipeline
-
-        chi = inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default
-        if chi:
-            texts.append("\n".join(chi))
-        # Lumina2 sets its system prompt in __init__; read it from the source text
-        src = inspect.getsource(Lumina2Pipeline.__init__)
-        m = re.search(r'self\.system_prompt\s*=\s*"([^"]*)"', src)
-        if m:
-            texts.append(m.group(1) + " <Prompt Start> ")
-    except Exception:  # the word list is only a fidelity aid; never fail a build for it
-        pass
-    return texts
 
 
 @functools.lru_cache(maxsize=1)
 def _words() -> tuple[str, ...]:
     words: dict[str, None] = {}
-    for text in [_BASE_TEXT, *_instruction_texts()]:
-        for w in re.findall(r"[A-Za-z]+", text):
-            words[w] = None
-            words[w.lower()] = None
+    for w in re.findall(r"[A-Za-z]+", _TEXT):
+        words[w] = None
+        words[w.lower()] = None
+        words[w.capitalize()] = None
     return tuple(words)
 
+
+# Both forms of each word: after a space and at the start of a text or line
+_CORPUS = " ".join(_words()) + "\n" + "\n".join(_words())
 
 _CHARS = [chr(c) for c in range(32, 127)] + ["\n", "\t"]
 
 
-def _corpus() -> list[str]:
-    # each word once, plus the instruction texts (so their frequent words merge first)
-    return [" ".join(_words()), *_instruction_texts()]
+def _learn_merges(words: list[tuple[str, ...]], limit: int) -> list[tuple[str, str]]:
+    """BPE merges over word types until each word is one token (or `limit` merges).
 
-
-def _train_bpe(tokenizer, alphabet: list[str], **trainer_kwargs) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Learn BPE merges on the in-code corpus until every word is one token; returns (vocab, merges).
-
-    The tokenizers trainer breaks ties by pair id, so the result is the same in every process.
+    Pairs are merged by how many word types hold them, ties going to the smaller pair, so the
+    result depends on nothing but the input.
     """
-    trainer = trainers.BpeTrainer(
-        vocab_size=MAX_VOCAB - 512,  # room for the specials and sentinels added afterwards
-        min_frequency=1,
-        show_progress=False,
-        initial_alphabet=alphabet,
-        **trainer_kwargs,
-    )
-    tokenizer.train_from_iterator(_corpus(), trainer)
-    model = json.loads(tokenizer.to_str())["model"]
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return dict(model["vocab"]), merges
+    seqs = [list(w) for w in dict.fromkeys(words) if len(w) > 1]
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    where: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for i, s in enumerate(seqs):
+        for p in zip(s, s[1:]):
+            counts[p] += 1
+            where[p].add(i)
+    heap = [(-c, p) for p, c in counts.items()]
+    heapq.heapify(heap)
+    merges: list[tuple[str, str]] = []
+    while heap and len(merges) < limit:
+        neg, pair = heapq.heappop(heap)
+        if counts.get(pair, 0) != -neg or -neg <= 0:
+            continue  # stale entry
+        merges.append(pair)
+        a, b = pair
+        changed: set[tuple[str, str]] = set()
+        for i in sorted(where.pop(pair)):
+            s = seqs[i]
+            for p in zip(s, s[1:]):
+                counts[p] -= 1
+                changed.add(p)
+            out, j = [], 0
+            while j < len(s):
+                if j + 1 < len(s) and s[j] == a and s[j + 1] == b:
+                    out.append(a + b)
+                    j += 2
+                else:
+                    out.append(s[j])
+                    j += 1
+            seqs[i] = out
+            for p in zip(out, out[1:]):
+                counts[p] += 1
+                where[p].add(i)
+                changed.add(p)
+        counts.pop(pair, None)
+        changed.discard(pair)
+        for p in sorted(changed):
+            if counts[p] > 0:
+                heapq.heappush(heap, (-counts[p], p))
+    return merges
+
+
+def _vocab(base: list[str], merges: list[tuple[str, str]], start: int = 0) -> dict[str, int]:
+    vocab: dict[str, int] = {}
+    for tok in base + [a + b for a, b in merges]:
+        if tok not in vocab:
+            vocab[tok] = start + len(vocab)
+    return vocab
 
 
 def _check(tok) -> None:
@@ -105,36 +135,40 @@ def _check(tok) -> None:
 
 
 # ---------------------------------------------------------------------------------- CLIP
+# CLIP's pre-tokenizer (words, single digits, punctuation runs), as transformers' CLIPTokenizer
+_CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    split = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_CLIP_SPLIT), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    # BPE with end_of_word_suffix: a word's last symbol carries "</w>"
+    words = [tuple(w[:-1]) + (w[-1] + "</w>",) for w, _ in split.pre_tokenize_str(_CORPUS.lower())]
+    merges = _learn_merges(words, MAX_VOCAB - 600)
+    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = _vocab(byte_chars + [c + "</w>" for c in byte_chars], merges)
+    # the real vocab ends with the two specials too (49406, 49407)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab, merges
+
+
 @functools.lru_cache(maxsize=None)
 def clip_tokenizer(pad_token: str = "<|endoftext|>"):
-    """CLIPTokenizer, byte-level BPE with </w> word ends, padded to 77 like the real one.
+    """CLIPTokenizer (byte-level BPE, </w> word ends), model_max_length 77 like the real one.
 
-    pad_token: "<|endoftext|>" (CLIP-L of SD1/FLUX/SD3) or "!" (OpenCLIP tokenizers of SD2 and
-    SD3's tokenizer_2).
+    pad_token: "<|endoftext|>" (CLIP-L of SD1/FLUX/SD3) or "!" (the OpenCLIP tokenizers of SD2
+    and SD3's tokenizer_2).
     """
     from transformers import CLIPTokenizer
 
-    byte_chars = pre_tokenizers.ByteLevel.alphabet()  # the 256 byte-level symbols
-    vocab: dict[str, int] = {}
-    for c in sorted(byte_chars):
-        vocab[c] = len(vocab)
-    for c in sorted(byte_chars):
-        vocab[c + "</w>"] = len(vocab)
-    merges: list[tuple[str, str]] = []
-    seen: set = set()
-    for w in _words():
-        w = w.lower()
-        if len(w) > 1:
-            _chain(vocab, merges, seen, list(w[:-1]) + [w[-1] + "</w>"])
-    # the real vocab also ends with the two specials (49406, 49407)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    tok = CLIPTokenizer(
-        vocab=vocab,
-        merges=merges,
-        pad_token=pad_token,
-        model_max_length=77,
-    )
+    vocab, merges = _clip_vocab()
+    tok = CLIPTokenizer(vocab=dict(vocab), merges=list(merges), pad_token=pad_token, model_max_length=77)
     _check(tok)
     return tok
 
@@ -142,25 +176,23 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>"):
 # ------------------------------------------------------------------------------------ T5
 @functools.lru_cache(maxsize=None)
 def t5_tokenizer():
-    """T5TokenizerFast (Unigram, sentencepiece-style "▁" word starts), model_max_length 512."""
+    """T5TokenizerFast (Unigram, "▁" word starts), model_max_length 512, <pad> 0 and </s> 1."""
     from transformers import T5TokenizerFast
 
     pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
     have = {p for p, _ in pieces}
     for c in _CHARS:
         for p in (c, "▁" + c):
-            if p not in have and c.strip():
+            if c.strip() and p not in have:
                 have.add(p)
                 pieces.append((p, -10.0))
     for w in _words():
-        p = "▁" + w
-        if p not in have:
-            have.add(p)
-            # a whole word scores better than its characters, so Unigram picks it
-            pieces.append((p, -5.0 - 0.01 * len(pieces) / 1000))
-    # T5 keeps 100 sentinel tokens at the end of its vocabulary, in reverse order
-    for i in range(99, -1, -1):
-        pieces.append((f"<extra_id_{i}>", 0.0))
+        if "▁" + w not in have:
+            have.add("▁" + w)
+            # a whole word scores above its characters, so Unigram picks it
+            pieces.append(("▁" + w, -5.0))
+    # 100 sentinel tokens end the vocabulary, in reverse order, as in T5's
+    pieces += [(f"<extra_id_{i}>", 0.0) for i in range(99, -1, -1)]
     tok = T5TokenizerFast(vocab=pieces, extra_ids=100, model_max_length=512)
     _check(tok)
     return tok
@@ -169,29 +201,25 @@ def t5_tokenizer():
 # --------------------------------------------------------------------------------- Gemma
 @functools.lru_cache(maxsize=None)
 def gemma_tokenizer():
-    """GemmaTokenizerFast (BPE with byte fallback, "▁" for spaces), adds <bos> like Gemma-2."""
+    """GemmaTokenizerFast (BPE with byte fallback, "▁" for spaces); adds <bos> like Gemma-2."""
     from transformers import GemmaTokenizerFast
 
-    # Gemma's own special-token ids: pad 0, eos 1, bos 2, unk 3, mask 4
-    vocab: dict[str, int] = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<mask>": 4}
-    for b in range(256):
-        vocab[f"<0x{b:02X}>"] = len(vocab)
-    for c in ["▁"] + [c for c in _CHARS if c != " "]:
-        vocab.setdefault(c, len(vocab))
-    merges: list[tuple[str, str]] = []
-    seen: set = set()
-    for w in _words():
-        _chain(vocab, merges, seen, ["▁"] + list(w))
-        if len(w) > 1:
-            _chain(vocab, merges, seen, list(w))  # a word at the start of the text has no "▁"
-    tok = GemmaTokenizerFast(vocab=vocab, merges=merges, model_max_length=8192)
+    # learn on words that start at "▁" (or at a line start), punctuation apart, as Gemma's
+    # vocabulary has them; GemmaTokenizer does not split, and no learned merge crosses "▁"
+    text = _CORPUS.replace(" ", "▁")
+    words = [tuple(w) for w in re.findall(r"▁?[A-Za-z]+|[^A-Za-z]", text)]
+    merges = _learn_merges(words, MAX_VOCAB - 600)
+    # Gemma's own special-token ids: pad 0, eos 1, bos 2, unk 3, mask 4; then the byte fallback
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"] + [f"<0x{b:02X}>" for b in range(256)]
+    vocab = _vocab(specials + ["▁"] + [c for c in _CHARS if c != " "], merges)
+    tok = GemmaTokenizerFast(vocab=vocab, merges=merges, add_bos_token=True, model_max_length=8192)
     _check(tok)
     return tok
 
 
 # ---------------------------------------------------------------------------------- Qwen
-# Qwen3's chat template, reduced to what text-to-image pipelines use (system/user/assistant
-# turns, the generation prompt, and the empty think block when thinking is switched off).
+# Qwen3's chat template reduced to what text-to-image pipelines use: system/user/assistant
+# turns, the generation prompt, and the empty think block when thinking is switched off.
 QWEN3_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -210,29 +238,23 @@ def qwen_tokenizer():
     """Qwen2TokenizerFast (byte-level BPE, "Ġ" for a leading space) with a Qwen3 chat template."""
     from tokenizers import AddedToken
     from transformers import Qwen2TokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-    vocab: dict[str, int] = {}
-    for c in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[c] = len(vocab)
-    merges: list[tuple[str, str]] = []
-    seen: set = set()
-    for w in _words():
-        _chain(vocab, merges, seen, ["Ġ"] + list(w))
-        if len(w) > 1:
-            _chain(vocab, merges, seen, list(w))
-    # newline pairs are single tokens in Qwen too (the chat template is full of them)
-    _chain(vocab, merges, seen, ["Ċ", "Ċ"])
+    split = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    text = normalizers.NFC().normalize_str(_CORPUS)
+    words = [tuple(w) for w, _ in split.pre_tokenize_str(text)]
+    merges = _learn_merges(words, MAX_VOCAB - 600)
+    vocab = _vocab(sorted(pre_tokenizers.ByteLevel.alphabet()), merges)
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
     for s in specials:
         vocab[s] = len(vocab)
-    tok = Qwen2TokenizerFast(
-        vocab=vocab,
-        merges=merges,
-        model_max_length=131072,
-    )
-    tok.add_special_tokens(
-        {"additional_special_tokens": [AddedToken(s, special=True) for s in specials[1:]]}
-    )
+    tok = Qwen2TokenizerFast(vocab=vocab, merges=merges, model_max_length=131072)
+    tok.add_special_tokens({"additional_special_tokens": [AddedToken(s, special=True) for s in specials[1:]]})
     tok.chat_template = QWEN3_CHAT_TEMPLATE
     _check(tok)
     return tok

@@ -1,0 +1,117 @@
+"""PixArt-Sigma XL 1024 (PixArt-alpha/PixArt-Sigma-XL-2-1024-MS)."""
+from __future__ import annotations
+
+from typing import Any
+
+from . import tokenizers
+from .flux import FULL_T5_XXL, TINY_T5, build_kl_vae, build_t5, pick
+from .spec import BuildRequest, GenDefaults, ModelSpec
+from .synthetic import construct
+
+FULL_TRANSFORMER = dict(
+    num_attention_heads=16,
+    attention_head_dim=72,
+    in_channels=4,
+    out_channels=8,  # learned sigma: the pipeline keeps the first 4 channels
+    num_layers=28,
+    cross_attention_dim=1152,
+    attention_bias=True,
+    sample_size=128,
+    patch_size=2,
+    activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000,
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    interpolation_scale=2,  # 1024 model: sample_size // 64
+    use_additional_conditions=False,  # Sigma has no resolution/aspect conditioning
+    caption_channels=4096,
+)
+# SDXL VAE (4 latent channels, with quant convs)
+FULL_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    act_fn="silu",
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=1024,
+    scaling_factor=0.13025,
+    force_upcast=True,
+)
+
+TINY_TRANSFORMER = dict(
+    FULL_TRANSFORMER,
+    num_attention_heads=4,
+    attention_head_dim=16,
+    num_layers=6,
+    cross_attention_dim=64,
+    sample_size=16,  # 128 px / 8
+    interpolation_scale=1,
+    caption_channels=TINY_T5["d_model"],
+)
+TINY_VAE = dict(FULL_VAE, block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=128)
+
+# scheduler_config of the PixArt-Sigma checkpoints
+SCHEDULER = dict(
+    algorithm_type="dpmsolver++",
+    beta_schedule="linear",
+    beta_start=0.0001,
+    beta_end=0.02,
+    num_train_timesteps=1000,
+    prediction_type="epsilon",
+    solver_order=2,
+    solver_type="midpoint",
+    lower_order_final=True,
+    timestep_spacing="linspace",
+    steps_offset=0,
+)
+
+
+def build(req: BuildRequest) -> dict[str, Any]:
+    from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
+
+    transformer = construct(
+        PixArtTransformer2DModel,
+        **pick(req, FULL_TRANSFORMER, TINY_TRANSFORMER),
+        device=req.device,
+        dtype=req.dtype,
+        seed=req.seed,
+    )
+    return dict(
+        transformer=transformer,
+        vae=build_kl_vae(pick(req, FULL_VAE, TINY_VAE), req, 1),
+        text_encoder=build_t5(pick(req, FULL_T5_XXL, TINY_T5), req, 2),
+        tokenizer=tokenizers.t5_tokenizer(),
+        scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
+    )
+
+
+SPECS = (
+    ModelSpec(
+        name="pixart-sigma",
+        pipeline_class="PixArtSigmaPipeline",
+        denoiser="transformer",
+        vae="vae",
+        text_encoders=("text_encoder",),
+        hub_id="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
+        revision="main",
+        full=GenDefaults(1024, 1024, steps=20, guidance=4.5, max_sequence_length=300),
+        tiny=GenDefaults(128, 128, steps=4, guidance=4.5, max_sequence_length=32),
+        build_components=build,
+        # tiny: resolution binning would snap 128 px to the 1024 bins (256 px and more);
+        # clean_caption (bs4/ftfy text clean-up, skipped with a warning where they are missing)
+        # would make tiny timings depend on optional packages. Full keeps the real defaults.
+        size_call_kwargs={"tiny": {"use_resolution_binning": False, "clean_caption": False}},
+        attention_dispatcher=False,
+        # PixArtSigmaPipeline has no fuse_qkv_projections(); transformer.fuse_qkv_projections()
+        # fuses self-attention qkv and cross-attention kv (FusedAttnProcessor2_0)
+        fused_qkv=True,
+        diffusers_cache=False,
+        teacache=False,
+        cfg_batched=True,
+    ),
+)

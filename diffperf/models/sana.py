@@ -1,0 +1,177 @@
+"""SANA 1600M 1024px (Efficient-Large-Model/Sana_1600M_1024px_diffusers).
+
+Also home of the Gemma-2-2B text encoder, shared with Lumina2.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import tokenizers
+from .flux import pick
+from .spec import BuildRequest, GenDefaults, ModelSpec
+from .synthetic import construct
+
+# Gemma-2-2B as the pipelines load it (Gemma2Model: no LM head, last/penultimate hidden states)
+FULL_GEMMA2 = dict(
+    vocab_size=256000,
+    hidden_size=2304,
+    intermediate_size=9216,
+    num_hidden_layers=26,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    head_dim=256,
+    hidden_activation="gelu_pytorch_tanh",
+    max_position_embeddings=8192,
+    rms_norm_eps=1e-6,
+    query_pre_attn_scalar=256,
+    sliding_window=4096,
+    final_logit_softcapping=30.0,
+    attn_logit_softcapping=50.0,
+    pad_token_id=0,
+    eos_token_id=1,
+    bos_token_id=2,
+)
+TINY_GEMMA2 = dict(
+    FULL_GEMMA2,
+    vocab_size=tokenizers.MAX_VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,  # one sliding + one full attention layer, as Gemma-2 alternates
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+    query_pre_attn_scalar=16,
+)
+
+
+def build_gemma2(config: dict, req: BuildRequest, seed_offset: int):
+    from transformers import Gemma2Config, Gemma2Model
+
+    return construct(
+        Gemma2Model, Gemma2Config(**config), device=req.device, dtype=req.dtype, seed=req.seed + seed_offset
+    )
+
+
+FULL_TRANSFORMER = dict(
+    in_channels=32,
+    out_channels=32,
+    num_attention_heads=70,
+    attention_head_dim=32,
+    num_layers=20,
+    num_cross_attention_heads=20,
+    cross_attention_head_dim=112,
+    cross_attention_dim=2240,
+    caption_channels=2304,
+    mlp_ratio=2.5,
+    attention_bias=False,
+    sample_size=32,  # 1024 px / 32
+    patch_size=1,
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    interpolation_scale=None,  # SANA 1.0 uses no positional embedding
+)
+# DC-AE f32c32 (mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers), per diffusers' conversion script
+FULL_VAE = dict(
+    in_channels=3,
+    latent_channels=32,
+    attention_head_dim=32,
+    encoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+    decoder_block_types=("ResBlock",) * 3 + ("EfficientViTBlock",) * 3,
+    encoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+    decoder_block_out_channels=(128, 256, 512, 512, 1024, 1024),
+    encoder_layers_per_block=(2, 2, 2, 3, 3, 3),
+    decoder_layers_per_block=(3, 3, 3, 3, 3, 3),
+    encoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+    decoder_qkv_multiscales=((), (), (), (5,), (5,), (5,)),
+    downsample_block_type="conv",
+    upsample_block_type="interpolate",
+    decoder_norm_types="rms_norm",
+    decoder_act_fns="silu",
+    scaling_factor=0.41407,
+)
+
+TINY_TRANSFORMER = dict(
+    FULL_TRANSFORMER,
+    num_attention_heads=4,
+    attention_head_dim=16,
+    num_layers=6,
+    num_cross_attention_heads=4,
+    cross_attention_head_dim=16,
+    cross_attention_dim=64,
+    caption_channels=TINY_GEMMA2["hidden_size"],
+    sample_size=4,  # 128 px / 32
+)
+# still 6 stages (32x downscale, ResBlocks then EfficientViT blocks), narrow and shallow
+TINY_VAE = dict(
+    FULL_VAE,
+    attention_head_dim=8,
+    encoder_block_out_channels=(8, 8, 16, 16, 32, 32),
+    decoder_block_out_channels=(8, 8, 16, 16, 32, 32),
+    encoder_layers_per_block=(1, 1, 1, 1, 1, 1),
+    decoder_layers_per_block=(1, 1, 1, 1, 1, 1),
+)
+
+# flow-matching DPM-Solver++ as in the checkpoint's scheduler_config
+SCHEDULER = dict(
+    algorithm_type="dpmsolver++",
+    beta_schedule="linear",
+    beta_start=0.0001,
+    beta_end=0.02,
+    num_train_timesteps=1000,
+    prediction_type="flow_prediction",
+    use_flow_sigmas=True,
+    flow_shift=3.0,
+    solver_order=2,
+    solver_type="midpoint",
+    lower_order_final=True,
+    timestep_spacing="linspace",
+    steps_offset=0,
+)
+
+
+def build(req: BuildRequest) -> dict[str, Any]:
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaTransformer2DModel
+
+    transformer = construct(
+        SanaTransformer2DModel,
+        **pick(req, FULL_TRANSFORMER, TINY_TRANSFORMER),
+        device=req.device,
+        dtype=req.dtype,
+        seed=req.seed,
+    )
+    vae = construct(
+        AutoencoderDC, **pick(req, FULL_VAE, TINY_VAE), device=req.device, dtype=req.dtype, seed=req.seed + 1
+    )
+    return dict(
+        transformer=transformer,
+        vae=vae,
+        text_encoder=build_gemma2(pick(req, FULL_GEMMA2, TINY_GEMMA2), req, 2),
+        tokenizer=tokenizers.gemma_tokenizer(),
+        scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
+    )
+
+
+SPECS = (
+    ModelSpec(
+        name="sana-1600m",
+        pipeline_class="SanaPipeline",
+        denoiser="transformer",
+        vae="vae",
+        text_encoders=("text_encoder",),
+        hub_id="Efficient-Large-Model/Sana_1600M_1024px_diffusers",
+        revision="main",
+        # the pipeline prepends its complex_human_instruction (about 200 Gemma tokens) and
+        # runs Gemma on instruction + 300 tokens, keeping 300 for the transformer
+        full=GenDefaults(1024, 1024, steps=20, guidance=4.5, max_sequence_length=300),
+        tiny=GenDefaults(128, 128, steps=4, guidance=4.5, max_sequence_length=32),
+        build_components=build,
+        size_call_kwargs={"tiny": {"use_resolution_binning": False}},
+        attention_dispatcher=False,
+        # transformer.fuse_qkv_projections() exists (AttentionMixin) but SANA's attention
+        # modules do not support qkv fusion: nothing changes
+        fused_qkv=False,
+        diffusers_cache=False,
+        teacache=False,
+        cfg_batched=True,
+    ),
+)

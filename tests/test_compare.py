@@ -1,0 +1,96 @@
+import json
+
+import pytest
+
+from diffperf import storage
+from diffperf.compare import BASELINE_KIND, judge_latency, judge_memory, load_baselines
+from diffperf.errors import StoredFileError
+
+BASE = {"median_s": 1.0, "samples_s": [0.99, 1.0, 1.01, 1.0, 0.995]}
+
+
+def test_equal_samples_pass():
+    v = judge_latency([1.0, 1.01, 0.99, 1.0, 1.005], BASE, tolerance=0.03, alpha=0.05)
+    assert not v.failed and not v.stale
+
+
+def test_clearly_slower_samples_fail_with_numbers_in_message():
+    v = judge_latency([1.10, 1.11, 1.09, 1.10, 1.12], BASE, tolerance=0.03, alpha=0.05)
+    assert v.failed
+    for part in ("baseline 1.0000", "median 1.1000", "+3%", "Mann-Whitney", "p="):
+        assert part in v.message
+
+
+def test_slower_median_but_overlapping_samples_is_not_significant():
+    # one slow outlier run moves the median past the limit with 3 samples, but the test disagrees
+    v = judge_latency([1.0, 1.5, 1.04], BASE, tolerance=0.03, alpha=0.05)
+    assert not v.failed
+
+
+def test_clearly_faster_marks_stale():
+    v = judge_latency([0.5, 0.51, 0.5, 0.49, 0.5], BASE, tolerance=0.03, alpha=0.05)
+    assert v.stale and not v.failed
+
+
+def test_divided_baseline_fails_on_cpu_tolerance():
+    # the acceptance check: baseline median / 3 with the cpu tolerance (x2.5) fails
+    base = {"median_s": 1.0 / 3, "samples_s": [s / 3 for s in BASE["samples_s"]]}
+    assert judge_latency(BASE["samples_s"], base, tolerance=1.5, alpha=0.05).failed
+
+
+def test_memory_gate():
+    assert judge_memory(1000, 1000, 0.02, 0).failed is False
+    assert judge_memory(1021, 1000, 0.02, 0).failed is True
+    assert judge_memory(1021, 1000, 0.02, 10).failed is False
+    assert "limit" in judge_memory(2000, 1000, 0.02, 0).message
+
+
+def _write(tmp_path, cases, tolerances=None):
+    p = tmp_path / "cpu.json"
+    storage.dump(p, BASELINE_KIND, {"tier": "cpu", "fingerprint": {"weights": "synthetic"},
+                                    "tolerances": tolerances or {"latency": 1.5, "memory": 0.02,
+                                                                 "memory_slack_bytes": 0, "p_value": 0.05},
+                                    "cases": cases})
+    return p
+
+
+GOOD = {"median_s": 1.0, "samples_s": [1.0], "peak_memory_bytes": 10}
+
+
+def test_load_good_file(tmp_path):
+    assert load_baselines(_write(tmp_path, {"m/r": GOOD}))["cases"]["m/r"] == GOOD
+
+
+def test_truncated_file_names_file(tmp_path):
+    p = _write(tmp_path, {"m/r": GOOD})
+    p.write_text(p.read_text()[:40])
+    with pytest.raises(StoredFileError, match=str(p)):
+        load_baselines(p)
+
+
+def test_unknown_schema_refused(tmp_path):
+    p = _write(tmp_path, {"m/r": GOOD})
+    data = json.loads(p.read_text())
+    data["schema_version"] = 99
+    p.write_text(json.dumps(data))
+    with pytest.raises(StoredFileError, match="schema_version 99"):
+        load_baselines(p)
+
+
+@pytest.mark.parametrize("bad", [{"median_s": 0}, {"peak_memory_bytes": -5}, {"samples_s": []},
+                                 {"samples_s": [0.0]}, {"median_s": "fast"}])
+def test_zero_or_negative_budgets_refused(tmp_path, bad):
+    with pytest.raises(StoredFileError, match="m/r"):
+        load_baselines(_write(tmp_path, {"m/r": {**GOOD, **bad}}))
+
+
+def test_zero_latency_tolerance_refused(tmp_path):
+    p = _write(tmp_path, {}, {"latency": 0, "memory": 0.0, "memory_slack_bytes": 0, "p_value": 0.05})
+    with pytest.raises(StoredFileError, match="latency"):
+        load_baselines(p)
+
+
+def test_non_finite_numbers_never_stored(tmp_path):
+    with pytest.raises(ValueError, match="non-finite"):
+        storage.dump(tmp_path / "x.json", BASELINE_KIND, {"cases": {"a": {"median_s": float("nan")}}})
+    assert not (tmp_path / "x.json").exists()

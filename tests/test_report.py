@@ -1,0 +1,248 @@
+"""tools/report.py on a hand-made results file (no model runs)."""
+import importlib.util
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffperf import report, storage
+from diffperf.compare import BASELINE_KIND
+from diffperf.record import RESULTS_KIND
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("report_cli", ROOT / "tools" / "report.py")
+cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cli)
+
+RECIPES = ["fp32", "bf16", "fp32+int8wo", "fp32+int8dq+te-int8wo+fuse-qkv"]
+MODELS = ["flux-dev", "pixart-sigma"]
+TILE = 64
+
+
+def case(model, recipe, i, slow=1.0):
+    # medians and peaks deliberately not in the same order, so the two sorts differ
+    median = (1.0 + 0.3 * ((i * 7) % 4)) * (2 if model == "pixart-sigma" else 1)
+    samples = [median * slow * (1 + 0.01 * k) for k in range(-3, 5)]
+    peak = (4 - i) * 300 * 2**20 + (2**30 if model == "flux-dev" else 0)
+    s = np.array(samples)
+    return {
+        "model": model, "recipe": recipe, "level": "standard",
+        "groups": ["defaults"] + (["flux-fast-ladder"] if model == "flux-dev" and i < 3 else []),
+        "size": "tiny", "height": 32, "width": 32, "steps": 2, "status": "ok", "load_s": 0.5,
+        "timing": {"cold_s": 3.0 + i, "warmup_s": [median], "samples_s": samples,
+                   "stages": [{"text_encode_s": 0.01, "steps_s": [0.1, 0.1], "vae_decode_s": 0.02}]},
+        "summary": {"mean_s": float(s.mean()), "min_s": float(s.min()), "max_s": float(s.max()),
+                    "median_s": float(np.median(s)), "p90_s": float(np.percentile(s, 90)),
+                    "p99_s": float(np.percentile(s, 99)), "stdev_s": float(s.std(ddof=1)), "step_median_s": 0.1},
+        "memory": {"weights_bytes": peak // 2, "run_peak_allocated_bytes": peak},
+        "knobs": {}, "nvml": [], "inconclusive": [],
+        "images": {"short": f"images/{model}__{recipe.replace('+', '_')}/short.png"},
+        **({"fidelity": {"reference_recipe": "fp32", "ssim": 0.9 + 0.01 * i, "psnr": 30.0}} if i else {}),
+    }
+
+
+def write_results(root: Path, slow: dict | None = None, drop=()) -> Path:
+    d = root / "results" / "cpu"
+    cases = {}
+    rng = np.random.default_rng(0)
+    for model in MODELS:
+        for i, recipe in enumerate(RECIPES):
+            cid = f"{model}/{recipe}"
+            if cid in drop:
+                continue
+            cases[cid] = case(model, recipe, i, (slow or {}).get(cid, 1.0))
+            img = d / cases[cid]["images"]["short"]
+            img.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(img)
+    storage.dump(d / "results.json", RESULTS_KIND, {
+        "tier": "cpu", "weights": "synthetic", "started": "2025-01-01T00:00:00+00:00",
+        "finished": "2025-01-01T00:10:00+00:00", "commit": "abc123",
+        "machine": {"cpu": "x86_64", "cpu_count": 4, "python": "3.11", "versions": {"torch": "2.13"}},
+        "fingerprint": {"tier": "cpu", "weights": "synthetic", "torch": "2.13"}, "cases": cases})
+    return d
+
+
+@pytest.fixture
+def results(tmp_path):
+    return write_results(tmp_path)
+
+
+def run(*argv):
+    return cli.main([str(a) for a in argv])
+
+
+def tables_of(md: str, model: str) -> dict[str, list[list[str]]]:
+    """heading -> table rows (cells) within one model's section."""
+    section = md.split(f"## {model}")[1].split("\n## ")[0]
+    out, heading = {}, None
+    for line in section.splitlines():
+        if line.startswith("###"):
+            heading = line.strip("# ")
+            out[heading] = []
+        elif line.startswith("| ") and heading and not line.startswith("| Recipe"):
+            out[heading].append([c.strip() for c in line.strip("|").split("|")])
+    return out
+
+
+def test_tables_list_every_case_sorted(results, tmp_path):
+    out = tmp_path / "tables.md"
+    assert run("tables", results, "--out", out) == 0
+    md = out.read_text()
+    for model in MODELS:
+        t = tables_of(md, model)
+        mem, lat, pct = (t["Sorted by Memory Usage (Ascending)"], t["Sorted by Latency (Ascending)"],
+                         t["Latency percentiles"])
+        for rows in (mem, lat, pct):
+            assert sorted(r[0].strip("`") for r in rows) == sorted(RECIPES)
+        assert [float(r[5]) for r in mem] == sorted(float(r[5]) for r in mem)
+        assert [float(r[6]) for r in lat] == sorted(float(r[6]) for r in lat)
+        assert [r[0] for r in mem] != [r[0] for r in lat]  # the fixture makes the two orders differ
+    # recipe-derived columns, as in quantization-experiment-results.md
+    row = next(r for r in tables_of(md, "flux-dev")["Sorted by Latency (Ascending)"]
+               if r[0] == "`fp32+int8dq+te-int8wo+fuse-qkv`")
+    assert row[1:5] == ["INT8", "Yes (INT8 wo)", "Yes", "fp32"]
+    assert "0.9300 vs fp32" in md  # SSIM vs the reference recipe in the percentile table
+
+
+def test_ladder_png(results, tmp_path, capsys):
+    out = tmp_path / "ladder.png"
+    assert run("ladder", results, "--group", "flux-fast-ladder", "--out", out) == 0
+    with Image.open(out) as im:
+        im.verify()
+    with Image.open(out) as im:  # 3 rungs: the minimum figure width of 8 inches at 100 dpi
+        assert im.size == (800, 600)
+
+
+def test_ladder_follows_cases_py_order(tmp_path):
+    from diffperf.cases import FLUX_FAST_LADDER
+
+    d = tmp_path / "results"
+    rungs = FLUX_FAST_LADDER[:3]
+    cases = {f"flux-dev/{r}": {**case("flux-dev", r, i), "groups": ["flux-fast-ladder"]}
+             for i, r in reversed(list(enumerate(rungs)))}  # file order: last rung first
+    cases["flux-dev/fp32"] = {**case("flux-dev", "fp32", 0), "groups": ["flux-fast-ladder"]}  # not a listed rung
+    storage.dump(d / "results.json", RESULTS_KIND, {"tier": "cpu", "weights": "synthetic", "cases": cases})
+    model, ladder, note = report.ladder_cases(report.load_results(d), "flux-fast-ladder")
+    assert model == "flux-dev" and note is None
+    assert [c[1]["recipe"] for c in ladder] == rungs + ["fp32"]
+
+
+def test_ladder_falls_back_to_all_cases_by_latency(results, tmp_path, capsys):
+    out = tmp_path / "ladder.png"
+    assert run("ladder", results, "--group", "no-such-group", "--model", "pixart-sigma", "--out", out) == 0
+    assert "no case of pixart-sigma" in capsys.readouterr().err
+    _, cases, _ = report.ladder_cases(report.load_results(results), "no-such-group", "pixart-sigma")
+    medians = [c[1]["summary"]["median_s"] for c in cases]
+    assert len(cases) == 4 and medians == sorted(medians)
+    with Image.open(out) as im:
+        assert im.size == (800, 600)
+
+
+def test_grid_png(results, tmp_path):
+    out = tmp_path / "grid.png"
+    assert run("grid", results, "--model", "flux-dev", "--out", out, "--tile", TILE, "--cols", 3) == 0
+    with Image.open(out) as im:
+        im.verify()
+    with Image.open(out) as im:  # 4 tiles in rows of 3
+        assert im.size == (3 * (TILE + report.GRID_GAP), 2 * (TILE + report.GRID_LABEL_H)) == report.grid_size(4, TILE, 3)
+
+
+def test_grid_unknown_model_is_an_error(results, tmp_path, capsys):
+    assert run("grid", results, "--model", "nope", "--out", tmp_path / "g.png") == 2
+    assert "flux-dev" in capsys.readouterr().err
+
+
+def test_csv_lists_every_case(results, tmp_path):
+    out = tmp_path / "r.csv"
+    assert run("csv", results, "--out", out) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("case,model,recipe") and len(lines) == 1 + len(MODELS) * len(RECIPES)
+
+
+def test_compare_flags_slowed_case(tmp_path, capsys):
+    old = write_results(tmp_path / "old")
+    new = write_results(tmp_path / "new", slow={"flux-dev/bf16": 1.5}, drop={"pixart-sigma/bf16"})
+    assert run("compare", new, old) == 1
+    md = capsys.readouterr().out
+    slow_row = next(line for line in md.splitlines() if "`flux-dev/bf16`" in line)
+    assert "**slower**" in slow_row and "x1.500" in slow_row
+    assert sum("| same |" in line for line in md.splitlines()) == 6
+    assert "Missing cases" in md and "`pixart-sigma/bf16`" in md.split("Missing cases")[1]
+
+
+def test_compare_equal_runs_pass(tmp_path, capsys):
+    old = write_results(tmp_path / "old")
+    new = write_results(tmp_path / "new")
+    assert run("compare", new / "results.json", old) == 0
+    assert "0 slower" in capsys.readouterr().out
+
+
+def test_compare_against_baselines_file_uses_its_tolerances(tmp_path, capsys):
+    data = report.load_results(write_results(tmp_path / "old"))
+    cases = {cid: {"model": r["model"], "recipe": r["recipe"], "samples_s": r["timing"]["samples_s"],
+                   "median_s": r["summary"]["median_s"], "peak_memory_bytes": r["memory"]["run_peak_allocated_bytes"]}
+             for cid, r in data["cases"].items()}
+    base = tmp_path / "cpu.json"
+    storage.dump(base, BASELINE_KIND, {"tier": "cpu", "fingerprint": data["fingerprint"], "cases": cases,
+                                       "tolerances": {"latency": 1.5, "memory": 0.02, "memory_slack_bytes": 0,
+                                                      "p_value": 0.05}})
+    slowed = write_results(tmp_path / "new", slow={"flux-dev/bf16": 1.5})
+    assert run("compare", slowed, base) == 0  # x1.5 is inside the baseline's +150%
+    assert "baselines" in capsys.readouterr().out
+    much_slower = write_results(tmp_path / "new2", slow={"flux-dev/bf16": 3.0})
+    assert run("compare", much_slower, base) == 1
+
+
+def test_summary_respects_max_bytes(results, tmp_path, capsys):
+    assert run("summary", results) == 0
+    full = capsys.readouterr().out
+    assert "flux-dev/fp32+int8wo" in full and "truncated" not in full
+    limit = len(full.encode()) - 100
+    assert run("summary", results, "--max-bytes", limit) == 0
+    cut = capsys.readouterr().out
+    assert len(cut.encode()) <= limit and "truncated" in cut
+    kept = cut.split("\n\n_(truncated")[0]
+    assert full.startswith(kept)  # whole lines only
+
+
+def test_doc_is_deterministic(results, tmp_path):
+    out, assets = tmp_path / "docs" / "cpu.md", tmp_path / "docs" / "assets"
+    assert run("doc", results, "--out", out, "--assets-dir", assets) == 0
+    first = {p.name: p.read_bytes() for p in [out, *sorted(assets.iterdir())]}
+    assert run("doc", results, "--out", out, "--assets-dir", assets) == 0
+    second = {p.name: p.read_bytes() for p in [out, *sorted(assets.iterdir())]}
+    assert first == second
+    md = out.read_text()
+    assert "generated by tools/report.py from" in md and "do not edit" in md and "abc123" in md
+    for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", md):
+        assert (out.parent / link).is_file()
+    assert len(re.findall(r"!\[", md)) == 4  # per model: one ladder (or by-latency chart) and one grid
+
+
+def test_all_writes_everything(results, tmp_path):
+    d = tmp_path / "all"
+    assert run("all", results, "--out-dir", d) == 0
+    names = sorted(p.name for p in d.iterdir())
+    assert names == ["grid-flux-dev.png", "grid-pixart-sigma.png", "ladder-flux-dev.png", "ladder-pixart-sigma.png",
+                     "results.csv", "summary.md", "tables.md"]
+
+
+def test_truncate_keeps_short_text():
+    assert report.truncate_markdown("a\nb\n", 1000) == "a\nb\n"
+
+
+def test_plugin_summary_still_written(results):
+    path = report.write_run_summary(results / "results.json")
+    assert path.name == "summary.md" and "flux-dev/bf16" in path.read_text()
+
+
+def test_compare_warns_when_too_few_samples_to_judge(tmp_path, capsys):
+    data = report.load_results(write_results(tmp_path))
+    for r in data["cases"].values():
+        r["timing"]["samples_s"] = r["timing"]["samples_s"][:3]  # 3 vs 3: the smallest p is 1/20 = alpha
+    run_file = tmp_path / "three" / "results.json"
+    storage.dump(run_file, RESULTS_KIND, {k: v for k, v in data.items() if k not in ("kind", "schema_version")})
+    assert run("compare", run_file, run_file) == 0
+    assert "too few samples" in capsys.readouterr().out

@@ -1,0 +1,106 @@
+"""tools/update_baselines.py on hand-made results files (no model run needed)."""
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from diffperf import storage
+from diffperf.record import RESULTS_KIND
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import update_baselines  # noqa: E402
+
+
+def result(median=1.0, peak=1000, inconclusive=(), status="ok"):
+    return {"model": "sd21-base", "recipe": "fp32", "status": status,
+            "timing": {"samples_s": [median] * 3, "cold_s": 2.0},
+            "summary": {"median_s": median, "step_median_s": median / 10},
+            "memory": {"run_peak_allocated_bytes": peak, "weights_bytes": peak // 2},
+            "inconclusive": list(inconclusive), "images": {}}
+
+
+def write_results(tmp_path, cases, tier="cpu"):
+    d = tmp_path / "results" / tier
+    storage.dump(d / "results.json", RESULTS_KIND, {
+        "tier": tier, "weights": "synthetic", "started": "x", "finished": "y", "commit": "abc",
+        "machine": {"hostname": "h", "versions": {}}, "fingerprint": {"tier": tier, "weights": "synthetic"},
+        "cases": cases})
+    return d
+
+
+def update(tmp_path, results_dir, *extra):
+    return update_baselines.main(["--tier", "cpu", "--results", str(results_dir),
+                                  "--baselines", str(tmp_path / "baselines"), *extra])
+
+
+def test_writes_baseline_with_tolerances_and_provenance(tmp_path, capsys):
+    assert update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": result()})) == 0
+    data = json.loads((tmp_path / "baselines" / "cpu.json").read_text())
+    assert data["schema_version"] == 1
+    assert data["cases"]["sd21-base/fp32"]["median_s"] == 1.0
+    assert data["tolerances"]["latency"] == 1.5 and "Mann-Whitney" in data["tolerances"]["test"]
+    assert data["provenance"]["commit"] == "abc"
+    assert "+ sd21-base/fp32" in capsys.readouterr().out
+
+
+def test_prints_old_to_new_diff(tmp_path, capsys):
+    update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": result()}))
+    update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": result(median=1.2)}))
+    assert "1.0000 -> 1.2000 s (+20.0%)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad, why", [(result(median=0.0), "median_s is 0.0"),
+                                      (result(peak=0), "peak_memory_bytes is 0"),
+                                      (result(inconclusive=["throttled: hw_thermal_slowdown"]), "inconclusive"),
+                                      (result(status="error"), "status")])
+def test_refuses_bad_results_and_writes_nothing(tmp_path, capsys, bad, why):
+    assert update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": bad})) == 2
+    assert why in capsys.readouterr().err
+    assert not (tmp_path / "baselines" / "cpu.json").exists()
+
+
+def test_refuses_other_tier(tmp_path):
+    with pytest.raises(SystemExit):
+        update(tmp_path, write_results(tmp_path, {"a/b": result()}, tier="h100"))
+
+
+def test_selected_cases_only(tmp_path):
+    d = write_results(tmp_path, {"sd21-base/fp32": result(), "flux-dev/fp32": result()})
+    assert update(tmp_path, d, "--cases", "flux-*") == 0
+    data = json.loads((tmp_path / "baselines" / "cpu.json").read_text())
+    assert list(data["cases"]) == ["flux-dev/fp32"]
+
+
+def test_interrupted_write_keeps_old_file(tmp_path, monkeypatch):
+    d = write_results(tmp_path, {"sd21-base/fp32": result()})
+    update(tmp_path, d)
+    path = tmp_path / "baselines" / "cpu.json"
+    before = path.read_text()
+
+    def boom(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(KeyboardInterrupt):
+        update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": result(median=5.0)}))
+    assert path.read_text() == before
+    assert [p.name for p in path.parent.iterdir()] == ["cpu.json"]  # no temp file left
+
+
+def test_corrupted_old_baseline_is_not_overwritten(tmp_path):
+    d = write_results(tmp_path, {"sd21-base/fp32": result()})
+    path = tmp_path / "baselines" / "cpu.json"
+    path.parent.mkdir()
+    path.write_text("{ truncated")
+    with pytest.raises(storage.StoredFileError, match="cpu.json"):
+        update(tmp_path, d)
+    assert path.read_text() == "{ truncated"
+
+
+def test_help():
+    with pytest.raises(SystemExit) as e:
+        update_baselines.main(["--help"])
+    assert e.value.code == 0

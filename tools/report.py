@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Reports from diffperf results files (results/<tier>/results.json or its directory).
+
+  tables   per-model markdown tables sorted by memory and by latency, plus latency percentiles
+  ladder   bar chart PNG of a ladder group (e.g. flux-fast-ladder) with speedups vs its first rung
+  grid     image grid PNG of every case of a model, labelled with latency, memory and SSIM
+  csv      the results as CSV
+  compare  latency of a new run vs an old run or a baselines file (exit 1 if any case is slower)
+  summary  markdown summary for $GITHUB_STEP_SUMMARY, truncated under --max-bytes
+  doc      generated results document with its charts and grids (docs/results/<tier>.md)
+  all      CSV + tables + ladder PNGs + grids + summary into one directory
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from diffperf import report as rep  # noqa: E402
+from diffperf.errors import StoredFileError, UsageError  # noqa: E402
+from diffperf.record import load_results  # noqa: E402
+
+
+def _emit(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}", file=sys.stderr)
+
+
+def _max_bytes(text: str) -> int:
+    n = int(text)
+    if n < 200:
+        raise argparse.ArgumentTypeError("must be at least 200 (room for the truncation note)")
+    return n
+
+
+def cmd_tables(a) -> int:
+    results = load_results(a.results)
+    _emit(rep.tables_markdown(results, [a.model] if a.model else None), a.out)
+    return 0
+
+
+def cmd_ladder(a) -> int:
+    path, note = rep.ladder_png(load_results(a.results), a.group, a.out, a.model)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_grid(a) -> int:
+    results = load_results(a.results)
+    path, warnings = rep.grid_png(results, rep.results_dir(a.results), a.model, a.out, a.prompt, a.tile, a.cols)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_csv(a) -> int:
+    print(f"wrote {rep.csv_file(load_results(a.results), a.out)}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(a) -> int:
+    new = load_results(a.new)
+    kind, old = rep.load_old(a.old)
+    if kind == "baselines" and (a.tolerance is not None or a.alpha is not None):
+        print("note: OLD is a baselines file: its own tolerances apply, --tolerance/--alpha are ignored",
+              file=sys.stderr)
+    cmp = rep.compare_runs(new, kind, old, a.tolerance, a.alpha)
+    text = rep.comparison_markdown(cmp, new, rep.display_path(a.new), kind, old, rep.display_path(a.old))
+    _emit(rep.truncate_markdown(text, a.max_bytes), a.out)
+    return 1 if cmp.slower else 0
+
+
+def cmd_summary(a) -> int:
+    _emit(rep.truncate_markdown(rep.summary_markdown(load_results(a.results)), a.max_bytes), a.out)
+    return 0
+
+
+def cmd_doc(a) -> int:
+    print(f"wrote {rep.write_doc(a.results, a.out, a.assets_dir, a.prompt)}", file=sys.stderr)
+    return 0
+
+
+def cmd_all(a) -> int:
+    files, notes = rep.write_all(a.results, a.out_dir, a.group, a.prompt, a.max_bytes)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    print("\n".join(str(f) for f in files))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, func, help, results=True):
+        s = sub.add_parser(name, help=help, description=help)
+        if results:
+            s.add_argument("results", type=Path, help="results.json or its directory, e.g. results/cpu")
+        s.set_defaults(func=func)
+        return s
+
+    s = command("tables", cmd_tables, "per-model markdown tables sorted by memory and latency, plus percentiles")
+    s.add_argument("--out", type=Path, help="markdown file (default stdout)")
+    s.add_argument("--model", help="one model only")
+
+    s = command("ladder", cmd_ladder, "bar chart PNG of a ladder group, speedup vs the first rung")
+    s.add_argument("--group", default="flux-fast-ladder")
+    s.add_argument("--model", help="default: the group's model (or flux-dev when the group is absent)")
+    s.add_argument("--out", type=Path, required=True, help="PNG file")
+
+    s = command("grid", cmd_grid, "image grid PNG of every case of a model")
+    s.add_argument("--model", required=True)
+    s.add_argument("--out", type=Path, required=True, help="PNG file")
+    s.add_argument("--prompt", default="short", help="prompt id of the images (default short)")
+    s.add_argument("--tile", type=int, default=256, help="tile size in pixels")
+    s.add_argument("--cols", type=int, default=4, help="tiles per row")
+
+    s = command("csv", cmd_csv, "the results as CSV")
+    s.add_argument("--out", type=Path, required=True)
+
+    s = command("compare", cmd_compare, "new run vs old run or baselines file; exit 1 if any case is slower",
+                results=False)
+    s.add_argument("new", type=Path, help="results.json or its directory")
+    s.add_argument("old", type=Path, help="results.json, its directory, or a baselines json (baselines/<tier>.json)")
+    s.add_argument("--tolerance", type=float, default=None,
+                   help="latency tolerance when OLD is a results file (default 0.05 = +5%%)")
+    s.add_argument("--alpha", type=float, default=None, help="significance level when OLD is a results file "
+                                                             "(default 0.05)")
+    s.add_argument("--max-bytes", type=_max_bytes, default=1_000_000, help="truncate the markdown under this size")
+    s.add_argument("--out", type=Path, help="markdown file (default stdout)")
+
+    s = command("summary", cmd_summary, "markdown summary for $GITHUB_STEP_SUMMARY")
+    s.add_argument("--max-bytes", type=_max_bytes, default=1_000_000)
+    s.add_argument("--out", type=Path, help="markdown file (default stdout)")
+
+    s = command("doc", cmd_doc, "generated results document with charts and grids")
+    s.add_argument("--out", type=Path, required=True, help="e.g. docs/results/<tier>.md")
+    s.add_argument("--assets-dir", type=Path, help="where the PNGs go (default: <out dir>/assets)")
+    s.add_argument("--prompt", default="short", help="prompt id of the grid images (default short)")
+
+    s = command("all", cmd_all, "CSV + tables + ladder PNGs + grids + summary in one directory")
+    s.add_argument("--out-dir", type=Path, required=True)
+    s.add_argument("--group", default="flux-fast-ladder", help="ladder group (fallback: all cases by latency)")
+    s.add_argument("--prompt", default="short")
+    s.add_argument("--max-bytes", type=_max_bytes, default=1_000_000, help="summary size limit")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (StoredFileError, UsageError, rep.ReportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
