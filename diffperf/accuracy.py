@@ -1,6 +1,7 @@
 """Image comparison: SSIM (scikit-image) and PSNR, image sanity checks, PNG round trip."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,32 @@ def load_png(path: Path, expect_shape: tuple[int, ...] | None = None) -> np.ndar
         raise StoredFileError(f"reference image {path} has shape {arr.shape}, the case produces {tuple(expect_shape)}; "
                               f"regenerate it with tools/update_baselines.py --references")
     return arr
+
+
+def latent_projection(latents, k: int = 256, seed: int = 0) -> list[float]:
+    """k seeded Gaussian projections of the final latents (Johnson-Lindenstrauss): the relative
+    distance of two projections estimates the relative distance of the full latents, so a
+    reference costs k numbers instead of the whole tensor. Same device -> same projection."""
+    import torch
+
+    x = latents.detach().reshape(-1).float()
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    rows = []
+    for _ in range(0, k, 32):  # chunks keep the projection matrix small for 1024px latents
+        p = torch.randn(32, x.numel(), generator=gen, device=x.device)
+        rows.append(p @ x)
+    out = torch.cat(rows)[:k] / math.sqrt(x.numel())
+    return [float(v) for v in out.cpu()]
+
+
+def latent_distance(a: list[float], b: list[float]) -> float:
+    """Relative L2 distance ||a - b|| / ||b|| of two latent projections."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"latent projections of different lengths: {a.shape} vs {b.shape}")
+    if not np.isfinite(a).all():
+        return float("inf")
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def compare(img: np.ndarray, ref: np.ndarray) -> dict[str, float]:

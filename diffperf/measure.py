@@ -37,6 +37,23 @@ class Clock:
             torch.cuda.synchronize()
 
 
+def patch_method(obj, name: str, make_wrapper):
+    """Replace obj.name by make_wrapper(current) on the instance; returns the undo function,
+    which puts back exactly what the instance had (so nested patches unwind in any order)."""
+    had = name in vars(obj)
+    previous = vars(obj).get(name)
+    original = getattr(obj, name)
+    setattr(obj, name, functools.wraps(original)(make_wrapper(original)))
+
+    def undo():
+        if had:
+            setattr(obj, name, previous)
+        else:
+            delattr(obj, name)
+
+    return undo
+
+
 class StageProbe:
     """Marks stage boundaries by wrapping pipeline methods on the instance (no change to the
     pipeline's code): encode_prompt = text encoding, scheduler.set_timesteps .. each
@@ -45,7 +62,7 @@ class StageProbe:
     def __init__(self, built: Built, clock: Clock):
         self.clock = clock
         self.marks: list[tuple[str, Any]] = []
-        self._undo: list[tuple[Any, str]] = []
+        self._undo: list[Any] = []
         pipe = built.pipe
         self._wrap(pipe, "encode_prompt", "te")
         self._wrap(pipe.scheduler, "set_timesteps", "timesteps", before=False)
@@ -53,23 +70,24 @@ class StageProbe:
         self._wrap(getattr(pipe, built.spec.vae), "decode", "vae")
 
     def _wrap(self, obj, name: str, label: str, before: bool = True) -> None:
-        original = getattr(obj, name)
         marks, clock = self.marks, self.clock
 
-        @functools.wraps(original)  # pipelines inspect set_timesteps' signature
-        def wrapper(*args, **kwargs):
-            if before:
-                marks.append((label + "_start", clock.mark()))
-            out = original(*args, **kwargs)
-            marks.append((label + "_end", clock.mark()))
-            return out
+        def make(original):
+            def wrapper(*args, **kwargs):
+                if before:
+                    marks.append((label + "_start", clock.mark()))
+                out = original(*args, **kwargs)
+                marks.append((label + "_end", clock.mark()))
+                return out
 
-        setattr(obj, name, wrapper)
-        self._undo.append((obj, name))
+            return wrapper
+
+        # functools.wraps in patch_method: pipelines inspect set_timesteps' signature
+        self._undo.append(patch_method(obj, name, make))
 
     def remove(self) -> None:
-        for obj, name in self._undo:
-            delattr(obj, name)  # the instance attribute hid the class method
+        for undo in reversed(self._undo):
+            undo()
         self._undo.clear()
 
     def reset(self) -> None:
@@ -164,6 +182,7 @@ class Measurement:
     knobs: dict[str, Any] = field(default_factory=dict)
     nvml_samples: list[dict[str, Any]] = field(default_factory=list)
     last_image: np.ndarray | None = None  # output of the last timed call (reused as its prompt's image)
+    last_latents: list[float] | None = None  # its final latents, projected (accuracy.latent_projection)
 
     def summary(self) -> dict[str, Any]:
         s = np.array(self.samples_s)
@@ -195,11 +214,43 @@ def call_kwargs(built: Built, prompt: str, seed: int) -> dict[str, Any]:
     return kw
 
 
+class LatentCapture:
+    """Keeps the last latents handed to the VAE decoder (a reference only: no copy, no sync)."""
+
+    def __init__(self, built: Built):
+        self.latents: torch.Tensor | None = None
+
+        def make(original):
+            def decode(z, *args, **kwargs):
+                self.latents = z
+                return original(z, *args, **kwargs)
+
+            return decode
+
+        self.remove = patch_method(getattr(built.pipe, built.spec.vae), "decode", make)
+
+    def projection(self) -> list[float]:
+        from .accuracy import latent_projection
+
+        if self.latents is None:
+            raise RuntimeError("the pipeline never called the VAE decoder")
+        return latent_projection(self.latents)
+
+
 def generate(built: Built, prompt: str, seed: int) -> np.ndarray:
     """One image as float32 HxWx3 in [0, 1]."""
     with torch.inference_mode(), built.call_context():
         out = built.pipe(**call_kwargs(built, prompt, seed))
     return np.asarray(out.images[0], dtype=np.float32)
+
+
+def generate_with_latents(built: Built, prompt: str, seed: int) -> tuple[np.ndarray, list[float]]:
+    capture = LatentCapture(built)
+    try:
+        image = generate(built, prompt, seed)
+        return image, capture.projection()
+    finally:
+        capture.remove()
 
 
 @contextlib.contextmanager
@@ -216,6 +267,7 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
     clock = Clock(built.device)
     cuda = built.device.type == "cuda"
     probe = StageProbe(built, clock)
+    capture = LatentCapture(built)
     try:
         last = {}
 
@@ -243,6 +295,7 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
         finally:
             nvml = sampler.stop() if sampler else []
     finally:
+        capture.remove()  # reverse order: each removes the wrapper it put on top
         probe.remove()
     memory = {"weights_bytes": module_bytes(built.pipe)}
     if cuda:
@@ -261,4 +314,5 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
             activation_peak_bytes=tracker.peak,
             method="weights + peak live tensor storage of one eager call (TorchDispatchMode)",
         )
-    return Measurement(cold, warm, samples, stages, memory, nvml_samples=nvml, last_image=last.get("image"))
+    return Measurement(cold, warm, samples, stages, memory, nvml_samples=nvml, last_image=last.get("image"),
+                       last_latents=capture.projection())

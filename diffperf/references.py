@@ -12,13 +12,20 @@ def reference_dir(root: Path, tier: str, weights: str, model: str, recipe: str) 
     return Path(root) / top / model / recipe.replace("/", "_")
 
 
-# Regression: same case, same machine and stack -> near identical. The cpu numbers allow for a
-# different CPU (other SIMD paths) on the CI machine; see README "Accuracy thresholds".
-REGRESSION = {"cpu": {"ssim": 0.95, "psnr": 30.0}, "gpu": {"ssim": 0.95, "psnr": 30.0}}
+# Regression: same case, same machine and stack. Synthetic-weight images are noise-like and
+# hide small faults (one corrupted weight of a tiny FLUX: SSIM 0.9996), so the sharp check is
+# on the final latents (relative distance of their projections); the image thresholds catch
+# gross damage. How these were measured: README "Accuracy thresholds".
+REGRESSION = {
+    "cpu": {"ssim": 0.99, "psnr": 40.0, "latent": 1e-3},
+    "gpu": {"ssim": 0.98, "psnr": 35.0, "latent": 2e-2},
+}
+LATENTS_KIND = "diffperf-latents"
+LATENTS_FILE = "latents.json"
 
 # Fidelity: a case against its reference recipe (same dtype, eager, no cache, no quantization).
 FIDELITY = {
-    "cpu": {"lossless": 0.90, "lossy": 0.30},
+    "cpu": {"lossless": 0.99, "lossy": 0.60},
     "gpu": {"lossless": 0.80, "lossy": 0.30},
 }
 

@@ -14,7 +14,7 @@ from . import accuracy
 from .build import build_case, device_for
 from .cases import Case
 from .machine import NvmlSampler, inconclusive_reasons
-from .measure import generate, measure
+from .measure import generate_with_latents, measure
 from .options import PerfOptions
 from .record import RunRecorder
 from .tiers import Tier
@@ -68,8 +68,12 @@ def run_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, rec
         cache_state = built.knobs.get("cache_state")
         timed_cache = _cache_report(cache_state)
         # the timed calls already produced the timing prompt's image (same prompt and seed)
-        images = {pid: m.last_image if text == prompts.timing_prompt and m.last_image is not None
-                  else generate(built, text, prompts.seed) for pid, text in prompts.texts.items()}
+        images, latents = {}, {}
+        for pid, text in prompts.texts.items():
+            if text == prompts.timing_prompt and m.last_image is not None:
+                images[pid], latents[pid] = m.last_image, m.last_latents
+            else:
+                images[pid], latents[pid] = generate_with_latents(built, text, prompts.seed)
         knobs = {k: v for k, v in built.knobs.items() if k != "cache_state"}
         if timed_cache:
             knobs["cache_counters_all_calls"] = timed_cache
@@ -90,6 +94,7 @@ def run_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, rec
             "nvml": m.nvml_samples,
             "inconclusive": inconclusive_reasons(m.nvml_samples),
             "images": {},
+            "latent_projections": latents,
         }
         for pid, img in images.items():
             # a broken (NaN / constant) image is saved as is: the accuracy tests fail on it

@@ -2,8 +2,8 @@
 the model's reference recipe (fidelity of the optimization)."""
 import pytest
 
-from diffperf import accuracy
-from diffperf.references import fidelity_threshold, reference_dir, regression_threshold
+from diffperf import accuracy, storage
+from diffperf.references import LATENTS_FILE, LATENTS_KIND, fidelity_threshold, reference_dir, regression_threshold
 
 pytestmark = pytest.mark.accuracy
 
@@ -29,11 +29,20 @@ def test_regression(perf_outcome, perf_case, perf_options):
             pytest.skip(f"no reference image {path}; create it with tools/update_baselines.py --tier "
                         f"{perf_case.tier.name} --references")
         scores[pid] = accuracy.compare(img, accuracy.load_png(path, img.shape))
+    latents_path = ref_dir / LATENTS_FILE
+    if not latents_path.exists():
+        pytest.skip(f"no reference latents {latents_path}; create them with tools/update_baselines.py --tier "
+                    f"{perf_case.tier.name} --references")
+    ref_latents = storage.load(latents_path, LATENTS_KIND)["projections"]
+    for pid, proj in perf_outcome.result["latent_projections"].items():
+        scores[pid]["latent_distance"] = accuracy.latent_distance(proj, ref_latents[pid])
     perf_outcome.result["regression"] = scores
-    bad = {pid: s for pid, s in scores.items() if s["ssim"] < thr["ssim"] or s["psnr"] < thr["psnr"]}
-    assert not bad, (f"{perf_case.id} differs from its reference images in {ref_dir}: "
+    bad = {pid: s for pid, s in scores.items()
+           if s["ssim"] < thr["ssim"] or s["psnr"] < thr["psnr"] or not s["latent_distance"] <= thr["latent"]}
+    assert not bad, (f"{perf_case.id} differs from its reference in {ref_dir}: "
                      + "; ".join(f"{pid}: SSIM {s['ssim']:.4f} (threshold {thr['ssim']}), PSNR {s['psnr']:.2f} dB "
-                                 f"(threshold {thr['psnr']})" for pid, s in bad.items()))
+                                 f"(threshold {thr['psnr']}), latent distance {s['latent_distance']:.2e} "
+                                 f"(threshold {thr['latent']:.0e})" for pid, s in bad.items()))
 
 
 def test_fidelity(perf_outcome, perf_case, perf_options, perf_state):
@@ -44,10 +53,12 @@ def test_fidelity(perf_outcome, perf_case, perf_options, perf_state):
     # the reference recipe's image from this run when it ran, else its stored reference
     ref_key = f"{perf_case.tier.name}:{perf_case.case.model}/{ref_recipe.name}"
     ref_outcome = perf_state.outcomes.get(ref_key)
+    if ref_outcome is None or isinstance(ref_outcome, Exception):
+        ref_outcome = None
     scores = {}
     for pid, img in perf_outcome.images.items():
         accuracy.check_image(img, f"{perf_case.id} prompt {pid!r}")
-        if ref_outcome is not None and not isinstance(ref_outcome, Exception):
+        if ref_outcome is not None:
             ref = ref_outcome.images[pid]
         else:
             path = _ref_dir(perf_case, perf_options, ref_recipe.name) / f"{pid}.png"
@@ -56,6 +67,9 @@ def test_fidelity(perf_outcome, perf_case, perf_options, perf_state):
                             f"(--perf-recipes {ref_recipe.name}) or store its reference ({path})")
             ref = accuracy.load_png(path, img.shape)
         scores[pid] = accuracy.compare(img, ref)
+        if ref_outcome is not None:
+            scores[pid]["latent_distance"] = accuracy.latent_distance(
+                perf_outcome.result["latent_projections"][pid], ref_outcome.result["latent_projections"][pid])
     worst = min(s["ssim"] for s in scores.values())
     perf_outcome.result["fidelity"] = {"reference_recipe": ref_recipe.name,
                                        "ssim": worst, "psnr": min(s["psnr"] for s in scores.values()),

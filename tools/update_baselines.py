@@ -21,7 +21,7 @@ from diffperf.compare import BASELINE_KIND, baseline_path  # noqa: E402
 from diffperf.errors import StoredFileError  # noqa: E402
 from diffperf.options import ROOT  # noqa: E402
 from diffperf.record import load_results, now  # noqa: E402
-from diffperf.references import reference_dir  # noqa: E402
+from diffperf.references import LATENTS_FILE, LATENTS_KIND, reference_dir  # noqa: E402
 from diffperf.tiers import TIERS, get_tier  # noqa: E402
 
 TOLERANCE_NOTE = {
@@ -158,6 +158,10 @@ def main(argv=None) -> int:
                 shutil.copyfile(src, tmp)
                 tmp.replace(dest / f"{pid}.png")
                 n += 1
+            if not r.get("latent_projections"):
+                print(f"{cid} has no latent projections", file=sys.stderr)
+                return 2
+            storage.dump(dest / LATENTS_FILE, LATENTS_KIND, {"case": cid, "projections": r["latent_projections"]})
         print(f"stored {n} reference image(s) under {args.references_dir / tier.name}")
     return 0
 

@@ -38,11 +38,11 @@ def _sdpa_backend(token: str):
 def check(token: str, dispatcher: bool, device: torch.device, model: str) -> None:
     if token == "sdpa":
         return
-    if token in CUDA_ONLY and device.type != "cuda":
-        raise CaseSkip(f"attention {token!r} needs a CUDA GPU")
     pkg = PACKAGE.get(token)
     if pkg and importlib.util.find_spec(pkg) is None:
         raise CaseSkip(f"attention {token!r} needs the optional package {pkg!r}, which is not installed")
+    if token in CUDA_ONLY and device.type != "cuda":
+        raise CaseSkip(f"attention {token!r} needs a CUDA GPU")
     if token == "fa3" and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] != 9:
         raise CaseSkip("attention 'fa3' (FlashAttention-3) needs a Hopper GPU (compute capability 9.x)")
     if not dispatcher and not token.startswith("sdpa-"):

@@ -1,0 +1,130 @@
+"""Each knob really does what it claims on a tiny model, or skips with its reason."""
+import pytest
+import torch
+
+from diffperf.build import build_case
+from diffperf.cases import Case
+from diffperf.knobs import compile as compile_knob
+from diffperf.knobs.quantize import count_quantized
+from diffperf.knobs.skip import CaseSkip
+from diffperf.measure import generate
+from diffperf.options import PerfOptions
+from diffperf.recipes import parse_recipe
+from diffperf.tiers import get_tier
+
+CPU = get_tier("cpu")
+PROMPT = "a red cube"
+
+
+def build(model, recipe):
+    return build_case(Case(model, parse_recipe(recipe), "standard"), CPU, PerfOptions())
+
+
+def test_fused_qkv_fuses():
+    b = build("flux-dev", "fp32+fuse-qkv")
+    fused = [m for m in b.denoiser.modules() if getattr(m, "fused_projections", False)]
+    assert fused and all(hasattr(m, "to_qkv") or hasattr(m, "to_added_qkv") for m in fused)
+    assert b.knobs["fused_qkv_modules"] == len(fused)
+
+
+def test_fused_qkv_keeps_the_image():
+    plain, fused = build("sd3-medium", "fp32"), build("sd3-medium", "fp32+fuse-qkv")
+    a, c = generate(plain, PROMPT, 0), generate(fused, PROMPT, 0)
+    assert abs(a - c).max() < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["int8wo", "int8dq"])
+def test_quantized_linears_are_quantized(kind):
+    b = build("pixart-sigma", f"fp32+{kind}")
+    n = count_quantized(b.denoiser)
+    assert n == b.knobs["quantized_linears"] > 0
+    assert count_quantized(b.pipe.text_encoder) == 0  # only the denoiser
+
+
+def test_text_encoder_quantization_is_separate():
+    b = build("pixart-sigma", "fp32+te-int8wo")
+    assert count_quantized(b.pipe.text_encoder) == b.knobs["te_quantized_linears"] > 0
+    assert count_quantized(b.denoiser) == 0
+
+
+def _count_block_calls(b):
+    # count a submodule of the last block: cache hooks replace the block's forward, so a hook on
+    # the block itself would fire even when its computation is skipped
+    calls = {"n": 0}
+    b.denoiser.single_transformer_blocks[-1].attn.register_forward_hook(
+        lambda *a: calls.__setitem__("n", calls["n"] + 1))
+    return calls
+
+
+def test_first_block_cache_skips_at_high_threshold():
+    b_steps = None
+    counts = {}
+    for recipe in ("fp32", "fp32+fbcache-1000"):
+        b = build("flux-dev", recipe)
+        b_steps = b.spec.tiny.steps
+        calls = _count_block_calls(b)
+        generate(b, PROMPT, 0)
+        counts[recipe] = calls["n"]
+    assert counts["fp32"] == b_steps
+    assert counts["fp32+fbcache-1000"] < b_steps  # later steps reuse the cached residual
+
+
+def test_teacache_skips_at_high_threshold():
+    b = build("flux-dev", "fp32+teacache-1000")
+    generate(b, PROMPT, 0)
+    state = b.knobs["cache_state"]
+    assert state.skipped_steps > 0 and state.computed_steps >= 2
+
+
+def test_regional_compile_compiles_every_repeated_block():
+    b = build("flux-dev", "fp32+compile")
+    classes = set(compile_knob.repeated_block_classes(b.denoiser))
+    expected = sum(1 for m in b.denoiser.modules() if type(m).__name__ in classes)
+    assert compile_knob.count_compiled(b.denoiser) == b.knobs["compiled_modules"] == expected > 0
+
+
+def test_regional_compile_finds_blocks_without_declared_list():
+    b = build("sd3-medium", "fp32")
+    assert "JointTransformerBlock" in compile_knob.repeated_block_classes(b.denoiser)
+
+
+def test_attention_backend_does_not_leak():
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    before = _AttentionBackendRegistry._active_backend
+    b = build("flux-dev", "fp32+sdpa-math")
+    assert _AttentionBackendRegistry._active_backend == before
+    procs = {getattr(m.processor, "_attention_backend", None) for m in b.denoiser.modules() if hasattr(m, "processor")}
+    assert {str(getattr(p, "value", p)) for p in procs} == {"_native_math"}
+    generate(b, PROMPT, 0)
+    assert _AttentionBackendRegistry._active_backend == before
+
+
+@pytest.mark.parametrize("model, recipe, reason", [
+    ("flux-dev", "bf16+fp8dq", "float8 needs a CUDA GPU"),
+    ("flux-dev", "bf16+int4wo", "int4 weight-only needs CUDA"),
+    ("flux-dev", "bf16+sdpa-cudnn", "needs a CUDA GPU"),
+    ("sd3-medium", "bf16+fbcache-0.2", "has no diffusers enable_cache"),
+    ("sd3-medium", "bf16+teacache-0.4", "no published rescale coefficients"),
+    ("sana-1600m", "bf16+fuse-qkv", "fuses nothing"),
+    ("flux-dev", "fp16", "fp16 on the CPU"),
+    ("flux-dev", "bf16+verify", "not implemented"),
+])
+def test_inapplicable_knob_skips_with_reason(model, recipe, reason):
+    with pytest.raises(CaseSkip, match=reason):
+        build(model, recipe)
+
+
+def test_fa2_without_package_skips_naming_it():
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here")
+    with pytest.raises(CaseSkip, match="flash_attn"):
+        build_case(Case("flux-dev", parse_recipe("bf16+fa2"), "full"), get_tier("cpu"), PerfOptions())
+
+
+def test_builds_are_deterministic():
+    a, b = build("lumina2", "fp32"), build("lumina2", "fp32")
+    for (n1, p1), (n2, p2) in zip(a.denoiser.named_parameters(), b.denoiser.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2)
