@@ -13,6 +13,7 @@ from . import storage
 from .options import ROOT
 
 RESULTS_KIND = "diffperf-results"
+RUN_KIND = "diffperf-run-header"
 CASE_KIND = "diffperf-case-result"
 
 
@@ -62,6 +63,8 @@ class RunRecorder:
             probe.unlink()
         except OSError as exc:
             raise storage.StoredFileError(f"results directory {self.dir} cannot be written: {exc}") from exc
+        # the header goes first, so a run killed half-way can still be read (load_results)
+        storage.dump(self.dir / "run.json", RUN_KIND, self.header())
 
     def image_path(self, case_id: str, prompt_id: str) -> Path:
         return self.dir / "images" / safe_name(case_id) / f"{prompt_id}.png"
@@ -127,9 +130,15 @@ def load_results(path: Path) -> dict[str, Any]:
         if (path / "results.json").exists():
             return storage.load(path / "results.json", RESULTS_KIND)
         files = sorted((path / "cases").glob("*.json"))
-        if not files:
-            raise storage.StoredFileError(f"no results.json and no cases/*.json under {path}")
-        raise storage.StoredFileError(
-            f"{path} has per-case files but no results.json (the run did not finish); "
-            f"finish the run or pass one of {files[0]}..")
+        if not files or not (path / "run.json").exists():
+            raise storage.StoredFileError(f"no results.json, and no run.json + cases/*.json, under {path}")
+        # a run that was killed before its end: assemble what it measured, marked incomplete
+        header = storage.load(path / "run.json", RUN_KIND)
+        cases = {}
+        for f in files:
+            c = storage.load(f, CASE_KIND)
+            cases[c.pop("case")] = {k: v for k, v in c.items() if k not in ("kind", "schema_version")}
+        for k in ("kind", "schema_version"):
+            header.pop(k)
+        return {**header, "incomplete": True, "cases": cases}
     return storage.load(path, RESULTS_KIND)
