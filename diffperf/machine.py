@@ -40,8 +40,9 @@ def _nvml():
 
 def _nvml_handle(pynvml):
     # the GPU torch uses, honouring CUDA_VISIBLE_DEVICES (xdist workers pin one GPU each)
-    bus = torch.cuda.get_device_properties(torch.cuda.current_device()).pci_bus_id
-    return pynvml.nvmlDeviceGetHandleByPciBusId(bus)
+    p = torch.cuda.get_device_properties(torch.cuda.current_device())
+    # torch gives the parts as integers; NVML wants "domain:bus:device.function"
+    return pynvml.nvmlDeviceGetHandleByPciBusId(f"{p.pci_domain_id:08x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0")
 
 
 def gpu_sample(pynvml, handle) -> dict[str, Any]:
