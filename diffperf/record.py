@@ -22,7 +22,9 @@ def git_commit() -> str | None:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None
+    sha = out.stdout.strip()
+    # outside a git checkout (e.g. a copied tree) rev-parse can echo "HEAD": no commit then
+    return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
 
 
 def now() -> str:
