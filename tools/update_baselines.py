@@ -133,7 +133,8 @@ def main(argv=None) -> int:
         "memory_slack_bytes": tier.memory_slack_bytes, "p_value": tier.p_value,
         "test": "one-sided Mann-Whitney U (scipy.stats.mannwhitneyu, alternative='greater') of the samples "
                 "against the baseline samples scaled by (1 + latency)",
-        "note": TOLERANCE_NOTE.get(tier.name, "set from the spread of repeated medians on this GPU"),
+        "note": TOLERANCE_NOTE.get(tier.name, "initial GPU tolerance (+3% latency); not yet derived from a "
+                                                 "measured spread of repeated medians on this GPU"),
     }
     body = {"tier": tier.name, "tolerances": tolerances, "fingerprint": results["fingerprint"],
             "provenance": provenance, "cases": dict(sorted(old_cases.items()))}
