@@ -69,8 +69,8 @@ TINY_T5 = dict(
     num_heads=2,
 )
 
-# FLUX autoencoder (ae.safetensors): 16 latent channels, no quant convs, 8x downscale
-FULL_FLUX_VAE = dict(
+# The KL autoencoder layout shared by the SD, SDXL and FLUX VAEs (8x downscale)
+KL_VAE_LAYOUT = dict(
     in_channels=3,
     out_channels=3,
     down_block_types=("DownEncoderBlock2D",) * 4,
@@ -78,8 +78,12 @@ FULL_FLUX_VAE = dict(
     block_out_channels=(128, 256, 512, 512),
     layers_per_block=2,
     act_fn="silu",
-    latent_channels=16,
     norm_num_groups=32,
+)
+# FLUX autoencoder (ae.safetensors): 16 latent channels, no quant convs
+FULL_FLUX_VAE = dict(
+    KL_VAE_LAYOUT,
+    latent_channels=16,
     sample_size=1024,
     scaling_factor=0.3611,
     shift_factor=0.1159,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import tokenizers
-from .flux import FULL_T5_XXL, TINY_T5, build_kl_vae, build_t5, pick
+from .flux import KL_VAE_LAYOUT, FULL_T5_XXL, TINY_T5, build_kl_vae, build_t5, pick
 from .spec import BuildRequest, GenDefaults, ModelSpec
 from .synthetic import construct
 
@@ -29,15 +29,8 @@ FULL_TRANSFORMER = dict(
 )
 # SDXL VAE (4 latent channels, with quant convs)
 FULL_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    act_fn="silu",
+    KL_VAE_LAYOUT,
     latent_channels=4,
-    norm_num_groups=32,
     sample_size=1024,
     scaling_factor=0.13025,
     force_upcast=True,

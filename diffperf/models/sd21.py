@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import tokenizers
-from .flux import FULL_CLIP_L, build_clip, build_kl_vae, pick
+from .flux import KL_VAE_LAYOUT, FULL_CLIP_L, build_clip, build_kl_vae, pick
 from .spec import BuildRequest, GenDefaults, ModelSpec
 from .synthetic import construct
 
@@ -38,15 +38,8 @@ FULL_OPENCLIP_H = dict(
 )
 # SD VAE (4 latent channels, quant convs)
 FULL_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    act_fn="silu",
+    KL_VAE_LAYOUT,
     latent_channels=4,
-    norm_num_groups=32,
     sample_size=512,
     scaling_factor=0.18215,
 )
