@@ -42,9 +42,29 @@ def load_png(path: Path, expect_shape: tuple[int, ...] | None = None) -> np.ndar
     except OSError as exc:
         raise StoredFileError(f"reference image {path} cannot be read: {exc}") from exc
     if expect_shape is not None and arr.shape != tuple(expect_shape):
-        raise StoredFileError(f"reference image {path} has shape {arr.shape}, the case produces {tuple(expect_shape)}; "
-                              f"regenerate it with tools/update_baselines.py --references")
+        # before SSIM, which would fail on the shapes with a message naming neither file nor sizes
+        raise StoredFileError(f"reference {path} is {arr.shape[1]}x{arr.shape[0]}, image is "
+                              f"{expect_shape[1]}x{expect_shape[0]} (width x height; shapes {arr.shape} vs "
+                              f"{tuple(expect_shape)}); regenerate it with tools/update_baselines.py --references")
     return arr
+
+
+# Full-size images are stored (references, device results) at most this many pixels on a side:
+# random-weight images are noise that PNG cannot compress (2.5 MB at 1024 px), and the sharp
+# regression check is on the latents anyway; the image check only has to catch gross damage.
+REFERENCE_MAX_SIDE = 256
+
+
+def reference_view(img: np.ndarray) -> np.ndarray:
+    """The image as references store it: downscaled (area-averaging) to REFERENCE_MAX_SIDE."""
+    from skimage.transform import resize
+
+    h, w = img.shape[:2]
+    scale = REFERENCE_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return img
+    shape = (max(1, round(h * scale)), max(1, round(w * scale))) + img.shape[2:]
+    return resize(img, shape, order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
 
 
 def latent_projection(latents, k: int = 256, seed: int = 0) -> list[float]:

@@ -10,8 +10,9 @@ from typing import Any, Callable
 import torch
 
 from .cases import Case
-from .knobs import attention, cache, compile as compile_knob, quantize
+from .knobs import attention, cache, compile as compile_knob, quantize, verify
 from .knobs.skip import CaseSkip
+from . import parallel
 from .models import BuildRequest, ModelSpec, get_model
 from .options import PerfOptions
 from .recipes import INDUCTOR_PRESETS, Recipe
@@ -64,7 +65,7 @@ def check_recipe(recipe: Recipe, spec: ModelSpec, device: torch.device) -> None:
     if recipe.fuse_qkv and not spec.fused_qkv:
         raise CaseSkip(f"fuse_qkv_projections fuses nothing on {spec.name}")
     if recipe.verify:
-        raise CaseSkip("the 'verify' knob (Freivalds-checked Linear layers) is not implemented yet")
+        verify.check(recipe.quant, recipe.te_quant)
 
 
 def load_pipeline(spec: ModelSpec, tier: Tier, options: PerfOptions, device: torch.device, dtype: torch.dtype):
@@ -122,6 +123,9 @@ def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
         for name in (spec.denoiser, spec.vae):
             getattr(pipe, name).to(memory_format=torch.channels_last)
     attention.apply(denoiser, recipe.attention, spec.attention_dispatcher)
+    if recipe.parallel:  # inside a torchrun rank (runner routes parallel cases through parallel.launch)
+        parallel.check(recipe, spec.name, type(denoiser), device.type)
+        built.knobs["parallel"] = parallel.apply(denoiser, recipe, device.type)
     built.contexts.append(lambda: attention.call_context(recipe.attention, spec.attention_dispatcher))
     if recipe.quant:
         built.knobs["quantized_linears"] = quantize.quantize(denoiser, recipe.quant)
@@ -134,6 +138,14 @@ def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
             denoiser, recipe.cache, recipe.cache_threshold, steps, spec.name,
             spec.diffusers_cache, spec.teacache,
         )
+    if recipe.verify:
+        # after quantization and caches: it checks the weights and the calls that really run;
+        # before compile: dynamo traces the hooks into the compiled blocks and fuses the checks
+        roles = {spec.denoiser: "denoiser", spec.vae: "vae", **{t: "text_encoder" for t in spec.text_encoders}}
+        state = verify.apply(pipe, roles, steps, device, fault=verify.parse_fault(options.verify_fault),
+                             seed=options.seed)
+        built.knobs["verify"] = state.report  # live: updated after every pipeline call
+        built.contexts.append(state.call_context)
     if recipe.compile:
         if recipe.inductor:
             flags = INDUCTOR_PRESETS[recipe.inductor]

@@ -72,6 +72,9 @@ def _quant_grid(model: str) -> list[str]:
     return out
 
 
+# context parallelism over the GPUs of a multi-GPU tier (diffusers ContextParallelConfig)
+MULTI_GPU_FLUX = ["bf16+cp-ulysses-2", "bf16+cp-ring-2"]
+
 # -- cpu tier (tiny size) ---------------------------------------------------------------------
 CPU_DEFAULTS = [
     ("fp32", "smoke"),
@@ -80,7 +83,10 @@ CPU_DEFAULTS = [
     ("fp32+int8dq", "standard"),
     ("fp32+fuse-qkv", "standard"),  # only where fused QKV applies
 ]
-CPU_FLUX_EXTRA = [("fp32+fbcache-0.3", "standard"), ("fp32+teacache-0.4", "standard"), ("fp32+compile", "standard")]
+CPU_FLUX_EXTRA = [("fp32+fbcache-0.3", "standard"), ("fp32+teacache-0.4", "standard"), ("fp32+compile", "standard"),
+                  ("fp32+cp-ulysses-2", "standard")]  # two gloo ranks: the context-parallel plumbing
+# the verify knob (Freivalds-checked Linears) on FLUX and on a UNet (Linears only in attention / time embedding)
+CPU_VERIFY_EXTRA = [("flux-dev", "fp32+verify", "standard"), ("sd21-base", "fp32+verify", "standard")]
 
 
 def _applies(model: str, recipe: Recipe) -> bool:
@@ -112,9 +118,14 @@ def cases_for_tier(tier: Tier) -> list[Case]:
                 _add(cases, model, text, level, "defaults")
         for text, level in CPU_FLUX_EXTRA:
             _add(cases, "flux-dev", text, level, "defaults")
+        for model, text, level in CPU_VERIFY_EXTRA:
+            _add(cases, model, text, level, "defaults")
         return list(cases.values())
     if tier.gpus > 1:
-        return []  # multi-GPU cases live in perf_tests/test_multigpu.py
+        # the single-GPU case on the same machine is the speedup's reference
+        for text, level in [("bf16", "smoke")] + [(t, "smoke") for t in MULTI_GPU_FLUX]:
+            _add(cases, "flux-dev", text, level, "context-parallel")
+        return list(cases.values())
     for model in MODELS:
         for text, level in GPU_DEFAULTS:
             _add(cases, model, text, level, "defaults")

@@ -126,15 +126,19 @@ class TensorBytesTracker(torch.utils._python_dispatch.TorchDispatchMode):
         self._known.discard(key)
         self.live -= n
 
+    @staticmethod
+    def _plain(t) -> bool:
+        # wrapper subclasses (e.g. the async results of collectives) have no storage of their own:
+        # the plain tensors they wrap are counted when those are created
+        return (isinstance(t, torch.Tensor) and t.device.type != "meta"
+                and not torch.utils._python_dispatch.is_traceable_wrapper_subclass(t))
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {
-            t.untyped_storage().data_ptr()
-            for t in torch.utils._pytree.tree_leaves((args, kwargs))
-            if isinstance(t, torch.Tensor) and t.device.type != "meta"
-        }
+        inputs = {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                  if self._plain(t)}
         for t in torch.utils._pytree.tree_leaves(out):
-            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            if not self._plain(t):
                 continue
             storage = t.untyped_storage()
             key = storage.data_ptr()
@@ -253,6 +257,10 @@ def generate_with_latents(built: Built, prompt: str, seed: int) -> tuple[np.ndar
         capture.remove()
 
 
+class RecompiledInTimedRegion(RuntimeError):
+    """A compiled case recompiled during its timed calls: the samples would time the compiler."""
+
+
 @contextlib.contextmanager
 def _no_recompile(built: Built):
     # a recompilation inside the timed region would time the compiler, not the model
@@ -292,6 +300,13 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
                 for _ in range(iterations):
                     samples.append(timed_call())
                     stages.append(probe.stages())
+        except RuntimeError as exc:
+            # torch raises a plain RuntimeError under set_stance("fail_on_recompile")
+            if "fail_on_recompile" not in str(exc):
+                raise
+            raise RecompiledInTimedRegion(
+                f"{built.case.id} recompiled during timed region (timed call {len(samples) + 1} of {iterations}, "
+                f"after {1 + warmup} untimed calls): its timings would include compile time. {exc}") from exc
         finally:
             nvml = sampler.stop() if sampler else []
     finally:

@@ -28,6 +28,8 @@ class PerfOptions:
     baselines_dir: Path = ROOT / "baselines"
     references_dir: Path = ROOT / "fixtures" / "reference"
     prompts_file: Path = ROOT / "fixtures" / "prompts.json"
+    verify_fault: str | None = None  # LAYER_SUBSTRING@STEP: negate one Linear output in 'verify' cases
+    timeout_scale: float = 1.0  # multiplies every case's time budget (diffperf/timeouts.py)
 
     def weights_dir(self, model: str) -> str | None:
         """A local checkpoint dir for `model`: --perf-weights-dir, else $DIFFPERF_WEIGHTS_<MODEL>."""
@@ -51,6 +53,11 @@ def add_options(parser) -> None:
     g.addoption("--perf-results", default=None, help="results directory (default results/)")
     g.addoption("--perf-baselines", default=None, help="baselines directory (default baselines/)")
     g.addoption("--perf-references", default=None, help="reference images directory (default fixtures/reference/)")
+    g.addoption("--perf-verify-fault", default=None, metavar="LAYER_SUBSTRING@STEP",
+                help="fault injection for 'verify' recipes: negate the output of the first Linear whose name "
+                     "contains LAYER_SUBSTRING at denoising step STEP (the case must then fail naming it)")
+    g.addoption("--perf-timeout-scale", type=float, default=1.0,
+                help="multiply each case's time budget (pytest-timeout; default 1; --timeout overrides)")
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -89,11 +96,18 @@ def parse_options(get) -> PerfOptions:
         v = get(name)
         if v is not None and v < (1 if name == "perf_iterations" else 0):
             raise UsageError(f"--{name.replace('_', '-')} must be >= {1 if name == 'perf_iterations' else 0}, got {v}")
+    scale = get("perf_timeout_scale")
+    if not scale > 0:  # also refuses NaN
+        raise UsageError(f"--perf-timeout-scale must be > 0, got {scale}")
     kw = {}
+    if get("perf_verify_fault"):
+        from .knobs.verify import parse_fault
+
+        kw["verify_fault"] = str(parse_fault(get("perf_verify_fault")))  # validated, normalised
     for opt, key in (("perf_results", "results_dir"), ("perf_baselines", "baselines_dir"),
                      ("perf_references", "references_dir")):
         if get(opt):
             kw[key] = Path(get(opt)).resolve()
     return PerfOptions(tier=tier, models=models, recipes=recipes, level=level, weights=weights,
                        weights_dirs=dirs, iterations=get("perf_iterations"), warmup=get("perf_warmup"),
-                       seed=get("perf_seed"), **kw)
+                       seed=get("perf_seed"), timeout_scale=scale, **kw)

@@ -18,6 +18,7 @@ from .tiers import TIERS, Tier, detect_tier, get_tier, machine_mismatch
 
 OPTIONS_KEY = pytest.StashKey[PerfOptions]()
 STATE_KEY = pytest.StashKey["SessionState"]()
+DIST_NOTE_KEY = pytest.StashKey[str | None]()
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,15 @@ class SessionState:
 
     def __init__(self, options: PerfOptions):
         self.options = options
-        self.outcomes: dict[str, Any] = {}  # PerfCase.id -> CaseOutcome or the exception it raised
+        self.outcomes: dict[str, Any] = {}  # PerfCase.id -> CaseOutcome, CaseSkip or CaseFailure (text only)
+        self.reported: set[str] = set()  # failed cases whose traceback was shown once already
+        self.cuda_broken: Any = None  # the CaseFailure that made the CUDA context unusable
         self.recorders: dict[str, Any] = {}
         self.machine: dict[str, Any] | None = None
         self.baselines: dict[str, Any] = {}
+        from .record import now
+
+        self.started = now()
 
 
 def pytest_addoption(parser):
@@ -54,7 +60,19 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "accuracy: image comparisons against references")
     config.addinivalue_line("markers", "latency: latency against baseline")
     config.addinivalue_line("markers", "memory: peak memory against baseline")
-    config.addinivalue_line("markers", "multigpu: cases that need several GPUs")
+    config.addinivalue_line("markers", "multigpu: context-parallel cases over several processes (several GPUs on GPU tiers)")
+    from . import workers
+
+    if hasattr(config, "workerinput"):  # an xdist worker: its own GPU, before anything touches CUDA
+        try:
+            workers.pin_worker(config.workerinput["workerid"], config.workerinput["workercount"])
+            # workers re-parse the command line and would not tag tests with their group: the
+            # controller schedules by group, so the worker must name it (xdist's own switch)
+            config.option.loadgroup = True
+        except UsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    elif workers.is_controller(config):
+        config.stash[DIST_NOTE_KEY] = workers.force_loadgroup(config)
     try:
         options = parse_options(config.getoption)
     except UsageError as exc:
@@ -104,7 +122,11 @@ def perf_cases(config) -> list[PerfCase]:
 
 
 def _marks(pc: PerfCase) -> list:
-    marks = [getattr(pytest.mark, pc.tier.name)]
+    from .workers import group_mark
+
+    marks = [getattr(pytest.mark, pc.tier.name), group_mark(pc.case.model)]
+    if pc.case.recipe.parallel:
+        marks.append(pytest.mark.multigpu)
     for level in LEVELS[LEVELS.index(pc.case.level):]:
         marks.append(getattr(pytest.mark, level))
     return marks
@@ -120,6 +142,40 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize(
         "perf_case", [pytest.param(pc, id=pc.id, marks=_marks(pc)) for pc in cases], scope="function"
     )
+
+
+def _user_timeout(config) -> bool:
+    """A timeout the user set for every test (--timeout, PYTEST_TIMEOUT or the ini's `timeout`, as
+    pytest-timeout read them in its pytest_configure): it wins over the per-case budgets."""
+    return getattr(config, "_env_timeout", None) is not None
+
+
+@pytest.hookimpl(trylast=True)  # after -m / -k deselection
+def pytest_collection_modifyitems(config, items):
+    from .record import check_writable
+    from .timeouts import case_timeout
+
+    options: PerfOptions = config.stash[OPTIONS_KEY]
+    budgets = config.pluginmanager.hasplugin("timeout") and not _user_timeout(config)
+    tiers = {}
+    for item in items:
+        pc = getattr(item, "callspec", None) and item.callspec.params.get("perf_case")
+        if pc is None:
+            continue
+        tiers[pc.tier.name] = pc.tier
+        # a timeout marker of the user's own (on the test or its module) wins; the signal method
+        # fails only the test, where the thread method would end the whole session
+        if budgets and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(case_timeout(pc.tier, pc.case, options.timeout_scale),
+                                                method="signal"))
+    if config.option.collectonly:
+        return
+    for tier in tiers.values():
+        if machine_mismatch(tier) is None:
+            try:  # before any case runs, not after the first one was measured
+                check_writable(options.results_dir / tier.name)
+            except StoredFileError as exc:
+                raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_report_header(config):
@@ -138,12 +194,25 @@ def pytest_report_header(config):
             lines.append(f"diffperf: NOTHING WILL RUN for tier {name!r}: {why}")
     if not tiers:
         lines.append("diffperf: this GPU matches no tier; name one with -m <tier> or --perf-tier")
+    if config.stash.get(DIST_NOTE_KEY, None):
+        lines.append("diffperf: " + config.stash[DIST_NOTE_KEY])
     return lines
 
 
 def pytest_sessionfinish(session, exitstatus):
     state: SessionState | None = session.config.stash.get(STATE_KEY, None)
     if state is None:
+        return
+    from .workers import is_controller, merge_worker_results
+
+    if is_controller(session.config):  # xdist: the workers recorded; merge what they wrote
+        if state.options.results_dir.is_dir():
+            for tier_dir in sorted(p for p in state.options.results_dir.iterdir() if p.is_dir()):
+                merged = merge_worker_results(tier_dir, state.started)
+                if merged is not None:
+                    from .report import write_run_summary
+
+                    write_run_summary(merged)
         return
     from .report import write_run_summary
 
@@ -172,30 +241,41 @@ def perf_outcome(perf_case: PerfCase, perf_state: SessionState):
     from .knobs.skip import CaseSkip
     from .machine import machine_state
     from .record import RunRecorder
-    from .runner import Prompts, run_case
+    from .runner import CaseFailure, Prompts, run_case_isolated
+    from .workers import worker_id
 
     why = machine_mismatch(perf_case.tier)
     if why:
         pytest.skip(why)
     key = perf_case.id
+    broken = perf_state.cuda_broken
+    if key not in perf_state.outcomes and broken is not None:
+        pytest.skip(f"not run: case {broken.case_id} made this process's CUDA context unusable "
+                    f"({broken.error.splitlines()[0]}); only a new process recovers it: run the remaining "
+                    f"cases in a new pytest session")
     if key not in perf_state.outcomes:
         options = perf_state.options
         if perf_state.machine is None:
             perf_state.machine = machine_state()
         name = perf_case.tier.name
         if name not in perf_state.recorders:
-            perf_state.recorders[name] = RunRecorder(options.results_dir, name, options.weights, perf_state.machine)
-        try:
-            prompts = Prompts.load(options.prompts_file)
-            perf_state.outcomes[key] = run_case(perf_case.case, perf_case.tier, options, prompts,
-                                                perf_state.recorders[name])
-        except Exception as exc:  # kept so every test of the case reports it, then re-raised
-            perf_state.outcomes[key] = exc
+            perf_state.recorders[name] = RunRecorder(options.results_dir, name, options.weights, perf_state.machine,
+                                                     worker=worker_id())
+        prompts = Prompts.load(options.prompts_file)
+        # a failure is kept as text, reported by every test of the case; pytest.fail.Exception is
+        # how pytest-timeout's signal method stops a case over its budget
+        outcome = run_case_isolated(perf_case.case, perf_case.tier, options, prompts, perf_state.recorders[name],
+                                    also_catch=(pytest.fail.Exception,))
+        perf_state.outcomes[key] = outcome
+        if isinstance(outcome, CaseFailure) and outcome.kind == "cuda-context":
+            perf_state.cuda_broken = outcome
     outcome = perf_state.outcomes[key]
     if isinstance(outcome, CaseSkip):
         pytest.skip(f"{perf_case.case.id}: {outcome}")
-    if isinstance(outcome, Exception):
-        raise outcome
+    if isinstance(outcome, CaseFailure):
+        first = key not in perf_state.reported  # the traceback once, the message in every test
+        perf_state.reported.add(key)
+        pytest.fail(outcome.message(with_traceback=first), pytrace=False)
     return outcome
 
 

@@ -17,6 +17,8 @@ DTYPES = ("fp32", "fp16", "bf16")
 QUANTS = ("int8wo", "int8dq", "fp8dq", "fp8dq-tensor", "int4wo")
 ATTENTION = ("sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math", "fa2", "fa3", "sage")
 CACHES = ("fbcache", "teacache", "magcache", "taylorseer")
+# context parallelism of the denoiser over N processes (diffusers ContextParallelConfig)
+PARALLEL = ("ulysses", "ring")
 COMPILE_MODES = ("default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
 
 # The inductor flags flux-fast sets (see shared/reference/flux-fast-readme.md).
@@ -47,6 +49,8 @@ class Recipe:
     compile_mode: str = "default"
     inductor: str | None = None  # key of INDUCTOR_PRESETS
     verify: bool = False  # Freivalds check of every Linear output
+    parallel: str | None = None  # "ulysses" or "ring": context parallelism over `parallel_degree` processes
+    parallel_degree: int = 1
 
     @property
     def name(self) -> str:
@@ -75,6 +79,8 @@ class Recipe:
             t.append("inductor-" + self.inductor)
         if self.verify:
             t.append("verify")
+        if self.parallel:
+            t.append(f"cp-{self.parallel}-{self.parallel_degree}")
         return t
 
     @property
@@ -116,6 +122,7 @@ KNOBS["compile-full"] = _flag("compile", "full")
 KNOBS["verify"] = _flag("verify", True)
 
 _CACHE_TOKEN = re.compile(r"^(%s)(?:-(\d+(?:\.\d+)?))?$" % "|".join(CACHES))
+_PARALLEL_TOKEN = re.compile(r"^cp-(%s)-(\d+)$" % "|".join(PARALLEL))
 
 
 def _field_of(token: str) -> str:
@@ -131,7 +138,7 @@ def _field_of(token: str) -> str:
 
 
 def valid_tokens() -> list[str]:
-    return sorted(KNOBS) + [f"{c}[-threshold]" for c in CACHES]
+    return sorted(KNOBS) + [f"{c}[-threshold]" for c in CACHES] + [f"cp-{p}-<degree>" for p in PARALLEL]
 
 
 def parse_recipe(text: str) -> Recipe:
@@ -142,7 +149,13 @@ def parse_recipe(text: str) -> Recipe:
     owner: dict[str, str] = {}
     for token in text.strip().split("+"):
         m = _CACHE_TOKEN.match(token)
-        if m:
+        p = _PARALLEL_TOKEN.match(token)
+        if p:
+            field = "parallel"
+            if int(p.group(2)) < 2:
+                raise UsageError(f"recipe {text!r}: context parallelism needs a degree >= 2, got {p.group(2)}")
+            new = replace(recipe, parallel=p.group(1), parallel_degree=int(p.group(2)))
+        elif m:
             field = "cache"
             thr = float(m.group(2)) if m.group(2) else DEFAULT_CACHE_THRESHOLD[m.group(1)]
             if thr < 0:

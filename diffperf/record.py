@@ -50,21 +50,30 @@ def fingerprint(tier: str, weights: str, machine: dict[str, Any]) -> dict[str, A
     }
 
 
+def check_writable(results_dir: Path) -> None:
+    """Create results_dir/cases and write a probe file there; StoredFileError naming the directory
+    if that fails (the plugin calls this before any case runs)."""
+    results_dir = Path(results_dir)
+    try:
+        (results_dir / "cases").mkdir(parents=True, exist_ok=True)
+        probe = results_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise storage.StoredFileError(f"results directory {results_dir} cannot be written: {exc}") from exc
+
+
 class RunRecorder:
-    def __init__(self, results_dir: Path, tier: str, weights: str, machine: dict[str, Any]):
-        self.dir = Path(results_dir) / tier
+    def __init__(self, results_dir: Path, tier: str, weights: str, machine: dict[str, Any],
+                 worker: str | None = None):
+        # xdist workers record apart; the controller merges them (workers.merge_worker_results)
+        self.dir = Path(results_dir) / tier if worker is None else Path(results_dir) / tier / "workers" / worker
         self.tier = tier
         self.weights = weights
         self.machine = machine
         self.cases: dict[str, dict[str, Any]] = {}
         self.started = now()
-        try:
-            (self.dir / "cases").mkdir(parents=True, exist_ok=True)
-            probe = self.dir / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise storage.StoredFileError(f"results directory {self.dir} cannot be written: {exc}") from exc
+        check_writable(self.dir)
         # the header goes first, so a run killed half-way can still be read (load_results)
         storage.dump(self.dir / "run.json", RUN_KIND, self.header())
 

@@ -1,7 +1,10 @@
 """Run one case end to end: build, measure, generate the accuracy images, record."""
 from __future__ import annotations
 
+import dataclasses
 import gc
+import re
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ import torch
 from . import accuracy
 from .build import build_case, device_for
 from .cases import Case
+from .knobs.skip import CaseSkip
 from .machine import NvmlSampler, inconclusive_reasons
 from .measure import generate_with_latents, measure
 from .options import PerfOptions
@@ -49,13 +53,44 @@ def _cache_report(state) -> dict[str, Any] | None:
 
 
 def run_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, recorder: RunRecorder) -> CaseOutcome:
+    if case.recipe.parallel:  # several processes under torchrun; this process stays off the devices
+        from .parallel import launch
+
+        result, images = launch(case, tier, options)
+    else:
+        result, images = measure_case(case, tier, options, prompts)
+    return record_outcome(case, result, images, recorder)
+
+
+def record_outcome(case: Case, result: dict[str, Any], images: dict[str, np.ndarray],
+                   recorder: RunRecorder) -> CaseOutcome:
+    result["images"] = {}
+    for pid, img in images.items():
+        # a broken (NaN / constant) image is saved as is: the accuracy tests fail on it
+        path = recorder.image_path(case.id, pid)
+        view = accuracy.reference_view(img)
+        accuracy.save_png(view, path)
+        result["images"][pid] = str(path.relative_to(recorder.dir))
+        if view.shape != img.shape:  # full resolution too, for people to look at
+            full = path.with_suffix(".full.png")
+            accuracy.save_png(img, full)
+            result.setdefault("full_images", {})[pid] = str(full.relative_to(recorder.dir))
+    recorder.add(case.id, result)
+    return CaseOutcome(result, images)
+
+
+def measure_case(case: Case, tier: Tier, options: PerfOptions,
+                 prompts: Prompts) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Build, measure and generate the accuracy images of one case in this process; the built
+    pipeline is freed before returning (also when anything fails)."""
     device = device_for(tier)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    built = build_case(case, tier, options)
+    built = None
     try:
+        built = build_case(case, tier, options)
         load = {}
         if cuda:
             load = {"load_peak_allocated_bytes": torch.cuda.max_memory_allocated(),
@@ -95,15 +130,12 @@ def run_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, rec
             "images": {},
             "latent_projections": latents,
         }
-        for pid, img in images.items():
-            # a broken (NaN / constant) image is saved as is: the accuracy tests fail on it
-            path = recorder.image_path(case.id, pid)
-            accuracy.save_png(img, path)
-            result["images"][pid] = str(path.relative_to(recorder.dir))
-        recorder.add(case.id, result)
-        return CaseOutcome(result, images)
+        if cuda:
+            result["mfu"] = denoiser_mfu(case, tier, result, d.height, d.width)
+        return result, images
     finally:
-        built.close()
+        if built is not None:  # None: the build failed half-way; its frames go with the exception
+            built.close()
         del built
         if case.recipe.compile:
             # compiled code keeps guards on the old modules; start the next case clean
@@ -111,3 +143,101 @@ def run_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, rec
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
+
+
+def denoiser_mfu(case: Case, tier: Tier, result: dict[str, Any], height: int, width: int) -> dict[str, Any]:
+    """Achieved TFLOP/s of the denoiser and its share of the GPU's dense peak. FLOPs per step are
+    counted on meta tensors (diffperf.profile) at the case's resolution, with its real batch."""
+    from .hardware import compute_dtype, mfu
+    from .profile import denoiser_flops_per_step
+
+    flops = denoiser_flops_per_step(case.model, height, width, size=tier.size)
+    out = mfu(flops, result["summary"]["step_median_s"], torch.cuda.get_device_name(), compute_dtype(case.recipe))
+    if case.recipe.cache:
+        out["note"] = "a step cache skips denoiser calls: FLOPs per computed step over the median step time"
+    return out
+
+
+# After these CUDA errors the process's CUDA context is unusable: every later CUDA call fails or
+# returns garbage, and only a new process recovers.
+STICKY_CUDA_ERROR = re.compile(r"illegal memory access|device-side assert|unspecified launch failure|"
+                               r"illegal instruction|misaligned address|uncorrectable ECC error", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CaseFailure:
+    """What a failed case raised, as text. The live exception is not kept: its traceback frames
+    hold the case's tensors (the whole pipeline), which would stay allocated for the session."""
+
+    case_id: str
+    kind: str  # "oom", "cuda-context" (CUDA context unusable), "timeout" or "error"
+    error: str  # "<type>: <message>"
+    traceback: str
+    memory: str = ""  # CUDA memory at the failure and after freeing (GPU tiers)
+
+    @classmethod
+    def of(cls, case_id: str, exc: BaseException, cuda: bool) -> "CaseFailure":
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, torch.OutOfMemoryError):
+            kind = "oom"
+        elif "CUDA" in str(exc) and STICKY_CUDA_ERROR.search(str(exc)):
+            kind = "cuda-context"
+        elif "from pytest-timeout" in str(exc):  # how pytest-timeout's signal method stops a test
+            kind = "timeout"
+        else:
+            kind = "error"
+        text = "".join(traceback.format_exception(exc))
+        traceback.clear_frames(exc.__traceback__)  # in case something else still holds the exception
+        # allocator statistics only: safe to read even when the CUDA context is broken
+        memory = _cuda_memory("CUDA memory at the failure", peak=True) if cuda else ""
+        return cls(case_id, kind, error, text, memory)
+
+    def message(self, with_traceback: bool = True) -> str:
+        what = {"oom": "ran out of memory", "cuda-context": "made this process's CUDA context unusable",
+                "timeout": "exceeded its time budget", "error": "failed"}[self.kind]
+        text = f"case {self.case_id} {what}: {self.error}"
+        if self.memory:
+            text += f"\n{self.memory}"
+        if self.kind == "timeout":
+            text += ("\nthe budget follows the tier, model and recipe (diffperf/timeouts.py); scale it with "
+                     "--perf-timeout-scale, or set your own with --timeout")
+        if self.kind == "cuda-context":
+            text += "\nonly a new process recovers a CUDA context: the following cases of this session are not run"
+        if with_traceback:
+            text += "\n\n" + self.traceback
+        return text
+
+
+def _cuda_memory(label: str, peak: bool = False) -> str:
+    gib = 2**30
+    text = (f"{label}: allocated {torch.cuda.memory_allocated() / gib:.2f} GiB, "
+            f"reserved {torch.cuda.memory_reserved() / gib:.2f} GiB")
+    if peak:
+        text += f", peak allocated {torch.cuda.max_memory_allocated() / gib:.2f} GiB"
+    return text
+
+
+def run_case_isolated(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, recorder: RunRecorder,
+                      also_catch: tuple[type[BaseException], ...] = ()) -> "CaseOutcome | CaseSkip | CaseFailure":
+    """run_case, with a skip or failure returned as text only and the case's memory freed before
+    returning, so that one failing case does not starve the next. also_catch: BaseException
+    types that are case failures too (pytest-timeout's timeout)."""
+    cuda = tier.device == "cuda"
+    before = torch.cuda.memory_allocated() if cuda else 0
+    try:
+        return run_case(case, tier, options, prompts, recorder)
+    except CaseSkip as exc:
+        outcome = CaseSkip(str(exc))  # a new one: the reason without the frames
+    except (Exception, *also_catch) as exc:
+        outcome = CaseFailure.of(case.id, exc, cuda)
+    # the exception and its frames are gone: what they held can be freed now
+    gc.collect()
+    if cuda and not (isinstance(outcome, CaseFailure) and outcome.kind == "cuda-context"):
+        torch.cuda.empty_cache()
+        if isinstance(outcome, CaseFailure):
+            left = torch.cuda.memory_allocated() - before
+            back = ("back to the level before the case" if left <= 0
+                    else f"{left / 2**20:.0f} MiB above the level before the case")
+            outcome = dataclasses.replace(
+                outcome, memory=f"{outcome.memory}\n{_cuda_memory('after freeing the case')} ({back})")
+    return outcome

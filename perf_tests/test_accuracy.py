@@ -4,6 +4,7 @@ import pytest
 
 from diffperf import accuracy, storage
 from diffperf.references import LATENTS_FILE, LATENTS_KIND, fidelity_threshold, reference_dir, regression_threshold
+from diffperf.runner import CaseOutcome
 
 pytestmark = pytest.mark.accuracy
 
@@ -20,7 +21,7 @@ def test_images_valid(perf_outcome, perf_case):
 
 def test_regression(perf_outcome, perf_case, perf_options):
     ref_dir = _ref_dir(perf_case, perf_options, perf_case.case.recipe.name)
-    thr = regression_threshold(perf_case.tier.device)
+    thr = regression_threshold(perf_case.tier.device, perf_case.case.recipe)
     scores = {}
     for pid, img in perf_outcome.images.items():
         accuracy.check_image(img, f"{perf_case.id} prompt {pid!r}")
@@ -28,7 +29,8 @@ def test_regression(perf_outcome, perf_case, perf_options):
         if not path.exists():
             pytest.skip(f"no reference image {path}; create it with tools/update_baselines.py --tier "
                         f"{perf_case.tier.name} --references")
-        scores[pid] = accuracy.compare(img, accuracy.load_png(path, img.shape))
+        view = accuracy.reference_view(img)  # references of full-size images are stored downscaled
+        scores[pid] = accuracy.compare(view, accuracy.load_png(path, view.shape))
     latents_path = ref_dir / LATENTS_FILE
     if not latents_path.exists():
         pytest.skip(f"no reference latents {latents_path}; create them with tools/update_baselines.py --tier "
@@ -53,7 +55,7 @@ def test_fidelity(perf_outcome, perf_case, perf_options, perf_state):
     # the reference recipe's image from this run when it ran, else its stored reference
     ref_key = f"{perf_case.tier.name}:{perf_case.case.model}/{ref_recipe.name}"
     ref_outcome = perf_state.outcomes.get(ref_key)
-    if ref_outcome is None or isinstance(ref_outcome, Exception):
+    if not isinstance(ref_outcome, CaseOutcome):  # not run, skipped or failed
         ref_outcome = None
     scores = {}
     for pid, img in perf_outcome.images.items():
@@ -65,6 +67,7 @@ def test_fidelity(perf_outcome, perf_case, perf_options, perf_state):
             if not path.exists():
                 pytest.skip(f"no image of the reference recipe {ref_recipe.name!r}: run it in this session "
                             f"(--perf-recipes {ref_recipe.name}) or store its reference ({path})")
+            img = accuracy.reference_view(img)  # stored references are downscaled
             ref = accuracy.load_png(path, img.shape)
         scores[pid] = accuracy.compare(img, ref)
         if ref_outcome is not None:

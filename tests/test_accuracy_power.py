@@ -93,6 +93,7 @@ def test_bad_images_refused():
 
 
 def test_reference_of_wrong_size_names_file(tmp_path):
-    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "r.png")
-    with pytest.raises(accuracy.StoredFileError, match="r.png"):
-        accuracy.load_png(tmp_path / "r.png", (8, 8, 3))
+    # 6 wide, 4 high against a 10x8 image: the sizes, not an SSIM shape error
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "r.png")
+    with pytest.raises(accuracy.StoredFileError, match=r"reference .*r\.png is 6x4, image is 10x8"):
+        accuracy.load_png(tmp_path / "r.png", (8, 10, 3))

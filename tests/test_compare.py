@@ -90,6 +90,21 @@ def test_zero_latency_tolerance_refused(tmp_path):
         load_baselines(p)
 
 
+@pytest.mark.parametrize("key", ["latency", "memory", "memory_slack_bytes", "p_value"])
+def test_negative_tolerance_refused_naming_file_and_field(tmp_path, key):
+    tol = {"latency": 1.5, "memory": 0.02, "memory_slack_bytes": 0, "p_value": 0.05, key: -0.01}
+    p = _write(tmp_path, {"m/r": GOOD}, tol)
+    with pytest.raises(StoredFileError, match=rf"{p}: tolerance '{key}' must be"):
+        load_baselines(p)
+
+
+@pytest.mark.parametrize("key", ["median_s", "peak_memory_bytes"])
+def test_negative_budget_names_file_case_and_field(tmp_path, key):
+    p = _write(tmp_path, {"m/r": {**GOOD, key: -1}})
+    with pytest.raises(StoredFileError, match=rf"{p}: case 'm/r' has {key}=-1"):
+        load_baselines(p)
+
+
 def test_non_finite_numbers_never_stored(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         storage.dump(tmp_path / "x.json", BASELINE_KIND, {"cases": {"a": {"median_s": float("nan")}}})

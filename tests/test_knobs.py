@@ -108,7 +108,7 @@ def test_attention_backend_does_not_leak():
     ("sd3-medium", "bf16+teacache-0.4", "no published rescale coefficients"),
     ("sana-1600m", "bf16+fuse-qkv", "fuses nothing"),
     ("flux-dev", "fp16", "fp16 on the CPU"),
-    ("flux-dev", "bf16+verify", "not implemented"),
+    ("flux-dev", "bf16+int8dq+verify", "quantizes the activations"),
 ])
 def test_inapplicable_knob_skips_with_reason(model, recipe, reason):
     with pytest.raises(CaseSkip, match=reason):

@@ -74,19 +74,42 @@ def test_selected_cases_only(tmp_path):
     assert list(data["cases"]) == ["flux-dev/fp32"]
 
 
-def test_interrupted_write_keeps_old_file(tmp_path, monkeypatch):
+class HalfWriter:
+    """A file whose write stores half of the text, then fails as a full disk would."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def write(self, text):
+        self.f.write(text[: len(text) // 2])
+        self.f.flush()
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["write", "fsync", "replace"])
+def test_interrupted_write_keeps_old_file(tmp_path, monkeypatch, where):
     d = write_results(tmp_path, {"sd21-base/fp32": result()})
     update(tmp_path, d)
     path = tmp_path / "baselines" / "cpu.json"
-    before = path.read_text()
+    before = path.read_bytes()
+    new_results = write_results(tmp_path, {"sd21-base/fp32": result(median=5.0)})
 
-    def boom(fd):
+    def interrupt(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(os, "fsync", boom)
-    with pytest.raises(KeyboardInterrupt):
-        update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": result(median=5.0)}))
-    assert path.read_text() == before
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, {"write": "fdopen", "fsync": "fsync", "replace": "replace"}[where],
+                        {"write": lambda fd, mode: HalfWriter(real_fdopen(fd, mode)),
+                         "fsync": interrupt, "replace": interrupt}[where])
+    with pytest.raises(OSError if where == "write" else KeyboardInterrupt):
+        update(tmp_path, new_results)
+    assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["cpu.json"]  # no temp file left
 
 

@@ -13,7 +13,7 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu,power.draw --format=csv | tee "$out/gpu.txt"
 timeout -s INT "${LIMIT:-540}" python3 -m pytest perf_tests -p no:cacheprovider --perf-results /tmp/results "$@" 2>&1 | tee "$out/pytest.log"
 rc=${PIPESTATUS[0]}
-# full-size PNGs are 1-2.5 MB each: more than $OUT brings back; IMAGES=1 packs them too
+# full-resolution PNGs (*.full.png) are 1-2.5 MB each: more than $OUT brings back; IMAGES=1 packs them too
 if [ "${IMAGES:-0}" = 1 ]; then tar -czf "$out/results.tar.gz" -C /tmp results
-else tar -czf "$out/results.tar.gz" --exclude='*.png' -C /tmp results; fi
+else tar -czf "$out/results.tar.gz" --exclude='*.full.png' -C /tmp results; fi
 exit "$rc"

@@ -20,7 +20,7 @@ install() {
         "$PY" -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
     fi
     tv=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
-    "$PY" -m pip install -q -c constraints.txt "torch==$tv" -e .
+    "$PY" -m pip install -q -c constraints.txt "torch==$tv" -e ".[multigpu]"
 }
 
 case "$cmd" in

@@ -31,6 +31,20 @@ TOLERANCE_NOTE = {
 }
 
 
+def spread_of(study_path: Path) -> dict:
+    """The spread of a case's repeated medians, from a tools/noise_study.py result."""
+    import statistics
+
+    study = storage.load(study_path, "diffperf-noise-study")
+    medians = [study["baseline"]["median_s"]] + [r["median_s"] for r in study["runs"] if r["kind"] == "null"]
+    mid = statistics.median(medians)
+    return {"case": study["case"], "medians_s": medians,
+            "max_minus_min_over_median": (max(medians) - min(medians)) / mid,
+            "relative_stdev": statistics.stdev(medians) / statistics.mean(medians) if len(medians) > 1 else None,
+            "source": str(study_path.resolve().relative_to(ROOT) if study_path.resolve().is_relative_to(ROOT)
+                          else study_path)}
+
+
 class Refused(Exception):
     pass
 
@@ -90,6 +104,10 @@ def main(argv=None) -> int:
     p.add_argument("--references-dir", type=Path, default=ROOT / "fixtures" / "reference")
     p.add_argument("--replace", action="store_true", help="drop cases of the old file that the run did not measure")
     p.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
+    p.add_argument("--latency-tolerance", type=float, default=None,
+                   help="set the file's latency tolerance (e.g. 0.015), with --noise-study as its evidence")
+    p.add_argument("--noise-study", type=Path, default=None,
+                   help="a tools/noise_study.py result: its spread of repeated medians is written into the file")
     args = p.parse_args(argv)
 
     tier = get_tier(args.tier)
@@ -136,6 +154,15 @@ def main(argv=None) -> int:
         "note": TOLERANCE_NOTE.get(tier.name, "initial GPU tolerance (+3% latency); not yet derived from a "
                                                  "measured spread of repeated medians on this GPU"),
     }
+    if args.latency_tolerance is not None:
+        if not args.latency_tolerance > 0:
+            p.error(f"--latency-tolerance must be > 0, got {args.latency_tolerance}")
+        if args.noise_study is None:
+            p.error("--latency-tolerance needs --noise-study: a tolerance is set from a measured spread")
+        tolerances = {**tolerances, "latency": args.latency_tolerance, "spread": spread_of(args.noise_study),
+                      "note": f"latency tolerance {args.latency_tolerance:.1%} chosen from the measured spread of "
+                              f"repeated medians ('spread') and the false-alarm / detection study "
+                              f"(docs/reliability.md)"}
     body = {"tier": tier.name, "tolerances": tolerances, "fingerprint": results["fingerprint"],
             "provenance": provenance, "cases": dict(sorted(old_cases.items()))}
     if args.dry_run:

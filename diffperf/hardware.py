@@ -1,0 +1,54 @@
+"""Dense peak throughput of the GPUs the tiers run on, for model FLOPs utilisation (MFU).
+
+Figures are the vendors' dense (no 2:4 sparsity) tensor-core peaks at boost clock, in TFLOP/s
+(TOP/s for int8). fp32 is the non-tensor-core peak: torch does not use TF32 for fp32 matmuls
+unless asked to.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# (substring of torch.cuda.get_device_name() in lower case, peaks); first match wins
+PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("h100 pcie", {"bf16": 756.5, "fp16": 756.5, "fp8": 1513.0, "int8": 1513.0, "fp32": 51.2}),
+    ("h100 nvl", {"bf16": 835.5, "fp16": 835.5, "fp8": 1670.5, "int8": 1670.5, "fp32": 60.0}),
+    ("h100", {"bf16": 989.4, "fp16": 989.4, "fp8": 1978.9, "int8": 1978.9, "fp32": 66.9}),  # SXM5
+    ("h200", {"bf16": 989.4, "fp16": 989.4, "fp8": 1978.9, "int8": 1978.9, "fp32": 66.9}),
+    ("a100", {"bf16": 312.0, "fp16": 312.0, "int8": 624.0, "fp32": 19.5}),
+    ("l40s", {"bf16": 362.05, "fp16": 362.05, "fp8": 733.0, "int8": 733.0, "fp32": 91.6}),
+)
+
+
+def compute_dtype(recipe) -> str:
+    """The arithmetic the denoiser's matmuls run in: dynamic quantization computes in fp8 / int8,
+    weight-only quantization dequantizes and computes in the activation dtype."""
+    if recipe.quant in ("fp8dq", "fp8dq-tensor"):
+        return "fp8"
+    if recipe.quant == "int8dq":
+        return "int8"
+    return recipe.dtype
+
+
+def peak_tflops(gpu_name: str | None, dtype: str) -> float | None:
+    """Dense peak for this GPU and compute dtype, or None when the table does not know it."""
+    if not gpu_name:
+        return None
+    name = gpu_name.lower()
+    for key, peaks in PEAK_TFLOPS:
+        if key in name:
+            return peaks.get(dtype)
+    return None
+
+
+def mfu(flops_per_step: float, step_s: float | None, gpu_name: str | None, dtype: str) -> dict[str, Any]:
+    """Achieved TFLOP/s of the denoiser (its FLOPs per step over the measured step time) and the
+    fraction of the GPU's dense peak for `dtype` (None where no peak is known)."""
+    achieved = flops_per_step / step_s / 1e12 if step_s else None
+    peak = peak_tflops(gpu_name, dtype)
+    return {
+        "denoiser_flops_per_step": flops_per_step,
+        "achieved_tflops": achieved,
+        "compute_dtype": dtype,
+        "peak_tflops": peak,
+        "fraction_of_peak": achieved / peak if achieved and peak else None,
+    }

@@ -1,0 +1,36 @@
+"""Time budget of each case, applied with pytest-timeout: a case that hangs or crawls fails alone,
+named, and the session goes on with the next case.
+
+budget = (tier base + compile allowance) x model factor x --perf-timeout-scale. Every test of a
+case gets the whole budget: whichever runs first builds and measures the case.
+"""
+from __future__ import annotations
+
+from .cases import Case
+from .tiers import Tier
+
+# A FLUX.1-dev-sized case on the tier's device: build, cold call, warm-up, timed calls and the
+# second prompt, with a wide margin. h100 (baselines/h100.json): flux-dev bf16 is 5.3 s per image
+# and 9 s cold, about 60 s for the eager case. cpu: tiny models take seconds, but a 2-core machine
+# shared with other jobs was seen 30x slower.
+BASE_S = {"cpu": 180.0, "cuda": 600.0}
+# Added for a compiled recipe: flux-dev bf16+fp8dq+compile took 295 s cold on h100; max-autotune
+# modes benchmark kernels on top (twice the allowance). Tiny flux compiles in 4 s on the cpu tier.
+COMPILE_S = {"cpu": 300.0, "cuda": 1200.0}
+AUTOTUNE_FACTOR = 2.0
+# Full-size models relative to FLUX.1-dev: h100 bf16 seconds per image / flux-dev's 5.3 s, rounded
+# up, at least 0.25 (building and loading do not shrink as fast). Tiny models (cpu tier): 1.
+MODEL_FACTOR = {
+    "flux-dev": 1.0, "lumina2": 1.2, "kandinsky3": 0.5, "sd21-base": 0.5, "sd3-medium": 0.5,
+    "z-image-turbo": 0.3, "pixart-sigma": 0.25, "flux-schnell": 0.25, "sana-1600m": 0.25,
+}
+
+
+def case_timeout(tier: Tier, case: Case, scale: float = 1.0) -> float:
+    """Seconds the first test of `case` may take on `tier` (setup included: it builds the case)."""
+    seconds = BASE_S[tier.device]
+    if case.recipe.compile:
+        autotune = AUTOTUNE_FACTOR if "max-autotune" in case.recipe.compile_mode else 1.0
+        seconds += COMPILE_S[tier.device] * autotune
+    factor = MODEL_FACTOR.get(case.model, 1.0) if tier.size == "full" else 1.0
+    return round(seconds * factor * scale, 1)

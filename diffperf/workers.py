@@ -1,0 +1,108 @@
+"""Several GPUs on one runner: `pytest -n <gpus>` runs one pytest-xdist worker per GPU.
+
+Each worker sees only its own GPU (CUDA_VISIBLE_DEVICES set from its worker id before CUDA is
+initialised), all cases of one model go to the same worker (xdist_group per model, so a case's
+latency, memory and accuracy tests share one measurement and a model's weights land on one GPU),
+and every worker records into results/<tier>/workers/<id>/, merged by the controller at the end.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+WORKERS_DIR = "workers"
+
+
+def worker_id() -> str | None:
+    """'gw0', 'gw1', ... inside an xdist worker, else None."""
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def _physical_gpus(env) -> list[str]:
+    """The GPUs this runner may use: the inherited CUDA_VISIBLE_DEVICES, else every GPU NVML sees
+    (NVML does not initialise CUDA, which must not happen before the worker is pinned)."""
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [x.strip() for x in listed.split(",") if x.strip()]
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVML: a machine without NVIDIA GPUs (the cpu tier needs no pinning)
+        return []
+
+
+def pin_worker(worker: str, worker_count: int, env=os.environ) -> str | None:
+    """Point this worker at its own GPU; returns the GPU id it got (None without GPUs)."""
+    import torch
+
+    gpus = _physical_gpus(env)
+    if not gpus:
+        return None
+    if worker_count > len(gpus):
+        raise UsageError(f"pytest -n {worker_count} on a runner with {len(gpus)} GPU(s) ({','.join(gpus)}): two "
+                         f"workers on one GPU would disturb each other's timings; use -n {len(gpus)}")
+    if torch.cuda.is_initialized():
+        raise UsageError("CUDA was initialised before the xdist worker was pinned to its GPU; "
+                         "something imported at collection time touched the GPU")
+    index = int(worker.removeprefix("gw"))
+    gpu = gpus[index % len(gpus)]  # a restarted worker gets a new id; its GPU was freed
+    env["CUDA_VISIBLE_DEVICES"] = gpu
+    return gpu
+
+
+def group_mark(model: str):
+    import pytest
+
+    return pytest.mark.xdist_group(model)
+
+
+def force_loadgroup(config) -> str | None:
+    """xdist's default 'load' mode would spread one case's tests over several workers (each would
+    build and measure the case again): cases are grouped per model. Returns a note when changed."""
+    dist = getattr(config.option, "dist", "no")
+    if dist in ("no", "loadgroup"):
+        return None
+    config.option.dist = "loadgroup"
+    return f"xdist --dist {dist} replaced by loadgroup (one model per worker, one measurement per case)"
+
+
+def is_controller(config) -> bool:
+    return getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
+
+
+def merge_worker_results(tier_dir: Path, since: str) -> Path | None:
+    """Merge results/<tier>/workers/*/ started at or after `since` (ISO time of this session: a
+    worker directory left by an earlier run is not mixed in) into results/<tier>/results.json
+    (+ csv); image paths are rewritten relative to the tier directory. None with no workers."""
+    from . import storage
+    from .record import RESULTS_KIND, load_results, write_csv
+
+    parts = sorted(p for p in (Path(tier_dir) / WORKERS_DIR).glob("*") if p.is_dir())
+    loaded = [(p, load_results(p)) for p in parts if (p / "run.json").exists()]
+    loaded = [(p, d) for p, d in loaded if d["started"] >= since]
+    if not loaded:
+        return None
+    cases: dict[str, Any] = {}
+    workers: dict[str, Any] = {}
+    for path, data in loaded:
+        workers[path.name] = {"machine": data["machine"], "incomplete": data.get("incomplete", False),
+                              "cases": sorted(data["cases"])}
+        for cid, r in data["cases"].items():
+            for key in ("images", "full_images"):
+                if key in r:
+                    r[key] = {pid: f"{WORKERS_DIR}/{path.name}/{rel}" for pid, rel in r[key].items()}
+            cases[cid] = {**r, "worker": path.name}
+    first = loaded[0][1]
+    header = {k: v for k, v in first.items() if k not in ("cases", "kind", "schema_version", "incomplete")}
+    out = Path(tier_dir) / "results.json"
+    storage.dump(out, RESULTS_KIND, {**header, "workers": workers, "cases": cases})
+    write_csv(Path(tier_dir) / "results.csv", cases)
+    return out

@@ -1,0 +1,64 @@
+"""Several GPUs per runner: worker pinning, one model per worker, merged results."""
+import json
+from pathlib import Path
+
+import pytest
+
+from diffperf import workers
+from diffperf.errors import UsageError
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["pytester"]
+
+
+def test_each_worker_gets_its_own_gpu_from_the_inherited_list():
+    seen = []
+    for i in range(3):
+        env = {"CUDA_VISIBLE_DEVICES": "2,5,7"}
+        assert workers.pin_worker(f"gw{i}", 3, env) == env["CUDA_VISIBLE_DEVICES"]
+        seen.append(env["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["2", "5", "7"]
+
+
+def test_more_workers_than_gpus_is_refused():
+    with pytest.raises(UsageError, match=r"pytest -n 3 on a runner with 2 GPU\(s\).*use -n 2"):
+        workers.pin_worker("gw0", 3, {"CUDA_VISIBLE_DEVICES": "0,1"})
+
+
+def test_no_gpus_means_no_pinning():
+    env = {"CUDA_VISIBLE_DEVICES": ""}
+    assert workers.pin_worker("gw1", 2, env) is None
+    assert env["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_merge_ignores_worker_dirs_of_an_earlier_run(tmp_path):
+    from diffperf.record import RunRecorder
+
+    old = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None}, worker="gw1")
+    old.add("a/fp32", {"model": "a", "recipe": "fp32", "status": "ok", "images": {}})
+    old.finish()
+    since = "9999-01-01T00:00:00+00:00"  # a session that started after the old run
+    assert workers.merge_worker_results(tmp_path / "cpu", since) is None
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("xdist"), reason="pytest-xdist is not installed")
+def test_two_workers_split_models_and_results_are_merged(pytester, tmp_path):
+    """pytest -n 2: each model's tests run on one worker (one measurement per case), and
+    results/<tier>/results.json holds every case with the worker that measured it."""
+    results = tmp_path / "results"
+    r = pytester.runpytest_subprocess(
+        str(ROOT / "perf_tests"), "-m", "cpu", "-p", "no:cacheprovider", "-n", "2",
+        "--perf-models", "sd21-base,pixart-sigma", "--perf-recipes", "fp32",
+        "--perf-iterations", "1", "--perf-warmup", "0", "-k", "memory or valid",
+        "--perf-results", str(results), "--perf-baselines", str(tmp_path / "none"))
+    assert r.ret in (0, 1), r.stdout.str()
+    merged = json.loads((results / "cpu" / "results.json").read_text())
+    assert set(merged["cases"]) == {"sd21-base/fp32", "pixart-sigma/fp32"}
+    by_worker = {w: set(v["cases"]) for w, v in merged["workers"].items()}
+    # each case measured by exactly one worker, and both workers had a model
+    assert sorted(len(c) for c in by_worker.values()) == [1, 1], by_worker
+    for cid, case in merged["cases"].items():
+        assert cid in by_worker[case["worker"]]
+        for rel in case["images"].values():
+            assert (results / "cpu" / rel).exists()
+    assert (results / "cpu" / "results.csv").exists()
