@@ -61,12 +61,32 @@ def gpu_sample(pynvml, handle) -> dict[str, Any]:
     }
 
 
+def cpu_class() -> str:
+    """The CPU's kernel class for torch: ATen's vector ISA, plus whether oneDNN has native bf16.
+    bf16 / int8 kernels (and so their rounding and speed) differ between classes."""
+    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return torch.backends.cpu.get_cpu_capability() + ("+bf16" if bf16 else "")
+
+
+def cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux: the class is what matters for comparisons
+        return None
+    return None
+
+
 def machine_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "hostname": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_class": cpu_class(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "versions": {p: _version(p) for p in ("torch", "diffusers", "transformers", "torchao", "triton",

@@ -42,6 +42,7 @@ def fingerprint(tier: str, weights: str, machine: dict[str, Any]) -> dict[str, A
         "tier": tier,
         "weights": weights,
         "gpu": (machine.get("gpu") or {}).get("name"),
+        "cpu_class": machine.get("cpu_class"),
         "cuda": machine.get("cuda"),
         "torch": v.get("torch"),
         "diffusers": v.get("diffusers"),

@@ -16,7 +16,7 @@ from . import accuracy
 from .build import build_case, device_for
 from .cases import Case
 from .knobs.skip import CaseSkip
-from .machine import NvmlSampler, inconclusive_reasons
+from .machine import NvmlSampler, cpu_class, inconclusive_reasons
 from .measure import generate_with_latents, measure
 from .options import PerfOptions
 from .record import RunRecorder
@@ -120,6 +120,7 @@ def measure_case(case: Case, tier: Tier, options: PerfOptions,
             "size": tier.size,
             "height": d.height, "width": d.width, "steps": d.steps, "guidance": d.guidance,
             "status": "ok",
+            "cpu_class": cpu_class(),  # cpu tier: bf16 / int8 kernels and their rounding depend on it
             "load_s": built.load_seconds,
             "timing": {"cold_s": m.cold_s, "warmup_s": m.warmup_s, "samples_s": m.samples_s, "stages": m.stages},
             "summary": m.summary(),

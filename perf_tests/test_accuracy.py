@@ -3,7 +3,8 @@ the model's reference recipe (fidelity of the optimization)."""
 import pytest
 
 from diffperf import accuracy, storage
-from diffperf.references import LATENTS_FILE, LATENTS_KIND, fidelity_threshold, reference_dir, regression_threshold
+from diffperf.references import (LATENTS_FILE, LATENTS_KIND, cpu_class_sensitive, fidelity_threshold, reference_dir,
+                                 regression_threshold)
 from diffperf.runner import CaseOutcome
 
 pytestmark = pytest.mark.accuracy
@@ -21,7 +22,7 @@ def test_images_valid(perf_outcome, perf_case):
 
 def test_regression(perf_outcome, perf_case, perf_options):
     ref_dir = _ref_dir(perf_case, perf_options, perf_case.case.recipe.name)
-    thr = regression_threshold(perf_case.tier.device, perf_case.case.recipe)
+    thr = regression_threshold(perf_case.tier.device)
     scores = {}
     for pid, img in perf_outcome.images.items():
         accuracy.check_image(img, f"{perf_case.id} prompt {pid!r}")
@@ -35,7 +36,14 @@ def test_regression(perf_outcome, perf_case, perf_options):
     if not latents_path.exists():
         pytest.skip(f"no reference latents {latents_path}; create them with tools/update_baselines.py --tier "
                     f"{perf_case.tier.name} --references")
-    ref_latents = storage.load(latents_path, LATENTS_KIND)["projections"]
+    stored = storage.load(latents_path, LATENTS_KIND)
+    if perf_case.tier.device == "cpu" and cpu_class_sensitive(perf_case.case.recipe):
+        here = perf_outcome.result["cpu_class"]
+        if stored.get("cpu_class") != here:
+            pytest.skip(f"reference {ref_dir} was made on a CPU of class {stored.get('cpu_class')!r}, this one is "
+                        f"{here!r}: {perf_case.case.recipe.name} runs CPU-specific kernels whose rounding differs "
+                        f"between classes (fp32 cases are compared across classes)")
+    ref_latents = stored["projections"]
     for pid, proj in perf_outcome.result["latent_projections"].items():
         scores[pid]["latent_distance"] = accuracy.latent_distance(proj, ref_latents[pid])
     perf_outcome.result["regression"] = scores

@@ -4,7 +4,6 @@
 #   PART=smoke   bash tools/device_session.sh   # -m "h100 and smoke" against baselines + references
 #   PART=noise   bash tools/device_session.sh   # false alarms / detection power (issue 8)
 #   PART=profile bash tools/device_session.sh   # FLOPs on real tensors vs meta; verify overhead (issue 5)
-#   PART=oom     bash tools/device_session.sh   # fault isolation shown on the GPU (issue 8)
 #   PART=multi   bash tools/device_session.sh   # 2 GPUs: xdist pinning + context parallel (issue 7)
 # Needs the wheels of ../shared/device/prepare-wheels.sh carried as .whl.
 set -uo pipefail
@@ -25,14 +24,11 @@ case "${PART:-smoke}" in
     profile)
         timeout 250 python3 tools/flops.py --check-real --models all 2>&1 | tee "$out/flops-check.txt"
         timeout 320 python3 tools/verify_overhead.py --model flux-dev --out "$out/verify-overhead.json" 2>&1 | tail -20 ;;
-    oom)
-        # two sd3 cases; the first is made to run out of memory by a big allocation held in its frame
-        timeout 500 python3 -m pytest tests/test_fault_isolation.py -q -k oom 2>&1 | tail -20 | tee "$out/oom.txt" ;;
     multi)
         # one xdist worker per GPU (two models, one per worker), then context parallel vs one GPU
         timeout 280 python3 -m pytest perf_tests -m "h200 and smoke" -n 2 --perf-models sana-1600m,pixart-sigma \
             --perf-results /tmp/results -q 2>&1 | tail -15 | tee "$out/xdist.txt"
         timeout 300 python3 -m pytest perf_tests -m h200x2 --perf-results /tmp/results -q 2>&1 | tail -15 | tee "$out/cp.txt"
         tar -czf "$out/results.tar.gz" --exclude='*.full.png' -C /tmp results ;;
-    *) echo "PART must be smoke, noise, profile, oom or multi" >&2; exit 2 ;;
+    *) echo "PART must be smoke, noise, profile or multi" >&2; exit 2 ;;
 esac
