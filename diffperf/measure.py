@@ -187,6 +187,7 @@ class Measurement:
     nvml_samples: list[dict[str, Any]] = field(default_factory=list)
     last_image: np.ndarray | None = None  # output of the last timed call (reused as its prompt's image)
     last_latents: list[float] | None = None  # its final latents, projected (accuracy.latent_projection)
+    compile_cache: dict[str, Any] | None = None  # compiled recipes: what the cold call took from the cache
 
     def summary(self) -> dict[str, Any]:
         s = np.array(self.samples_s)
@@ -261,6 +262,30 @@ class RecompiledInTimedRegion(RuntimeError):
     """A compiled case recompiled during its timed calls: the samples would time the compiler."""
 
 
+# inductor's FX graph cache and AOTAutograd's cache (TORCHINDUCTOR_CACHE_DIR, persisted by the GPU
+# workflow): with a warm cache a compiled case's cold call loads kernels instead of compiling them
+_CACHE_COUNTERS = (("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cache_miss"),
+                   ("aot_autograd", "autograd_cache_hit"), ("aot_autograd", "autograd_cache_miss"))
+
+
+def compile_cache_counters() -> dict[str, int]:
+    from torch._dynamo.utils import counters
+
+    return {name: counters[group][name] for group, name in _CACHE_COUNTERS}
+
+
+def cache_use(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+    """Cache hits and misses of one call, and whether it was served from a warm cache."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    delta = {k: after[k] - before[k] for k in after}
+    graphs = delta["fxgraph_cache_hit"] + delta["fxgraph_cache_miss"]
+    return {**delta, "cache_dir": cache_dir(),
+            "state": "no graph compiled" if graphs == 0 else
+                     "warm" if delta["fxgraph_cache_miss"] == 0 else
+                     "cold" if delta["fxgraph_cache_hit"] == 0 else "partly warm"}
+
+
 @contextlib.contextmanager
 def _no_recompile(built: Built):
     # a recompilation inside the timed region would time the compiler, not the model
@@ -288,7 +313,9 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
             return clock.seconds(start, end)
 
         clock.sync()
+        before = compile_cache_counters()
         cold = timed_call()
+        cold_cache = cache_use(before, compile_cache_counters()) if built.case.recipe.compile else None
         warm = [timed_call() for _ in range(warmup)]
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -330,4 +357,4 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
             method="weights + peak live tensor storage of one eager call (TorchDispatchMode)",
         )
     return Measurement(cold, warm, samples, stages, memory, nvml_samples=nvml, last_image=last.get("image"),
-                       last_latents=capture.projection())
+                       last_latents=capture.projection(), compile_cache=cold_cache)

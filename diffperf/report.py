@@ -170,8 +170,14 @@ def percentile_table(cases: list[Case]) -> list[str]:
         s = r.get("summary") or {}
         rows.append([f"`{r['recipe']}`", *(_fmt_s(s.get(k)) for k in ("mean_s", "min_s", "median_s", "p90_s", "p99_s")),
                      "" if _peak(r) is None else f"{_peak(r) / div:.3f}", _ssim_text(r),
-                     _fmt_s((r.get("timing") or {}).get("cold_s"))])
+                     _cold_text(r)])
     return md_table(headers, rows)
+
+
+def _cold_text(r: dict) -> str:
+    t = r.get("timing") or {}
+    cache = (t.get("cold_compile_cache") or {}).get("state")
+    return _fmt_s(t.get("cold_s")) + (f" ({cache} cache)" if cache in ("warm", "cold", "partly warm") else "")
 
 
 def model_heading(results: dict, model: str) -> str:

@@ -5,6 +5,7 @@
 #   PART=noise   bash tools/device_session.sh   # false alarms / detection power (issue 8)
 #   PART=profile bash tools/device_session.sh   # FLOPs on real tensors vs meta; verify overhead (issue 5)
 #   PART=multi   bash tools/device_session.sh   # 2 GPUs: xdist pinning + context parallel (issue 7)
+#   PART=cache   bash tools/device_session.sh   # compiled case cold, then again from the warm cache (issue 4)
 # Needs the wheels of ../shared/device/prepare-wheels.sh carried as .whl.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,5 +31,14 @@ case "${PART:-smoke}" in
             --perf-results /tmp/results -q 2>&1 | tail -15 | tee "$out/xdist.txt"
         timeout 300 python3 -m pytest perf_tests -m h200x2 --perf-results /tmp/results -q 2>&1 | tail -15 | tee "$out/cp.txt"
         tar -czf "$out/results.tar.gz" --exclude='*.full.png' -C /tmp results ;;
-    *) echo "PART must be smoke, noise, profile or multi" >&2; exit 2 ;;
+    cache)
+        # two processes, one cache dir: the second cold call should load kernels, not compile them
+        export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache-study; rm -rf "$TORCHINDUCTOR_CACHE_DIR"
+        for run in cold warm; do
+            timeout 280 python3 -m pytest perf_tests -m h100 --perf-models flux-dev --perf-recipes bf16+fp8dq+compile \
+                --perf-iterations 2 --perf-warmup 0 -k valid --perf-results "/tmp/results-$run" -q 2>&1 | tail -2
+            python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['cases']['flux-dev/bf16+fp8dq+compile']; print(sys.argv[2], r['timing']['cold_s'], r['timing']['cold_compile_cache'])" \
+                "/tmp/results-$run/h100/results.json" "$run" | tee -a "$out/compile-cache.txt"
+        done ;;
+    *) echo "PART must be smoke, noise, profile, multi or cache" >&2; exit 2 ;;
 esac

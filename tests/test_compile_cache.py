@@ -1,0 +1,27 @@
+"""The cold call of a compiled case says whether inductor's caches served it (warm) or not (cold)."""
+import torch
+
+from diffperf.measure import cache_use, compile_cache_counters
+
+
+def test_second_compile_of_the_same_graph_is_served_warm(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # an empty, persistable cache
+
+    def f(x):
+        return torch.sin(x) * 2 + 1
+
+    states = []
+    for _ in range(2):
+        torch._dynamo.reset()  # as between two processes: compiled code gone, the cache dir stays
+        before = compile_cache_counters()
+        torch.compile(f)(torch.randn(8))
+        use = cache_use(before, compile_cache_counters())
+        assert use["cache_dir"] == str(tmp_path)
+        states.append(use["state"])
+    assert states == ["cold", "warm"]
+    torch._dynamo.reset()
+
+
+def test_a_call_that_compiles_nothing_says_so():
+    before = compile_cache_counters()
+    assert cache_use(before, compile_cache_counters())["state"] == "no graph compiled"
