@@ -21,22 +21,9 @@ from diffperf.knobs.teacache import (
     supports_teacache,
     teacache_state,
 )
+from diffperf.models.synthetic import construct
 
 STEPS = 10
-
-
-def construct(factory, *, device: torch.device, dtype: torch.dtype, seed: int, **config):
-    """Seeded random weights, created directly in `dtype` (kept local: the tests stay independent
-    of the model registry)."""
-    torch.manual_seed(seed)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            module = factory(**config)
-    finally:
-        torch.set_default_dtype(old)
-    return module.eval().requires_grad_(False)
 
 
 def _tiny_flux(dtype=torch.float32, device="cpu") -> FluxPipeline:

@@ -9,7 +9,7 @@ from typing import Any
 
 from . import tokenizers
 from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import construct
+from .synthetic import build_for, build_sized, pick
 
 # ------------------------------------------------------------------ shared components
 # CLIP ViT-L/14 text tower (openai/clip-vit-large-patch14). eos_token_id 2 is what the real
@@ -106,25 +106,19 @@ def build_clip(config: dict, req: BuildRequest, seed_offset: int, with_projectio
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
-    return construct(cls, CLIPTextConfig(**config), device=req.device, dtype=req.dtype, seed=req.seed + seed_offset)
+    return build_for(cls, req, CLIPTextConfig(**config), seed_offset=seed_offset)
 
 
 def build_t5(config: dict, req: BuildRequest, seed_offset: int):
     from transformers import T5Config, T5EncoderModel
 
-    return construct(
-        T5EncoderModel, T5Config(**config), device=req.device, dtype=req.dtype, seed=req.seed + seed_offset
-    )
+    return build_for(T5EncoderModel, req, T5Config(**config), seed_offset=seed_offset)
 
 
 def build_kl_vae(config: dict, req: BuildRequest, seed_offset: int):
     from diffusers import AutoencoderKL
 
-    return construct(AutoencoderKL, **config, device=req.device, dtype=req.dtype, seed=req.seed + seed_offset)
-
-
-def pick(req: BuildRequest, full: dict, tiny: dict) -> dict:
-    return full if req.size == "full" else tiny
+    return build_for(AutoencoderKL, req, seed_offset=seed_offset, **config)
 
 
 # ------------------------------------------------------------------ FLUX.1
@@ -172,9 +166,7 @@ SCHNELL_SCHEDULER = dict(DEV_SCHEDULER, shift=1.0, use_dynamic_shifting=False)
 def _build(req: BuildRequest, full_tf: dict, tiny_tf: dict, scheduler: dict) -> dict[str, Any]:
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
-    transformer = construct(
-        FluxTransformer2DModel, **pick(req, full_tf, tiny_tf), device=req.device, dtype=req.dtype, seed=req.seed
-    )
+    transformer = build_sized(FluxTransformer2DModel, req, full_tf, tiny_tf)
     return dict(
         transformer=transformer,
         vae=build_kl_vae(pick(req, FULL_FLUX_VAE, TINY_FLUX_VAE), req, 1),

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import tokenizers
-from .flux import FULL_T5_XXL, TINY_T5, build_t5, pick
+from .flux import FULL_T5_XXL, TINY_T5, build_t5
 from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import construct
+from .synthetic import build_sized, pick
 
 # Kandinsky3UNet class defaults are the released model
 FULL_UNET = dict(
@@ -79,10 +79,8 @@ SCHEDULER = dict(
 def build(req: BuildRequest) -> dict[str, Any]:
     from diffusers import DDPMScheduler, Kandinsky3UNet, VQModel
 
-    unet = construct(
-        Kandinsky3UNet, **pick(req, FULL_UNET, TINY_UNET), device=req.device, dtype=req.dtype, seed=req.seed
-    )
-    movq = construct(VQModel, **pick(req, FULL_MOVQ, TINY_MOVQ), device=req.device, dtype=req.dtype, seed=req.seed + 1)
+    unet = build_sized(Kandinsky3UNet, req, FULL_UNET, TINY_UNET)
+    movq = build_sized(VQModel, req, FULL_MOVQ, TINY_MOVQ, seed_offset=1)
     return dict(
         unet=unet,
         movq=movq,

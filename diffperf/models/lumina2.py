@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import tokenizers
-from .flux import FULL_FLUX_VAE, TINY_FLUX_VAE, build_kl_vae, pick
+from .flux import FULL_FLUX_VAE, TINY_FLUX_VAE, build_kl_vae
 from .sana import FULL_GEMMA2, TINY_GEMMA2, build_gemma2
 from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import construct
+from .synthetic import build_sized, pick
 
 # class defaults except the caption width, which is Gemma-2-2B's hidden size
 FULL_TRANSFORMER = dict(
@@ -51,13 +51,7 @@ SCHEDULER = dict(num_train_timesteps=1000, shift=6.0, use_dynamic_shifting=False
 def build(req: BuildRequest) -> dict[str, Any]:
     from diffusers import FlowMatchEulerDiscreteScheduler, Lumina2Transformer2DModel
 
-    transformer = construct(
-        Lumina2Transformer2DModel,
-        **pick(req, FULL_TRANSFORMER, TINY_TRANSFORMER),
-        device=req.device,
-        dtype=req.dtype,
-        seed=req.seed,
-    )
+    transformer = build_sized(Lumina2Transformer2DModel, req, FULL_TRANSFORMER, TINY_TRANSFORMER)
     return dict(
         transformer=transformer,
         vae=build_kl_vae(pick(req, FULL_VAE, TINY_VAE), req, 1),

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import tokenizers
-from .flux import KL_VAE_LAYOUT, FULL_T5_XXL, TINY_T5, build_kl_vae, build_t5, pick
+from .flux import KL_VAE_LAYOUT, FULL_T5_XXL, TINY_T5, build_kl_vae, build_t5
 from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import construct
+from .synthetic import build_sized, pick
 
 FULL_TRANSFORMER = dict(
     num_attention_heads=16,
@@ -67,13 +67,7 @@ SCHEDULER = dict(
 def build(req: BuildRequest) -> dict[str, Any]:
     from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
 
-    transformer = construct(
-        PixArtTransformer2DModel,
-        **pick(req, FULL_TRANSFORMER, TINY_TRANSFORMER),
-        device=req.device,
-        dtype=req.dtype,
-        seed=req.seed,
-    )
+    transformer = build_sized(PixArtTransformer2DModel, req, FULL_TRANSFORMER, TINY_TRANSFORMER)
     return dict(
         transformer=transformer,
         vae=build_kl_vae(pick(req, FULL_VAE, TINY_VAE), req, 1),

@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import tokenizers
-from .flux import pick
 from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import construct
+from .synthetic import build_for, build_sized, pick
 
 # Gemma-2-2B as the pipelines load it (Gemma2Model: no LM head, last/penultimate hidden states)
 FULL_GEMMA2 = dict(
@@ -47,9 +46,7 @@ TINY_GEMMA2 = dict(
 def build_gemma2(config: dict, req: BuildRequest, seed_offset: int):
     from transformers import Gemma2Config, Gemma2Model
 
-    return construct(
-        Gemma2Model, Gemma2Config(**config), device=req.device, dtype=req.dtype, seed=req.seed + seed_offset
-    )
+    return build_for(Gemma2Model, req, Gemma2Config(**config), seed_offset=seed_offset)
 
 
 FULL_TRANSFORMER = dict(
@@ -132,16 +129,8 @@ SCHEDULER = dict(
 def build(req: BuildRequest) -> dict[str, Any]:
     from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaTransformer2DModel
 
-    transformer = construct(
-        SanaTransformer2DModel,
-        **pick(req, FULL_TRANSFORMER, TINY_TRANSFORMER),
-        device=req.device,
-        dtype=req.dtype,
-        seed=req.seed,
-    )
-    vae = construct(
-        AutoencoderDC, **pick(req, FULL_VAE, TINY_VAE), device=req.device, dtype=req.dtype, seed=req.seed + 1
-    )
+    transformer = build_sized(SanaTransformer2DModel, req, FULL_TRANSFORMER, TINY_TRANSFORMER)
+    vae = build_sized(AutoencoderDC, req, FULL_VAE, TINY_VAE, seed_offset=1)
     return dict(
         transformer=transformer,
         vae=vae,

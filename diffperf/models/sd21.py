@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import tokenizers
-from .flux import KL_VAE_LAYOUT, FULL_CLIP_L, build_clip, build_kl_vae, pick
+from .flux import KL_VAE_LAYOUT, FULL_CLIP_L, build_clip, build_kl_vae
 from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import construct
+from .synthetic import build_sized, pick
 
 FULL_UNET = dict(
     sample_size=64,
@@ -80,9 +80,7 @@ SCHEDULER = dict(
 def build(req: BuildRequest) -> dict[str, Any]:
     from diffusers import PNDMScheduler, UNet2DConditionModel
 
-    unet = construct(
-        UNet2DConditionModel, **pick(req, FULL_UNET, TINY_UNET), device=req.device, dtype=req.dtype, seed=req.seed
-    )
+    unet = build_sized(UNet2DConditionModel, req, FULL_UNET, TINY_UNET)
     return dict(
         unet=unet,
         vae=build_kl_vae(pick(req, FULL_VAE, TINY_VAE), req, 1),

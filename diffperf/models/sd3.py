@@ -14,10 +14,9 @@ from .flux import (
     build_clip,
     build_kl_vae,
     build_t5,
-    pick,
 )
 from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import construct
+from .synthetic import build_sized, pick
 
 # MMDiT, 24 joint blocks; the class defaults differ (18 layers, 1152 caption dim, pos-embed 96)
 FULL_TRANSFORMER = dict(
@@ -69,13 +68,7 @@ SCHEDULER = dict(num_train_timesteps=1000, shift=3.0)
 def build(req: BuildRequest) -> dict[str, Any]:
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
-    transformer = construct(
-        SD3Transformer2DModel,
-        **pick(req, FULL_TRANSFORMER, TINY_TRANSFORMER),
-        device=req.device,
-        dtype=req.dtype,
-        seed=req.seed,
-    )
+    transformer = build_sized(SD3Transformer2DModel, req, FULL_TRANSFORMER, TINY_TRANSFORMER)
     return dict(
         transformer=transformer,
         vae=build_kl_vae(pick(req, FULL_VAE, TINY_VAE), req, 1),

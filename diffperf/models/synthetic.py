@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from .spec import BuildRequest
+
 
 @contextlib.contextmanager
 def default_dtype(dtype: torch.dtype):
@@ -32,3 +34,19 @@ def construct(factory, *args: Any, device: torch.device, dtype: torch.dtype, see
     module.eval()
     module.requires_grad_(False)
     return module
+
+
+def pick(req: BuildRequest, full: dict, tiny: dict) -> dict:
+    """The config of the requested model size."""
+    return full if req.size == "full" else tiny
+
+
+def build_for(factory, req: BuildRequest, *args: Any, seed_offset: int = 0, **kwargs: Any):
+    """construct() on the request's device and dtype; each component of a pipeline passes its own
+    seed offset so that no two components start from the same random stream."""
+    return construct(factory, *args, device=req.device, dtype=req.dtype, seed=req.seed + seed_offset, **kwargs)
+
+
+def build_sized(factory, req: BuildRequest, full: dict, tiny: dict, seed_offset: int = 0):
+    """A module configured by keyword arguments, at the request's size (full or tiny config)."""
+    return build_for(factory, req, seed_offset=seed_offset, **pick(req, full, tiny))

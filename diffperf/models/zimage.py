@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import tokenizers
-from .flux import FULL_FLUX_VAE, TINY_FLUX_VAE, build_kl_vae, pick
+from .flux import FULL_FLUX_VAE, TINY_FLUX_VAE, build_kl_vae
 from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import construct
+from .synthetic import build_for, build_sized, pick
 
 # ZImageTransformer2DModel class defaults are the released 6 B single-stream DiT
 FULL_TRANSFORMER = dict(
@@ -78,19 +78,13 @@ def build_qwen3(config: dict, req: BuildRequest, seed_offset: int):
         qcfg.rope_parameters = dict(qcfg.rope_parameters, rope_theta=rope_theta)
     else:
         qcfg.rope_theta = rope_theta
-    return construct(Qwen3Model, qcfg, device=req.device, dtype=req.dtype, seed=req.seed + seed_offset)
+    return build_for(Qwen3Model, req, qcfg, seed_offset=seed_offset)
 
 
 def build(req: BuildRequest) -> dict[str, Any]:
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImageTransformer2DModel
 
-    transformer = construct(
-        ZImageTransformer2DModel,
-        **pick(req, FULL_TRANSFORMER, TINY_TRANSFORMER),
-        device=req.device,
-        dtype=req.dtype,
-        seed=req.seed,
-    )
+    transformer = build_sized(ZImageTransformer2DModel, req, FULL_TRANSFORMER, TINY_TRANSFORMER)
     return dict(
         transformer=transformer,
         vae=build_kl_vae(pick(req, FULL_FLUX_VAE, TINY_FLUX_VAE), req, 1),
