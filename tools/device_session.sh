@@ -1,44 +1,94 @@
 #!/usr/bin/env bash
-# The GPU jobs still owed by the open issues, one part per device command (each fits the device
-# tool's 10 minutes; every part leaves what it measured under $OUT):
-#   PART=smoke   bash tools/device_session.sh   # -m "h100 and smoke" against baselines + references
-#   PART=noise   bash tools/device_session.sh   # false alarms / detection power (issue 8)
-#   PART=profile bash tools/device_session.sh   # FLOPs on real tensors vs meta; verify overhead (issue 5)
-#   PART=multi   bash tools/device_session.sh   # 2 GPUs: xdist pinning + context parallel (issue 7)
-#   PART=cache   bash tools/device_session.sh   # compiled case cold, then again from the warm cache (issue 4)
+# The GPU jobs of the open issues, as parts run one after another in one device command (the
+# device tool gives 10 minutes a command; each part has its own time limit in seconds and keeps
+# what it measured when stopped). Results go to /tmp/results-<part>/ and come back packed in
+# $OUT/results.tar.gz; logs as $OUT/<part>.log.
+#   PARTS="oom:60 smoke:300 table:200" bash tools/device_session.sh
+# Parts:
+#   smoke    -m "h100 and smoke" against the committed baselines + references (issue 4)
+#   oom      a real CUDA out-of-memory in one case (tests/gpu_ballast.py), the next case still runs (issue 8)
+#   table    FLUX.1-dev rows of flux-optimization-benchmarks.md that need no compile (issue 4)
+#   ladder   FLUX.1-dev flux-fast ladder rungs, cold compile cache (issue 4)
+#   cache    the first compiled rung again in a new process: cold start from the warm cache (issue 4)
+#   noise    false alarms / detection power (issue 8)
+#   profile  FLOPs on real tensors vs meta; verify overhead (issue 5)
+#   multi    2 GPUs: xdist pinning + context parallel (issue 7; needs nvidia-h200-x2)
 # Needs the wheels of ../shared/device/prepare-wheels.sh carried as .whl.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# one compile cache for the whole command: `cache` re-uses what `ladder` compiled
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor-cache}
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 nvidia-smi --query-gpu=index,name,driver_version,clocks.sm,temperature.gpu,power.draw --format=csv | tee "$out/gpu.txt"
-case "${PART:-smoke}" in
-    smoke)
-        LIMIT=560 bash tools/device_run.sh -m "h100 and smoke" -q ;;
-    noise)
-        timeout 570 python3 tools/noise_study.py measure --model flux-dev --recipe bf16 --runs 10 \
-            --slowdowns 1,2,3,5,2,3 --out "$out/noise-study.json" 2>&1 | tail -30
-        python3 tools/noise_study.py analyze "$out/noise-study.json" | tee "$out/noise-analysis.md" ;;
-    profile)
-        timeout 250 python3 tools/flops.py --check-real --models all 2>&1 | tee "$out/flops-check.txt"
-        timeout 320 python3 tools/verify_overhead.py --model flux-dev --out "$out/verify-overhead.json" 2>&1 | tail -20 ;;
-    multi)
-        # one xdist worker per GPU (two models, one per worker), then context parallel vs one GPU
-        timeout 280 python3 -m pytest perf_tests -m "h200 and smoke" -n 2 --perf-models sana-1600m,pixart-sigma \
-            --perf-results /tmp/results -q 2>&1 | tail -15 | tee "$out/xdist.txt"
-        timeout 300 python3 -m pytest perf_tests -m h200x2 --perf-results /tmp/results -q 2>&1 | tail -15 | tee "$out/cp.txt"
-        tar -czf "$out/results.tar.gz" --exclude='*.full.png' -C /tmp results ;;
-    cache)
-        # two processes, one cache dir: the second cold call should load kernels, not compile them
-        export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cache-study; rm -rf "$TORCHINDUCTOR_CACHE_DIR"
-        for run in cold warm; do
-            timeout 280 python3 -m pytest perf_tests -m h100 --perf-models flux-dev --perf-recipes bf16+fp8dq+compile \
-                --perf-iterations 2 --perf-warmup 0 -k valid --perf-results "/tmp/results-$run" -q 2>&1 | tail -2
-            python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['cases']['flux-dev/bf16+fp8dq+compile']; print(sys.argv[2], r['timing']['cold_s'], r['timing']['cold_compile_cache'])" \
-                "/tmp/results-$run/h100/results.json" "$run" | tee -a "$out/compile-cache.txt"
-        done ;;
-    *) echo "PART must be smoke, noise, profile, multi or cache" >&2; exit 2 ;;
-esac
+
+FLUX_TABLE="bf16+sdpa-flash,bf16+sdpa-cudnn,fp16,bf16+fbcache-0.3,bf16+teacache-0.6,bf16+fp8dq,bf16+fbcache-0.15,\
+bf16+fbcache-0.4,bf16+teacache-0.2,bf16+teacache-0.4,bf16+fbcache-0.2,bf16+fbcache-0.35,bf16+int8dq"
+LADDER="bf16+compile-full+max-autotune-no-cudagraphs,bf16+fuse-qkv+compile-full+max-autotune-no-cudagraphs,\
+bf16+fuse-qkv+channels-last+compile-full+max-autotune-no-cudagraphs,\
+bf16+fuse-qkv+channels-last+fp8dq+compile-full+max-autotune-no-cudagraphs"
+
+suite() {  # suite <part> <seconds> <pytest args...>: SIGINT at the limit, so the run still writes its results
+    local part=$1 limit=$2
+    shift 2
+    timeout -s INT "$limit" python3 -m pytest perf_tests -p no:cacheprovider --perf-results "/tmp/results-$part" \
+        "$@" 2>&1
+}
+
+run_part() {
+    local part=$1 limit=$2
+    case "$part" in
+        smoke) suite smoke "$limit" -m "h100 and smoke" -q ;;
+        oom)
+            DIFFPERF_BALLAST_MODEL=pixart-sigma PYTHONPATH=$PYTHONPATH:$PWD/tests suite oom "$limit" -m h100 -p gpu_ballast \
+                --perf-models pixart-sigma,sd21-base --perf-recipes bf16 --perf-iterations 3 --perf-warmup 1 -q -rfE ;;
+        table)
+            suite table "$limit" -m h100 --perf-models flux-dev --perf-recipes "$FLUX_TABLE" \
+                --perf-iterations 3 --perf-warmup 1 -q ;;
+        ladder)
+            suite ladder "$limit" -m h100 --perf-models flux-dev --perf-recipes "$LADDER" \
+                --perf-iterations 5 --perf-warmup 1 -q ;;
+        cache)
+            suite cache "$limit" -m h100 --perf-models flux-dev --perf-recipes "${LADDER%%,*}" \
+                --perf-iterations 2 --perf-warmup 0 -q
+            python3 - <<'EOF'
+import json
+for part in ("ladder", "cache"):
+    try:
+        r = json.load(open(f"/tmp/results-{part}/h100/results.json"))["cases"]
+    except OSError as exc:
+        print(part, "no results:", exc)
+        continue
+    for cid, c in r.items():
+        t = c.get("timing") or {}
+        print(part, cid, "cold_s", t.get("cold_s"), "cache", t.get("cold_compile_cache"))
+EOF
+            ;;
+        noise)
+            timeout "$limit" python3 tools/noise_study.py measure --model flux-dev --recipe bf16 --runs 10 \
+                --slowdowns 1,2,3,5,2,3 --out "$out/noise-study.json" 2>&1 | tail -30
+            python3 tools/noise_study.py analyze "$out/noise-study.json" ;;
+        profile)
+            timeout "$limit" python3 tools/flops.py --check-real --models all 2>&1 | tail -30
+            timeout 320 python3 tools/verify_overhead.py --model flux-dev --out "$out/verify-overhead.json" 2>&1 | tail -20 ;;
+        multi)
+            # one xdist worker per GPU (two models, one per worker), then context parallel vs one GPU
+            suite xdist "$limit" -m "h200 and smoke" -n 2 --perf-models sana-1600m,pixart-sigma -q
+            suite multi 300 -m h200x2 -q ;;
+        *) echo "unknown part $part (smoke oom table ladder cache noise profile multi)" >&2; return 2 ;;
+    esac
+}
+
+for item in ${PARTS:-smoke:560}; do
+    part=${item%%:*} limit=${item#*:}
+    echo "== $part (limit ${limit}s) $(date -u +%H:%M:%S)" | tee -a "$out/parts.txt"
+    run_part "$part" "$limit" 2>&1 | tee "$out/$part.log"
+    echo "== $part done rc=${PIPESTATUS[0]} $(date -u +%H:%M:%S)" | tee -a "$out/parts.txt"
+done
+shopt -s nullglob
+dirs=(/tmp/results-*)
+# full-resolution PNGs (*.full.png) are 1-2.5 MB each: more than $OUT brings back
+[ ${#dirs[@]} -gt 0 ] && tar -czf "$out/results.tar.gz" --exclude='*.full.png' -C /tmp "${dirs[@]#/tmp/}"
+exit 0
