@@ -40,6 +40,10 @@ def load_baselines(path: Path) -> dict[str, Any]:
             if not isinstance(v, (int, float)) or v <= 0:
                 raise StoredFileError(f"baseline file {path}: case {cid!r} has {key}={v!r}; budgets must be "
                                       f"positive numbers (regenerate with tools/update_baselines.py)")
+        own = (case.get("tolerances") or {}).get("latency")
+        if own is not None and (not isinstance(own, (int, float)) or own <= 0):
+            raise StoredFileError(f"baseline file {path}: case {cid!r} has its own latency tolerance {own!r}; "
+                                  f"it must be a positive number")
         samples = case.get("samples_s")
         if not samples or any((not isinstance(s, (int, float))) or s <= 0 for s in samples):
             raise StoredFileError(f"baseline file {path}: case {cid!r} has missing or non-positive samples_s")
@@ -68,11 +72,51 @@ def judge_latency(samples: list[float], base: dict[str, Any], tolerance: float, 
     p_fast = float(mannwhitneyu(samples, lower, alternative="less").pvalue)
     ratio = median / base_median
     text = (f"median {median:.4f} s vs baseline {base_median:.4f} s (x{ratio:.3f}); tolerance "
-            f"+{tolerance:.0%} -> limit {limit:.4f} s; one-sided Mann-Whitney U p={p_slow:.4f} "
+            f"+{tolerance:.1%} -> limit {limit:.4f} s; one-sided Mann-Whitney U p={p_slow:.4f} "
             f"(alpha {alpha}); n={len(samples)} vs {len(base['samples_s'])}")
     failed = median > limit and p_slow < alpha
     stale = (not failed) and median < base_median * (1 - min(tolerance, 0.5)) and p_fast < alpha
     return Verdict(failed, stale, text, p_slow)
+
+
+# Median of n samples has a standard error of about 1.25 sigma / sqrt(n); the difference of two
+# medians of 5 samples about 0.8 sigma. A case whose own samples scatter more than the tier's
+# tolerance allows needs a wider one, or it false-alarms: 2 sigma keeps ~2.5 standard errors.
+NOISE_TOLERANCE_SIGMAS = 2.0
+NOISE_TOLERANCE_STEP = 0.005  # rounded up to half a percent
+
+
+def noise_tolerance(samples: list[float], floor: float) -> dict[str, Any] | None:
+    """A case's own latency tolerance when its samples are noisier than `floor` (the file's
+    tolerance) allows: NOISE_TOLERANCE_SIGMAS x their relative standard deviation, rounded up.
+    None when the file's tolerance suffices or there are too few samples to tell."""
+    import math
+    import statistics
+
+    if len(samples) < 3:
+        return None
+    rsd = statistics.stdev(samples) / statistics.mean(samples)
+    wanted = math.ceil(NOISE_TOLERANCE_SIGMAS * rsd / NOISE_TOLERANCE_STEP - 1e-9) * NOISE_TOLERANCE_STEP
+    if wanted <= floor:
+        return None
+    return {"latency": round(wanted, 4),
+            "basis": f"{NOISE_TOLERANCE_SIGMAS:g} x the relative standard deviation of its baseline samples "
+                     f"({rsd:.2%}), above the file's {floor:.1%}"}
+
+
+STAGES = (("text_encode_median_s", "text encode"), ("step_median_s", "denoiser step"),
+          ("vae_decode_median_s", "VAE decode"))
+
+
+def stage_changes(summary: dict[str, Any], base: dict[str, Any]) -> str:
+    """Where the time went, stage by stage against the baseline: tells a GPU-bound change (the
+    denoiser step) from a host-bound one (text encoding and small kernels follow the host CPU)."""
+    parts = []
+    for key, label in STAGES:
+        new, old = summary.get(key), base.get(key)
+        if isinstance(new, (int, float)) and isinstance(old, (int, float)) and old > 0:
+            parts.append(f"{label} {new * 1000:.1f} vs {old * 1000:.1f} ms (x{new / old:.2f})")
+    return "; ".join(parts)
 
 
 def judge_memory(peak: int, base_peak: int, tolerance: float, slack: int, what: str = "peak allocated") -> Verdict:

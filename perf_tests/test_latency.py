@@ -3,7 +3,7 @@ import warnings
 
 import pytest
 
-from diffperf.compare import judge_latency
+from diffperf.compare import judge_latency, stage_changes
 
 pytestmark = pytest.mark.latency
 
@@ -18,4 +18,6 @@ def test_latency(perf_outcome, perf_baseline, perf_case):
     if verdict.stale:
         warnings.warn(f"{perf_case.id}: clearly faster than its baseline, the baseline is stale: "
                       f"{verdict.message}; refresh it with tools/update_baselines.py")
-    assert not verdict.failed, f"{perf_case.id} is slower than its baseline: {verdict.message}{note}"
+    stages = stage_changes(result.get("summary") or {}, base) if verdict.failed else ""
+    assert not verdict.failed, (f"{perf_case.id} is slower than its baseline: {verdict.message}{note}"
+                                + (f"\nby stage: {stages}" if stages else ""))

@@ -17,7 +17,7 @@ def test_equal_samples_pass():
 def test_clearly_slower_samples_fail_with_numbers_in_message():
     v = judge_latency([1.10, 1.11, 1.09, 1.10, 1.12], BASE, tolerance=0.03, alpha=0.05)
     assert v.failed
-    for part in ("baseline 1.0000", "median 1.1000", "+3%", "Mann-Whitney", "p="):
+    for part in ("baseline 1.0000", "median 1.1000", "+3.0%", "Mann-Whitney", "p="):
         assert part in v.message
 
 
@@ -109,3 +109,36 @@ def test_non_finite_numbers_never_stored(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         storage.dump(tmp_path / "x.json", BASELINE_KIND, {"cases": {"a": {"median_s": float("nan")}}})
     assert not (tmp_path / "x.json").exists()
+
+
+def test_noise_tolerance_only_for_cases_noisier_than_the_file_allows():
+    from diffperf.compare import noise_tolerance
+
+    assert noise_tolerance([1.0, 1.005, 0.995, 1.0, 1.002], floor=0.015) is None  # quiet: the file's 1.5%
+    assert noise_tolerance([1.0, 1.0], floor=0.015) is None  # too few samples to tell
+    own = noise_tolerance([0.92, 1.0, 1.08, 0.95, 1.05], floor=0.015)  # relative stdev 6.67%
+    assert own["latency"] == pytest.approx(0.135) and "relative standard deviation" in own["basis"]
+    # the widened tolerance keeps such a case from failing on its own scatter, not on a real slowdown
+    base = {"median_s": 1.0, "samples_s": [0.92, 1.0, 1.08, 0.95, 1.05]}
+    assert judge_latency([0.95, 1.06, 1.02, 0.97, 1.09], base, own["latency"], 0.05).failed is False
+    assert judge_latency([1.25, 1.3, 1.28, 1.32, 1.27], base, own["latency"], 0.05).failed is True
+
+
+def test_stage_changes_name_the_stage_that_moved():
+    from diffperf.compare import stage_changes
+
+    text = stage_changes({"text_encode_median_s": 0.122, "step_median_s": 0.0523, "vae_decode_median_s": 0.0906},
+                         {"text_encode_median_s": 0.065, "step_median_s": 0.0524, "vae_decode_median_s": 0.0904})
+    assert "text encode 122.0 vs 65.0 ms (x1.88)" in text and "denoiser step 52.3 vs 52.4 ms (x1.00)" in text
+    assert stage_changes({}, {"step_median_s": 0.05}) == ""
+
+
+def test_load_refuses_a_bad_per_case_tolerance(tmp_path):
+    path = tmp_path / "h100.json"
+    storage.dump(path, BASELINE_KIND, {
+        "tier": "h100", "fingerprint": {}, "tolerances": {"latency": 0.015, "memory": 0.02, "memory_slack_bytes": 0,
+                                                          "p_value": 0.05},
+        "cases": {"flux-dev/bf16": {"median_s": 5.3, "peak_memory_bytes": 10, "samples_s": [5.3],
+                                    "tolerances": {"latency": -0.1}}}})
+    with pytest.raises(StoredFileError, match="flux-dev/bf16.*own latency tolerance -0.1"):
+        load_baselines(path)

@@ -60,7 +60,7 @@ def test_baseline_lifecycle(pytester, tmp_path):
     r = run(pytester, dirs, "-k", "latency")
     r.assert_outcomes(failed=1)
     out = r.stdout.str()
-    assert "slower than its baseline" in out and "tolerance +150%" in out and "vs baseline" in out
+    assert "slower than its baseline" in out and "tolerance +150.0%" in out and "vs baseline" in out
 
     path.write_text(original)
     edit_baseline(path, lambda data: data["cases"].pop("sd21-base/fp32"))

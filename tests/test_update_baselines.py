@@ -127,3 +127,25 @@ def test_help():
     with pytest.raises(SystemExit) as e:
         update_baselines.main(["--help"])
     assert e.value.code == 0
+
+
+def test_noisy_gpu_case_gets_its_own_tolerance_quiet_one_does_not(tmp_path, capsys):
+    noisy, quiet = result(), result()
+    noisy["timing"]["samples_s"] = [0.8, 1.0, 1.2, 0.9, 1.1]  # relative stdev 15.8%
+    quiet["timing"]["samples_s"] = [1.0, 1.005, 0.995]
+    quiet["model"] = "pixart-sigma"
+    path = write_results(tmp_path, {"sd21-base/fp32": noisy, "pixart-sigma/fp32": quiet}, tier="h100")
+    args = ["--tier", "h100", "--results", str(path), "--baselines", str(tmp_path / "baselines")]
+    assert update_baselines.main(args) == 0
+    data = json.loads((tmp_path / "baselines" / "h100.json").read_text())
+    assert "tolerances" not in data["cases"]["pixart-sigma/fp32"]  # the file's tolerance covers it
+    own = data["cases"]["sd21-base/fp32"]["tolerances"]
+    assert own["latency"] == pytest.approx(0.32) and "relative standard deviation" in own["basis"]
+    assert "own latency tolerance 32.0%" in capsys.readouterr().out
+
+
+def test_cpu_tier_keeps_its_one_gross_tolerance(tmp_path):
+    noisy = result()
+    noisy["timing"]["samples_s"] = [0.3, 1.0, 2.5, 0.5, 1.9]  # relative stdev 76%
+    assert update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": noisy})) == 0
+    assert "tolerances" not in json.loads((tmp_path / "baselines" / "cpu.json").read_text())["cases"]["sd21-base/fp32"]

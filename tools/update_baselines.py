@@ -2,6 +2,10 @@
 """Turn a measured run (results/<tier>/results.json) into baselines/<tier>.json and, with
 --references, into the reference images under fixtures/reference/<tier>/.
 
+On a GPU tier, a case whose timed samples scatter more than the file's latency tolerance allows
+gets its own tolerance (2 x their relative standard deviation; diffperf.compare.noise_tolerance), written with
+its basis into the case's entry.
+
 Refuses: results of another tier, cases with zero or missing metrics, inconclusive results
 (throttled GPU, foreign processes). Writes atomically (temp file + rename) and prints the
 old -> new diff of every case it touches.
@@ -17,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diffperf import storage  # noqa: E402
-from diffperf.compare import BASELINE_KIND, baseline_path  # noqa: E402
+from diffperf.compare import BASELINE_KIND, baseline_path, noise_tolerance  # noqa: E402
 from diffperf.errors import StoredFileError  # noqa: E402
 from diffperf.options import ROOT  # noqa: E402
 from diffperf.record import load_results, now  # noqa: E402
@@ -167,6 +171,13 @@ def main(argv=None) -> int:
                       "note": f"latency tolerance {args.latency_tolerance:.1%} chosen from the measured spread of "
                               f"repeated medians ('spread') and the false-alarm / detection study "
                               f"(docs/reliability.md)"}
+    # on a GPU tier a case noisier than the file's tolerance allows gets its own, from its samples
+    # (the cpu tier's gross tolerance is about the shared machine's load, not the case)
+    for cid, entry in new_entries.items() if tier.device != "cpu" else ():
+        own = noise_tolerance(entry["samples_s"], tolerances["latency"])
+        if own:
+            entry["tolerances"] = own
+            print(f"  {cid}: own latency tolerance {own['latency']:.1%} ({own['basis']})")
     body = {"tier": tier.name, "tolerances": tolerances, "fingerprint": results["fingerprint"],
             "provenance": provenance, "cases": dict(sorted(old_cases.items()))}
     if args.dry_run:
