@@ -267,6 +267,12 @@ def perf_outcome(perf_case: PerfCase, perf_state: SessionState):
         outcome = run_case_isolated(perf_case.case, perf_case.tier, options, prompts, perf_state.recorders[name],
                                     also_catch=(pytest.fail.Exception,))
         perf_state.outcomes[key] = outcome
+        recorder = perf_state.recorders[name]
+        if isinstance(outcome, CaseSkip):
+            recorder.add_not_measured(perf_case.case, "skipped", reason=str(outcome))
+        elif isinstance(outcome, CaseFailure):
+            recorder.add_not_measured(perf_case.case, "failed", failure={
+                "kind": outcome.kind, "error": outcome.error, "memory": outcome.memory})
         if isinstance(outcome, CaseFailure) and outcome.kind == "cuda-context":
             perf_state.cuda_broken = outcome
     outcome = perf_state.outcomes[key]

@@ -85,6 +85,12 @@ class RunRecorder:
         self.cases[case_id] = result
         storage.dump(self.dir / "cases" / f"{safe_name(case_id)}.json", CASE_KIND, {"case": case_id, **result})
 
+    def add_not_measured(self, case, status: str, **detail: Any) -> None:
+        """A case that failed or skipped: kept in the results with why, so that a report or a
+        baseline update sees it was not measured instead of never hearing of it."""
+        self.add(case.id, {"model": case.model, "recipe": case.recipe.name, "level": case.level,
+                           "groups": list(case.groups), "status": status, **detail})
+
     def header(self) -> dict[str, Any]:
         return {
             "tier": self.tier,

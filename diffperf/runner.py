@@ -154,9 +154,11 @@ def denoiser_mfu(case: Case, tier: Tier, result: dict[str, Any], height: int, wi
     from .profile import denoiser_flops_per_step
 
     flops = denoiser_flops_per_step(case.model, height, width, size=tier.size)
-    out = mfu(flops, result["summary"]["step_median_s"], torch.cuda.get_device_name(), compute_dtype(case.recipe))
+    # with a step cache the median step is a skipped one (a few ms): a per-step MFU means nothing
+    step_s = None if case.recipe.cache else result["summary"]["step_median_s"]
+    out = mfu(flops, step_s, torch.cuda.get_device_name(), compute_dtype(case.recipe))
     if case.recipe.cache:
-        out["note"] = "a step cache skips denoiser calls: FLOPs per computed step over the median step time"
+        out["note"] = "not defined per step: a step cache skips denoiser calls"
     return out
 
 

@@ -78,8 +78,13 @@ def test_oom_fails_its_case_only_and_frees_its_memory(pytester, monkeypatch, tmp
     assert len(reports) == 6 and all("ran out of memory: OutOfMemoryError: CUDA out of memory" in x for x in reports)
     assert out.count("(injected by the test)") >= 6 and out.count("Traceback (most recent call last)") == 1
     assert json.loads((pytester.path / "next_case.json").read_text()) == {"tensor": True, "denoiser": True}
-    results = json.loads((tmp_path / "results" / "cpu" / "results.json").read_text())
-    assert list(results["cases"]) == [f"{NEXT}/fp32"]
+    results = json.loads((tmp_path / "results" / "cpu" / "results.json").read_text())["cases"]
+    assert sorted(results) == sorted([f"{FAILING}/fp32", f"{NEXT}/fp32"])
+    assert results[f"{NEXT}/fp32"]["status"] == "ok"
+    # the failed case stays in the results, with why, and nothing that looks measured
+    failed = results[f"{FAILING}/fp32"]
+    assert failed["status"] == "failed" and failed["failure"]["kind"] == "oom" and "summary" not in failed
+    assert "CUDA out of memory" in failed["failure"]["error"]
 
 
 def test_broken_cuda_context_skips_the_following_cases(pytester, monkeypatch, tmp_path):

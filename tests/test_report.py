@@ -43,25 +43,31 @@ def case(model, recipe, i, slow=1.0):
     }
 
 
-def write_results(root: Path, slow: dict | None = None, drop=()) -> Path:
-    d = root / "results" / "cpu"
-    cases = {}
+def write_source(d: Path, cases: dict, **header) -> Path:
+    """A results directory holding `cases`, a noise image for each, and `header` over the defaults."""
     rng = np.random.default_rng(0)
-    for model in MODELS:
-        for i, recipe in enumerate(RECIPES):
-            cid = f"{model}/{recipe}"
-            if cid in drop:
-                continue
-            cases[cid] = case(model, recipe, i, (slow or {}).get(cid, 1.0))
-            img = d / cases[cid]["images"]["short"]
-            img.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(img)
+    for r in cases.values():
+        if "images" not in r:  # a failed or skipped case has none
+            continue
+        img = d / r["images"]["short"]
+        img.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(img)
     storage.dump(d / "results.json", RESULTS_KIND, {
         "tier": "cpu", "weights": "synthetic", "started": "2025-01-01T00:00:00+00:00",
         "finished": "2025-01-01T00:10:00+00:00", "commit": "abc123",
         "machine": {"cpu": "x86_64", "cpu_count": 4, "python": "3.11", "versions": {"torch": "2.13"}},
-        "fingerprint": {"tier": "cpu", "weights": "synthetic", "torch": "2.13"}, "cases": cases})
+        "fingerprint": {"tier": "cpu", "weights": "synthetic", "torch": "2.13"}, **header, "cases": cases})
     return d
+
+
+def write_results(root: Path, slow: dict | None = None, drop=()) -> Path:
+    cases = {}
+    for model in MODELS:
+        for i, recipe in enumerate(RECIPES):
+            cid = f"{model}/{recipe}"
+            if cid not in drop:
+                cases[cid] = case(model, recipe, i, (slow or {}).get(cid, 1.0))
+    return write_source(root / "results" / "cpu", cases)
 
 
 @pytest.fixture
@@ -246,3 +252,162 @@ def test_compare_warns_when_too_few_samples_to_judge(tmp_path, capsys):
     storage.dump(run_file, RESULTS_KIND, {k: v for k, v in data.items() if k not in ("kind", "schema_version")})
     assert run("compare", run_file, run_file) == 0
     assert "too few samples" in capsys.readouterr().out
+
+
+# -- the results document from several sources ------------------------------------------------
+
+COMPILED = "bf16+compile-full+max-autotune-no-cudagraphs"  # the ladder's second rung
+
+
+def doc_rows(md: str, heading: str) -> list[list[str]]:
+    """Cells of the table under `heading` (its header row left out)."""
+    section = md.split(heading + "\n")[1].split("\n#")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in rows]
+
+
+def later_session(root: Path) -> Path:
+    """A second session: flux-dev/bf16 measured again (twice as slow) and a new compiled rung,
+    each with an image only this session's directory holds."""
+    cases = {"flux-dev/bf16": case("flux-dev", "bf16", 1, slow=2.0),
+             f"flux-dev/{COMPILED}": {**case("flux-dev", COMPILED, 2), "groups": ["flux-fast-ladder"]}}
+    for r in cases.values():
+        r["images"] = {"short": f"session2/{r['recipe']}.png"}
+    return write_source(root / "session2", cases, started="2025-01-02T00:00:00+00:00",
+                        finished="2025-01-02T00:05:00+00:00", commit="def4567890abcdef")
+
+
+def test_doc_merges_sources_later_case_wins(results, tmp_path):
+    later = later_session(tmp_path)
+    out = tmp_path / "docs" / "cpu.md"
+    assert run("doc", results, later, "--out", out) == 0
+    md = out.read_text()
+    row = next(r for r in doc_rows(md, "### Latency percentiles") if r[0] == "`bf16`")
+    slowed = report.load_results(later)["cases"]["flux-dev/bf16"]["summary"]["median_s"]
+    assert float(row[3]) == pytest.approx(slowed, abs=1e-3)  # P50 of the later session's bf16
+    assert f"`{COMPILED}`" in md
+    assert "image (" not in md and "_source_dir" not in md  # no grid warning; nothing internal shown
+    # each case's image is found in its own session's directory
+    merged = report.merge_results([results, later])
+    _, warnings = report.grid_png(merged, tmp_path / "elsewhere", "flux-dev", tmp_path / "grid.png", tile=TILE)
+    assert warnings == []
+    # the machine table is the most recently started source's
+    assert "| commit | def4567890abcdef |" in md and "| started | 2025-01-02T00:00:00+00:00 |" in md
+    assert f"from `{report.display_path(results)}`, `{report.display_path(later)}`;" in md
+
+
+def test_doc_runs_table_lists_each_source(results, tmp_path):
+    later = later_session(tmp_path)
+    out = tmp_path / "cpu.md"
+    report.write_doc([results, later], out)
+    runs = doc_rows(out.read_text(), "### Runs")
+    assert [r[0] for r in runs] == [f"`{report.display_path(p)}`" for p in (results, later)]
+    assert [r[3] for r in runs] == ["abc123", "def4567890"]  # commits cut to 10 characters
+    assert [r[6] for r in runs] == ["not recorded"] * 2  # the fixture's machine has no cpu_model
+    assert [int(r[7]) for r in runs] == [len(MODELS) * len(RECIPES) - 1, 2]  # bf16 taken from the later one
+
+
+def test_doc_single_source_still_works(results, tmp_path):
+    out = report.write_doc(results / "results.json", tmp_path / "cpu.md")
+    runs = doc_rows(out.read_text(), "### Runs")
+    assert len(runs) == 1 and int(runs[0][7]) == len(MODELS) * len(RECIPES)
+
+
+@pytest.mark.parametrize("field, a, b", [
+    ("machine", {"gpu": {"name": "NVIDIA H100 80GB HBM3"}}, {"gpu": {"name": "NVIDIA H200"}}),
+    ("tier", "h100", "h200"),
+    ("weights", "real", "synthetic"),
+])
+def test_doc_refuses_sources_of_different_setups(tmp_path, capsys, field, a, b):
+    one = {"flux-dev/bf16": case("flux-dev", "bf16", 1)}
+    first = write_source(tmp_path / "first", one, **{field: a})
+    second = write_source(tmp_path / "second", one, **{field: b})
+    with pytest.raises(report.ReportError) as err:
+        report.merge_results([first, second])
+    message = str(err.value)
+    for text in (report.display_path(first), report.display_path(second), *(v if isinstance(v, str)
+                                                                         else v["gpu"]["name"] for v in (a, b))):
+        assert text in message
+    out = tmp_path / "doc.md"
+    assert run("doc", first, second, "--out", out) == 2
+    assert "cannot merge" in capsys.readouterr().err and not out.exists()
+
+
+def test_doc_group_table_in_cases_py_order(tmp_path):
+    from diffperf.cases import FLUX_FAST_LADDER, FLUX_OPT_TABLE
+
+    table = ["bf16+teacache-0.4", "bf16", "fp16"]  # file order: reversed against cases.py
+    cases = {f"flux-dev/{r}": {**case("flux-dev", r, i), "groups": ["flux-optimization-table"]}
+             for i, r in enumerate(table)}
+    cases["flux-dev/bf16"]["groups"] += ["flux-fast-ladder"]  # as in cases.py: bf16 is in both groups
+    cached = cases["flux-dev/bf16+teacache-0.4"]
+    cached["knobs"] = {"cache_counters_all_calls": {"computed_steps": 40, "skipped_steps": 100}}
+    cached["fidelity"] = {"reference_recipe": "bf16", "ssim": 0.95}
+    src = write_source(tmp_path / "r", cases)
+    out = tmp_path / "cpu.md"
+    assert run("doc", src, "--out", out) == 0
+    md = out.read_text()
+    rows = doc_rows(md, "### Recipe table `flux-optimization-table`")
+    assert [r[0] for r in rows] == ["`fp16`", "`bf16`", "`bf16+teacache-0.4`"]
+    bf16, cached = rows[1], rows[2]
+    assert bf16[7] == "x1.00" and bf16[11] == "" and cached[11] == "40 of 140"
+    assert cached[7] == f"x{float(bf16[3]) / float(cached[3]):.2f}"  # bf16 median / this median
+    assert cached[8] == "0.9500" and int(cached[10]) == 8
+    assert rows[0][8] == "0.9200 vs fp32"  # a case judged against another reference says so
+    missing = [r for r in report.group_order("flux-optimization-table") if r not in ("fp16", "bf16", "bf16+teacache-0.4")]
+    assert len(missing) == len(FLUX_OPT_TABLE) - 3
+    section = md.split("### Recipe table `flux-optimization-table`")[1].split("\n#")[0]
+    assert "Not measured yet: " + ", ".join(f"`{r}`" for r in missing) in section
+    ladder = doc_rows(md, "### Recipe table `flux-fast-ladder`")
+    assert [r[0] for r in ladder] == ["`bf16`"]
+    assert f"`{report.group_order('flux-fast-ladder')[-1]}`" in md.split("### Recipe table `flux-fast-ladder`")[1]
+    assert len(report.group_order("flux-fast-ladder")) == len(FLUX_FAST_LADDER)
+
+
+def test_doc_group_table_all_measured_has_no_missing_line(tmp_path):
+    ladder = report.group_order("flux-fast-ladder")
+    cases = {f"flux-dev/{r}": {**case("flux-dev", r, i % 4), "groups": ["flux-fast-ladder"]}
+             for i, r in enumerate(ladder)}
+    out = tmp_path / "cpu.md"
+    assert run("doc", write_source(tmp_path / "r", cases), "--out", out) == 0
+    md = out.read_text()
+    assert [r[0] for r in doc_rows(md, "### Recipe table `flux-fast-ladder`")] == [f"`{r}`" for r in ladder]
+    assert "Not measured yet" not in md and "Recipe table `flux-optimization-table`" not in md
+
+
+def test_doc_notes_sources_measured_under_other_software(results, tmp_path):
+    one = {f"flux-dev/{COMPILED}": case("flux-dev", COMPILED, 2)}
+    newer = write_source(tmp_path / "newer", one, started="2025-02-01T00:00:00+00:00",
+                         fingerprint={"tier": "cpu", "weights": "synthetic", "torch": "2.14"})
+    md = report.write_doc([results, newer], tmp_path / "cpu.md").read_text()
+    assert f"> Note: `{report.display_path(results)}` was measured under other conditions" in md
+    assert "torch: 2.13 -> 2.14" in md
+
+
+def test_failed_and_skipped_cases_are_listed_not_tabled(tmp_path):
+    cases = {f"flux-dev/{r}": case("flux-dev", r, i) for i, r in enumerate(RECIPES[:2])}
+    cases["flux-dev/bf16+fa2"] = {"model": "flux-dev", "recipe": "bf16+fa2", "status": "skipped", "groups": [],
+                                  "reason": "flash-attn is not installed"}
+    cases["pixart-sigma/fp32"] = {"model": "pixart-sigma", "recipe": "fp32", "status": "failed", "groups": [],
+                                  "failure": {"kind": "oom", "error": "OutOfMemoryError: CUDA out of memory\nmore",
+                                              "memory": ""}}
+    src = write_source(tmp_path / "r" / "cpu", cases)
+    out = report.write_doc(src, tmp_path / "doc" / "cpu.md")
+    md = out.read_text()
+    section = md.split("## Not measured (failed or skipped)")[1].split("\n## ")[0]
+    assert "| flux-dev/bf16+fa2 | skipped | flash-attn is not installed |" in section
+    assert "| pixart-sigma/fp32 | failed | oom: OutOfMemoryError: CUDA out of memory |" in section
+    # a model whose only case failed gets no section of numbers; the measured ones keep theirs
+    assert "## pixart-sigma" not in md and "## flux-dev" in md
+    assert "bf16+fa2" not in md.split("## flux-dev")[1]
+    summary = report.summary_markdown(report.merge_results(src))
+    assert "Not measured (failed or skipped)" in summary and "pixart-sigma/fp32 | failed" in summary
+
+
+def test_mfu_of_a_step_cache_case_is_not_a_per_step_figure(tmp_path):
+    r = case("flux-dev", "bf16+teacache-0.6", 1)
+    r["mfu"] = {"denoiser_flops_per_step": 74e12, "achieved_tflops": 25000.0, "compute_dtype": "bf16",
+                "peak_tflops": 989.4, "fraction_of_peak": 25.7}
+    r["knobs"] = {"cache_counters_all_calls": {"computed_steps": 40, "skipped_steps": 100}}
+    rows = "\n".join(report.mfu_table({"cases": {"flux-dev/bf16+teacache-0.6": r}}))
+    assert "n/a (step cache)" in rows and "2570" not in rows and "25000" not in rows

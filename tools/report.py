@@ -7,7 +7,8 @@
   csv      the results as CSV
   compare  latency of a new run vs an old run or a baselines file (exit 1 if any case is slower)
   summary  markdown summary for $GITHUB_STEP_SUMMARY, truncated under --max-bytes
-  doc      generated results document with its charts and grids (docs/results/<tier>.md)
+  doc      generated results document with its charts and grids (docs/results/<tier>.md), from one
+           results source or several of the same tier, GPU and weights merged
   all      CSV + tables + ladder PNGs + grids + summary into one directory
 """
 from __future__ import annotations
@@ -142,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-bytes", type=_max_bytes, default=1_000_000)
     s.add_argument("--out", type=Path, help="markdown file (default stdout)")
 
-    s = command("doc", cmd_doc, "generated results document with charts and grids")
+    s = command("doc", cmd_doc, "generated results document with charts and grids", results=False)
+    s.add_argument("results", type=Path, nargs="+",
+                   help="results.json or its directory; several (one tier's sessions) are merged in order, "
+                        "a case in a later one replacing an earlier")
     s.add_argument("--out", type=Path, required=True, help="e.g. docs/results/<tier>.md")
     s.add_argument("--assets-dir", type=Path, help="where the PNGs go (default: <out dir>/assets)")
     s.add_argument("--prompt", default="short", help="prompt id of the grid images (default short)")

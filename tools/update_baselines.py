@@ -137,10 +137,17 @@ def main(argv=None) -> int:
         old = storage.load(out_path, BASELINE_KIND)  # a corrupted old file is an error, not overwritten
     new_entries, refused = {}, []
     for cid in selected:
+        r = cases[cid]
+        if r.get("status") in ("skipped", "failed"):  # nothing measured: nothing to baseline
+            why = r.get("reason") or (r.get("failure") or {}).get("error", "")
+            print(f"  not baselined: {cid} ({r['status']}: {why.splitlines()[0] if why else 'no reason recorded'})")
+            continue
         try:
             new_entries[cid] = entry_from_result(cid, cases[cid])
         except Refused as exc:
             refused.append(str(exc))
+    if not new_entries and not refused:
+        p.error(f"no case of {results_path} was measured (all skipped or failed)")
     if refused:
         print("refused (nothing written):", *refused, sep="\n  ", file=sys.stderr)
         return 2
@@ -188,7 +195,7 @@ def main(argv=None) -> int:
     if args.references:
         base_dir = Path(results_path if Path(results_path).is_dir() else Path(results_path).parent)
         n = 0
-        for cid in selected:
+        for cid in new_entries:
             r = cases[cid]
             dest = reference_dir(args.references_dir, tier.name, weights, r["model"], r["recipe"])
             dest.mkdir(parents=True, exist_ok=True)
