@@ -168,6 +168,7 @@ def pytest_collection_modifyitems(config, items):
         if budgets and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(case_timeout(pc.tier, pc.case, options.timeout_scale),
                                                 method="signal"))
+    items[:] = case_major(items)
     if config.option.collectonly:
         return
     for tier in tiers.values():
@@ -176,6 +177,26 @@ def pytest_collection_modifyitems(config, items):
                 check_writable(options.results_dir / tier.name)
             except StoredFileError as exc:
                 raise pytest.UsageError(str(exc)) from None
+
+
+def case_major(items: list) -> list:
+    """All tests of a case together (pytest's own order is test function first): a run stopped by
+    its time limit then leaves whole cases (numbers and accuracy verdicts), not numbers whose
+    accuracy tests never ran. Models keep their collection order, and a model's reference recipe
+    goes first so its fidelity tests compare against this run's images. Other tests stay first."""
+    first_model: dict[tuple[str, str], int] = {}
+    first_case: dict[str, int] = {}
+    keys = []
+    for i, item in enumerate(items):
+        pc = getattr(item, "callspec", None) and item.callspec.params.get("perf_case")
+        if pc is None:
+            keys.append((-1, 0, 0, i))
+            continue
+        model = first_model.setdefault((pc.tier.name, pc.case.model), len(first_model))
+        case = first_case.setdefault(pc.id, i)
+        reference = 0 if pc.case.recipe.reference.name == pc.case.recipe.name else 1
+        keys.append((model, reference, case, i))
+    return [item for _, item in sorted(zip(keys, items), key=lambda ki: ki[0])]
 
 
 def pytest_report_header(config):

@@ -109,3 +109,18 @@ def test_gpu_tier_on_cpu_machine_runs_nothing(pytester):
     assert "NOTHING WILL RUN for tier 'h100'" in out
     assert "this machine has no CUDA GPU" in out
     assert "passed" not in out.split("\n")[-1] and "failed" not in out.split("\n")[-1]
+
+
+def test_tests_run_case_by_case_reference_recipe_first(pytester):
+    """All tests of one case run together (a run stopped at its time limit leaves whole cases),
+    models in collection order, each model's reference recipe first."""
+    r = pytester.runpytest_subprocess(
+        str(ROOT / "perf_tests"), "-m", "cpu", "-p", "no:cacheprovider", "--collect-only", "-q",
+        "--perf-models", "sd21-base,flux-dev", "--perf-recipes", "fp32+int8wo,fp32")
+    ids = [line.split("[", 1)[1].rstrip("]") for line in r.stdout.lines if "::test_" in line]
+    cases = [i.split(":", 1)[1] for i in ids]
+    order = list(dict.fromkeys(cases))  # cases in the order they first appear
+    assert order == ["flux-dev/fp32", "flux-dev/fp32+int8wo", "sd21-base/fp32", "sd21-base/fp32+int8wo"]
+    # contiguous: each case's tests form one block
+    assert cases == [c for c in order for _ in range(cases.count(c))]
+    assert cases.count("flux-dev/fp32") == 6
