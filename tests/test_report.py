@@ -411,3 +411,30 @@ def test_mfu_of_a_step_cache_case_is_not_a_per_step_figure(tmp_path):
     r["knobs"] = {"cache_counters_all_calls": {"computed_steps": 40, "skipped_steps": 100}}
     rows = "\n".join(report.mfu_table({"cases": {"flux-dev/bf16+teacache-0.6": r}}))
     assert "n/a (step cache)" in rows and "2570" not in rows and "25000" not in rows
+
+
+def _baselines(path: Path, tier="cpu") -> Path:
+    storage.dump(path, BASELINE_KIND, {
+        "tier": tier, "fingerprint": {}, "provenance": {},
+        "tolerances": {"latency": 0.015, "memory": 0.02, "memory_slack_bytes": 2**26, "p_value": 0.05,
+                       "test": "one-sided Mann-Whitney U", "note": "chosen from a noise study",
+                       "spread": {"case": "flux-dev/fp32", "medians_s": [1.0, 1.004, 0.998],
+                                  "max_minus_min_over_median": 0.006, "relative_stdev": 0.003, "source": "s.json"}},
+        "cases": {"flux-dev/fp32": {"median_s": 1.0, "peak_memory_bytes": 10, "samples_s": [1.0]},
+                  "sd21-base/fp32": {"median_s": 1.0, "peak_memory_bytes": 10, "samples_s": [1.0],
+                                     "tolerances": {"latency": 0.23, "basis": "2 x the relative standard deviation"}}}})
+    return path
+
+
+def test_doc_with_baselines_states_the_latency_gate(results, tmp_path):
+    assert run("doc", results, "--out", tmp_path / "d.md", "--baselines", _baselines(tmp_path / "cpu.json")) == 0
+    gate = (tmp_path / "d.md").read_text().split("## Latency gate")[1].split("\n## ")[0]
+    assert "+1.5%" in gate and "p < 0.05" in gate and "chosen from a noise study" in gate
+    assert "Measured spread of 3 medians of `flux-dev/fp32`" in gate and "0.60%" in gate
+    assert "| `sd21-base/fp32` | +23.0% | 2 x the relative standard deviation |" in gate
+    assert "flux-dev/fp32` | +" not in gate  # no tolerance of its own: not listed
+
+
+def test_doc_refuses_baselines_of_another_tier(results, tmp_path, capsys):
+    with pytest.raises(report.ReportError, match="tier 'h100', not 'cpu'"):
+        report.write_doc(results, tmp_path / "d.md", baselines=_baselines(tmp_path / "h100.json", tier="h100"))

@@ -86,7 +86,7 @@ def cmd_summary(a) -> int:
 
 
 def cmd_doc(a) -> int:
-    print(f"wrote {rep.write_doc(a.results, a.out, a.assets_dir, a.prompt)}", file=sys.stderr)
+    print(f"wrote {rep.write_doc(a.results, a.out, a.assets_dir, a.prompt, a.baselines)}", file=sys.stderr)
     return 0
 
 
@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "a case in a later one replacing an earlier")
     s.add_argument("--out", type=Path, required=True, help="e.g. docs/results/<tier>.md")
     s.add_argument("--assets-dir", type=Path, help="where the PNGs go (default: <out dir>/assets)")
+    s.add_argument("--baselines", type=Path, help="the tier's baselines file: its latency gate (tolerance, "
+                                                  "measured spread, per-case tolerances) goes into the document")
     s.add_argument("--prompt", default="short", help="prompt id of the grid images (default short)")
 
     s = command("all", cmd_all, "CSV + tables + ladder PNGs + grids + summary in one directory")
