@@ -7,7 +7,8 @@
 # Parts:
 #   smoke    -m "h100 and smoke" against the committed baselines + references (issue 4)
 #   oom      a real CUDA out-of-memory in one case (tests/gpu_ballast.py), the next case still runs (issue 8)
-#   table    FLUX.1-dev rows of flux-optimization-benchmarks.md that need no compile (issue 4)
+#   table    FLUX.1-dev rows of flux-optimization-benchmarks.md that need no compile (issue 4);
+#            TABLE_RECIPES=a,b overrides the list (e.g. the rows not measured yet)
 #   ladder   FLUX.1-dev flux-fast ladder rungs, cold compile cache (issue 4); RUNGS=2 or RUNGS=2,3
 #            picks rungs of $LADDER by position (sed addresses: 2 or 2,3)
 #   cache    the first compiled rung again in a new process: cold start from the warm cache (issue 4)
@@ -46,7 +47,7 @@ run_part() {
             DIFFPERF_BALLAST_MODEL=pixart-sigma PYTHONPATH=$PYTHONPATH:$PWD/tests suite oom "$limit" -m h100 -p gpu_ballast \
                 --perf-models pixart-sigma,sd21-base --perf-recipes bf16 --perf-iterations 3 --perf-warmup 1 -q -rfE ;;
         table)
-            suite table "$limit" -m h100 --perf-models flux-dev --perf-recipes "$FLUX_TABLE" \
+            suite table "$limit" -m h100 --perf-models flux-dev --perf-recipes "${TABLE_RECIPES:-$FLUX_TABLE}" \
                 --perf-iterations 3 --perf-warmup 1 -q ;;
         ladder)
             # a full-graph max-autotune compile of FLUX took > 400 s cold: RUNGS=2 runs one rung alone

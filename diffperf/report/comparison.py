@@ -1,0 +1,154 @@
+"""A run against an older run or its baselines file: the same judgment as the latency tests."""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..compare import BASELINE_KIND, judge_latency, load_baselines
+from ..record import load_results
+from .common import _median, _mem_unit, _peak, md_table
+
+# -- comparison of two runs (or a run against its baselines) ----------------------------------
+
+
+def load_old(path: Path) -> tuple[str, dict]:
+    """('baselines', baselines file) or ('results', results file), told apart by the file's kind."""
+    path = Path(path)
+    if path.is_file():
+        try:
+            kind = json.loads(path.read_text()).get("kind")
+        except (ValueError, AttributeError, OSError):
+            kind = None  # load_results below names the problem
+        if kind == BASELINE_KIND:
+            return "baselines", load_baselines(path)
+    return "results", load_results(path)
+
+
+def _old_entries(kind: str, data: dict) -> dict[str, dict]:
+    """case id -> {median_s, samples_s, peak} of the old side."""
+    out = {}
+    for cid, c in data["cases"].items():
+        if kind == "baselines":
+            out[cid] = {"median_s": c["median_s"], "samples_s": c["samples_s"], "peak": c.get("peak_memory_bytes")}
+        elif (c.get("timing") or {}).get("samples_s") and _median(c):
+            out[cid] = {"median_s": _median(c), "samples_s": c["timing"]["samples_s"], "peak": _peak(c)}
+    return out
+
+
+@dataclass(frozen=True)
+class CaseChange:
+    case: str
+    old_median: float
+    new_median: float
+    p_slower: float
+    p_faster: float
+    verdict: str  # "slower", "faster" or "same"
+    n_new: int
+    n_old: int
+    old_peak: int | None
+    new_peak: int | None
+
+    @property
+    def ratio(self) -> float:
+        return self.new_median / self.old_median
+
+
+@dataclass
+class Comparison:
+    changes: list[CaseChange]
+    new_only: list[str]
+    missing: list[str]
+    unmeasured: list[str]
+    tolerance: float
+    alpha: float
+
+    @property
+    def slower(self) -> list[CaseChange]:
+        return [c for c in self.changes if c.verdict == "slower"]
+
+    @property
+    def underpowered(self) -> list[CaseChange]:
+        """Cases with too few samples to ever reach p < alpha (the smallest one-sided U-test p is 1/C(n+m, n))."""
+        return [c for c in self.changes if 1 / math.comb(c.n_new + c.n_old, c.n_new) >= self.alpha]
+
+
+def compare_runs(new: dict, old_kind: str, old: dict, tolerance: float | None = None,
+                 alpha: float | None = None) -> Comparison:
+    """Judge every case in both with judge_latency (the rule the latency tests apply). A baselines
+    file brings its own tolerance and p-value; otherwise tolerance/alpha (defaults 0.05)."""
+    from scipy.stats import mannwhitneyu
+
+    if old_kind == "baselines":
+        tolerance, alpha = old["tolerances"]["latency"], old["tolerances"]["p_value"]
+    tolerance = 0.05 if tolerance is None else tolerance
+    alpha = 0.05 if alpha is None else alpha
+    old_cases = _old_entries(old_kind, old)
+    changes, unmeasured = [], []
+    for cid, r in sorted(new["cases"].items()):
+        if cid not in old_cases:
+            continue
+        samples = (r.get("timing") or {}).get("samples_s")
+        if not samples:
+            unmeasured.append(cid)
+            continue
+        base = old_cases[cid]
+        v = judge_latency(samples, base, tolerance, alpha)
+        # judge_latency reports p for "slower"; the mirror test for "faster" uses its same lower bound
+        lower = [s * (1 - tolerance) if tolerance < 1 else s / (1 + tolerance) for s in base["samples_s"]]
+        p_fast = float(mannwhitneyu(samples, lower, alternative="less").pvalue)
+        verdict = "slower" if v.failed else "faster" if v.stale else "same"
+        new_median = _median(r) if _median(r) is not None else statistics.median(samples)
+        changes.append(CaseChange(cid, base["median_s"], float(new_median),
+                                  v.p_value, p_fast, verdict, len(samples), len(base["samples_s"]),
+                                  base["peak"], _peak(r)))
+    order = {"slower": 0, "faster": 1, "same": 2}
+    changes.sort(key=lambda c: (order[c.verdict], -c.ratio if c.verdict == "slower" else c.ratio, c.case))
+    return Comparison(changes, sorted(set(new["cases"]) - set(old_cases) - set(unmeasured)),
+                      sorted(set(old_cases) - set(new["cases"])), unmeasured, tolerance, alpha)
+
+
+def _fingerprint_diff(new: dict, old: dict) -> list[str]:
+    a, b = old.get("fingerprint") or {}, new.get("fingerprint") or {}
+    return [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def comparison_markdown(cmp: Comparison, new: dict, new_path: str, old_kind: str, old: dict, old_path: str) -> str:
+    n = {v: sum(c.verdict == v for c in cmp.changes) for v in ("slower", "faster", "same")}
+    head = "**REGRESSION**" if n["slower"] else "no significant slowdown"
+    src = "the baselines file" if old_kind == "baselines" else "--tolerance/--alpha"
+    lines = [
+        "## diffperf latency comparison", "",
+        f"{head}: {n['slower']} slower, {n['faster']} faster, {n['same']} same of {len(cmp.changes)} compared cases.", "",
+        f"New: `{new_path}` (tier {new.get('tier')}, commit {new.get('commit') or 'unknown'}, {new.get('finished')}). "
+        f"Old: `{old_path}` ({old_kind}; tier {old.get('tier')}, commit "
+        f"{old.get('commit') or (old.get('provenance') or {}).get('commit') or 'unknown'}).", "",
+        f"A case is **slower** when its median exceeds the old median x{1 + cmp.tolerance:g} and a one-sided "
+        f"Mann-Whitney U test of its samples against the old samples x{1 + cmp.tolerance:g} gives p < {cmp.alpha:g}; "
+        f"**faster** is the mirror test (tolerance +{cmp.tolerance:.0%} and alpha {cmp.alpha:g} from {src}).", "",
+    ]
+    diff = _fingerprint_diff(new, old)
+    if diff:
+        lines += [f"> Warning: the runs were measured under different conditions ({'; '.join(diff)}); "
+                  f"the comparison is not like for like.", ""]
+    if cmp.underpowered:
+        lines += [f"> Note: {len(cmp.underpowered)} case(s) have too few samples for any difference to reach "
+                  f"p < {cmp.alpha:g} (e.g. `{cmp.underpowered[0].case}`, n {cmp.underpowered[0].n_new}/"
+                  f"{cmp.underpowered[0].n_old}); they can never be judged slower. Measure more iterations.", ""]
+    if cmp.changes:
+        unit, div = _mem_unit([c.old_peak for c in cmp.changes] + [c.new_peak for c in cmp.changes])
+        rows = [[f"**{c.verdict}**" if c.verdict != "same" else c.verdict, f"`{c.case}`", f"{c.old_median:.4f}",
+                 f"{c.new_median:.4f}", f"x{c.ratio:.3f}", f"{c.p_slower:.4f}", f"{c.p_faster:.4f}",
+                 f"{c.n_new}/{c.n_old}",
+                 "" if c.old_peak is None or c.new_peak is None else f"{c.old_peak / div:.3f} -> {c.new_peak / div:.3f}"]
+                for c in cmp.changes]
+        lines += md_table(["verdict", "case", "old median (s)", "new median (s)", "new/old", "p slower", "p faster",
+                           "n new/old", f"peak memory ({unit})"], rows) + [""]
+    for title, ids in (("New cases (not in the old run)", cmp.new_only),
+                       ("Missing cases (in the old run, not in the new)", cmp.missing),
+                       ("Not compared (no timing samples in the new run)", cmp.unmeasured)):
+        if ids:
+            lines += [f"### {title}", "", *(f"- `{cid}`" for cid in ids), ""]
+    return "\n".join(lines)

@@ -1,0 +1,308 @@
+"""The generated results document: several runs of a tier merged, machine and runs, latency gate,
+MFU, what was not measured, and per model its charts, image grid and tables."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..compare import load_baselines
+from ..record import load_results, safe_name
+from .charts import LADDER_GROUPS, grid_png, group_order, in_cases_py_order, ladder_png
+from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _peak, _ssim_text, display_path,
+                     md_table, measured, model_cases, models_of, results_dir, truncate_markdown)
+from .comparison import _fingerprint_diff
+from .tables import (QUANT_LEGEND, TABLES_NOTE, _cold_text, csv_file, model_heading, model_tables,
+                     not_measured_markdown, summary_markdown, tables_markdown)
+
+# -- several results sources as one (a tier measured over several sessions) -------------------
+
+Source = Path | str
+
+
+def _gpu_label(results: dict) -> str:
+    """The GPU's name, or on CPU the CPU architecture: what the numbers were measured on."""
+    m = results.get("machine") or {}
+    gpu = m.get("gpu") or {}
+    return gpu.get("name") if gpu else f"none (CPU {m.get('cpu')})"
+
+
+def _check_mergeable(first: tuple[Path, dict], other: tuple[Path, dict]) -> None:
+    """Numbers of another tier, other weights or another GPU must never share a table."""
+    for what, value in (("tier", lambda r: r.get("tier")), ("weights", lambda r: r.get("weights")),
+                        ("GPU", _gpu_label)):
+        a, b = value(first[1]), value(other[1])
+        if a != b:
+            raise ReportError(f"cannot merge results of different {what}: {display_path(first[0])} has {a!r}, "
+                              f"{display_path(other[0])} has {b!r}")
+
+
+def merge_results(sources: Source | list[Source]) -> dict:
+    """Several results sources (results.json or its directory) as one results dict. A case id in a
+    later source replaces the earlier one; the header (machine, commit, dates) is the most recently
+    started source's. In memory only, never to be written to a file: each case's `_source_dir`
+    (where its image paths start) and `_source` (index of its source), and `_runs`: per source its
+    display path, header and number of cases taken from it."""
+    sources = [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(s) for s in sources]
+    if not sources:
+        raise ReportError("no results source given")
+    loaded = [load_results(s) for s in sources]
+    for pair in zip(sources[1:], loaded[1:]):
+        _check_mergeable((sources[0], loaded[0]), pair)
+    cases: dict[str, dict] = {}
+    for i, (src, res) in enumerate(zip(sources, loaded)):
+        for cid, r in res["cases"].items():
+            cases[cid] = {**r, "_source_dir": results_dir(src), "_source": i}
+    runs = [{"path": display_path(src), "header": {k: v for k, v in res.items() if k != "cases"},
+             "cases": sum(r["_source"] == i for r in cases.values())}
+            for i, (src, res) in enumerate(zip(sources, loaded))]
+    # ISO 8601 times in UTC (record.now): text order is time order; a tie goes to the later source
+    latest = max(range(len(loaded)), key=lambda i: (loaded[i].get("started") or "", i))
+    return {**runs[latest]["header"], "cases": cases, "_runs": runs}
+
+
+# -- results document -------------------------------------------------------------------------
+
+
+def machine_markdown(results: dict) -> list[str]:
+    m = results.get("machine") or {}
+    gpu = m.get("gpu") or {}
+    rows = [["GPU", gpu.get("name", "none (CPU)")]]
+    if gpu:
+        rows += [["GPU memory", _fmt_mem(gpu.get("memory_bytes"))], ["GPU count", gpu.get("count")],
+                 ["driver", gpu.get("driver")], ["CUDA", m.get("cuda")], ["power limit (W)", gpu.get("power_limit_w")]]
+    threads = f", {m['torch_threads']} torch threads" if m.get("torch_threads") else ""
+    rows += [["CPU", f"{m.get('cpu')} ({m.get('cpu_count')} cores{threads})"],
+             ["platform", m.get("platform")], ["python", m.get("python")]]
+    rows += [[pkg, ver] for pkg, ver in sorted((m.get("versions") or {}).items()) if ver]
+    rows += [["commit", results.get("commit") or "unknown"], ["started", results.get("started")],
+             ["finished", results.get("finished")]]
+    return md_table(["", "value"], [r for r in rows if r[1] is not None])
+
+
+def runs_markdown(merged: dict) -> list[str]:
+    """One row per results source of a merged document, then a note on sources measured under
+    other software than the latest (their cases are not like for like with the rest)."""
+    rows, notes = [], []
+    for run in merged["_runs"]:
+        h = run["header"]
+        m = h.get("machine") or {}
+        gpu = m.get("gpu") or {}
+        # an interrupted run's header holds the time it started writing, not an end
+        finished = "not finished (interrupted run)" if h.get("incomplete") else h.get("finished")
+        rows.append([f"`{run['path']}`", h.get("started"), finished, (h.get("commit") or "unknown")[:10],
+                     gpu.get("name", "none (CPU)"), gpu.get("driver", ""), m.get("cpu_model") or "not recorded",
+                     run["cases"]])
+        diff = _fingerprint_diff(merged, h)
+        if diff:
+            notes.append(f"> Note: `{run['path']}` was measured under other conditions than the latest run "
+                         f"(its value -> the latest's: {'; '.join(diff)}).")
+    table = md_table(["Source", "Started", "Finished", "Commit", "GPU", "Driver", "Host CPU", "Cases taken"], rows)
+    return ["### Runs", "", "A case measured in several sources is taken from the last one listed.", "",
+            *table, "", *(f"{n}\n" for n in notes)]
+
+
+# recipe groups shown as tables in the document, with where their rows come from
+GROUP_TABLES = {
+    "flux-optimization-table": "`FLUX_OPT_TABLE`, the rows of flux-optimization-benchmarks.md",
+    "flux-fast-ladder": "`FLUX_FAST_LADDER`, the rungs of flux-fast-readme.md",
+}
+GROUP_NOTE = ("Speedup vs bf16 = the eager bf16 median / this median; SSIM vs the eager bf16 image of the same "
+              "prompt and seed; denoiser steps computed (step caches only) = transformer calls computed of all "
+              "steps, summed over the case's cold, warm-up and timed calls.")
+
+
+def group_cases(cases: list[Case], group: str) -> tuple[list[Case], list[str]]:
+    """(the group's cases in diffperf/cases.py order, the group's recipes not among them). A case
+    belongs when it is tagged with the group or its recipe is listed in it (a case asked for by
+    --recipe is tagged 'requested' only)."""
+    order = group_order(group) or []
+    members = [c for c in cases if group in (c[1].get("groups") or []) or c[1]["recipe"] in order]
+    measured = {r["recipe"] for _, r in members}
+    return in_cases_py_order(members, order), [name for name in order if name not in measured]
+
+
+def _speedup_text(ref: float | None, median: float | None) -> str:
+    return f"x{ref / median:.2f}" if ref and median else ""
+
+
+def _ssim_vs_bf16_text(r: dict) -> str:
+    # the column compares with bf16; a case judged against another reference names it
+    fid = r.get("fidelity") or {}
+    if fid.get("ssim") is None:
+        return ""
+    return f"{fid['ssim']:.4f}" if fid.get("reference_recipe") == "bf16" else _ssim_text(r)
+
+
+def _steps_computed_text(r: dict) -> str:
+    c = (r.get("knobs") or {}).get("cache_counters_all_calls")
+    if not c:
+        return ""
+    return f"{c.get('computed_steps', 0)} of {c.get('computed_steps', 0) + c.get('skipped_steps', 0)}"
+
+
+def group_table(cases: list[Case], ref_median: float | None) -> list[str]:
+    """The reference document's columns (average, min, P50/90/99) plus memory, speedup and SSIM vs
+    bf16, the cold call, the number of timed samples and the step cache's computed steps."""
+    unit, div = _mem_unit(_peak(r) for _, r in cases)
+    headers = ["Recipe", "Average (s)", "Min (s)", "P50 (s)", "P90 (s)", "P99 (s)", f"Peak memory ({unit})",
+               "Speedup vs bf16", "SSIM vs bf16", "Cold / compile (s)", "Samples", "Denoiser steps computed"]
+    rows = []
+    for _, r in cases:
+        s = r.get("summary") or {}
+        rows.append([f"`{r['recipe']}`", *(_fmt_s(s.get(k)) for k in ("mean_s", "min_s", "median_s", "p90_s", "p99_s")),
+                     "" if _peak(r) is None else f"{_peak(r) / div:.3f}", _speedup_text(ref_median, _median(r)),
+                     _ssim_vs_bf16_text(r), _cold_text(r), len((r.get("timing") or {}).get("samples_s") or []),
+                     _steps_computed_text(r)])
+    return md_table(headers, rows)
+
+
+def group_sections(cases: list[Case], level: int = 3) -> list[str]:
+    """A table per GROUP_TABLES group the model has cases in, each followed by the group's recipes
+    still to be measured; [] when it has none."""
+    ref = next((_median(r) for _, r in cases if r["recipe"] == "bf16"), None)
+    lines = []
+    for group, origin in GROUP_TABLES.items():
+        if not any(group in (r.get("groups") or []) for _, r in cases):
+            continue
+        members, missing = group_cases(cases, group)
+        lines += [f"{'#' * level} Recipe table `{group}`", "", f"Rows in diffperf/cases.py order ({origin}).", "",
+                  *group_table(members, ref), ""]
+        lines += [f"Not measured yet: {', '.join(f'`{m}`' for m in missing)}", ""] if missing else []
+    return [GROUP_NOTE, "", *lines] if lines else []
+
+
+def _link(target: Path, doc: Path) -> str:
+    return Path(os.path.relpath(Path(target).resolve(), Path(doc).resolve().parent)).as_posix()
+
+
+def doc_markdown(merged: dict, out: Path, assets_dir: Path, prompt: str = "short",
+                 gate: list[str] | None = None) -> str:
+    """The results document of merge_results' output; writes its ladder and grid PNGs into assets_dir."""
+    tier = merged.get("tier")
+    sources = ", ".join(f"`{run['path']}`" for run in merged["_runs"])
+    lines = [f"# diffperf results: tier `{tier}` ({merged.get('weights')} weights)", "",
+             f"_generated by tools/report.py from {sources}; do not edit_", "",
+             "## Machine", "", "The most recently started run's machine and software:", "",
+             *machine_markdown(merged), "", *runs_markdown(merged), TABLES_NOTE, "", QUANT_LEGEND, "",
+             *(gate or []), *mfu_table(merged)]
+    missing = not_measured_markdown(merged)
+    lines += ["## Not measured (failed or skipped)", "", *missing, ""] if missing else []
+    for model in models_of(merged):
+        lines += model_section(merged, model, out, assets_dir, prompt)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def model_section(merged: dict, model: str, out: Path, assets_dir: Path, prompt: str) -> list[str]:
+    """A model's charts, image grid, recipe group tables and sorted tables."""
+    tier = merged.get("tier")
+    cases = model_cases(merged, model)
+    lines = [f"## {model_heading(merged, model)}", ""]
+    groups = [g for g in LADDER_GROUPS if any(g in (r.get("groups") or []) for _, r in cases)]
+    for group in groups or [None]:
+        # no ladder group for this model: ladder_png falls back to all its cases by latency
+        name = f"{tier}-{model}-{group or 'by-latency'}.png"
+        path, _ = ladder_png(merged, group or LADDER_GROUPS[0], Path(assets_dir) / safe_name(name), model)
+        lines += [f"![{model} {group or 'all cases by latency'}]({_link(path, out)})", ""]
+    if any(prompt in (r.get("images") or {}) for _, r in cases):
+        # every merged case carries its own _source_dir: the base directory is only a fallback
+        path, warnings = grid_png(merged, Path("."), model, Path(assets_dir) / safe_name(f"{tier}-{model}-grid.png"),
+                                  prompt)
+        lines += [f"![{model} images, prompt {prompt}]({_link(path, out)})", ""]
+        lines += [f"- {w}" for w in warnings] + ([""] if warnings else [])
+    lines += group_sections(cases)
+    return lines + [model_tables(merged, model, level=2, heading=False)]
+
+
+def mfu_table(results: dict) -> list[str]:
+    """Denoiser FLOPs per step, achieved TFLOP/s and share of the dense peak, per case (GPU results)."""
+    rows = []
+    for cid, r in sorted(results["cases"].items()):
+        m = r.get("mfu")
+        if not m or not measured(r):
+            continue
+        if _is_step_cache(r):  # the median step is a skipped one (results before the runner said so)
+            m = {**m, "achieved_tflops": None, "fraction_of_peak": None}
+        frac = m.get("fraction_of_peak")
+        rows.append([cid, f"{m['denoiser_flops_per_step'] / 1e12:.2f}",
+                     _fmt_s((r.get("summary") or {}).get("step_median_s")),
+                     "" if m.get("achieved_tflops") is None else f"{m['achieved_tflops']:.1f}",
+                     f"{m.get('compute_dtype')} {m.get('peak_tflops') or '?'}",
+                     "n/a (step cache)" if _is_step_cache(r) else "" if frac is None else f"{frac:.1%}"])
+    if not rows:
+        return []
+    return ["## Model FLOPs utilisation (denoiser)", "",
+            "FLOPs per step counted on meta tensors (`tools/flops.py`) at the case's resolution and real batch, "
+            "over the measured median step time; peak = the GPU's dense tensor-core peak for the compute dtype "
+            "(`diffperf/hardware.py`).", "",
+            *md_table(["Case", "TFLOP / step", "Step (s)", "Achieved TFLOP/s", "Peak TFLOP/s", "MFU"], rows), ""]
+
+
+def _is_step_cache(r: dict) -> bool:
+    return bool((r.get("knobs") or {}).get("cache_counters_all_calls")) or "cache-" in r.get("recipe", "")
+
+
+
+def gate_markdown(path: Path, tier: str | None) -> list[str]:
+    """The latency gate a baselines file applies: its tolerance and test, the measured spread the
+    tolerance was chosen from, and the cases with a tolerance of their own (and why)."""
+    data = load_baselines(path)
+    if data["tier"] != tier:
+        raise ReportError(f"{display_path(path)} is the baselines file of tier {data['tier']!r}, not {tier!r}")
+    tol = data["tolerances"]
+    lines = [f"## Latency gate (`{display_path(path)}`)", "",
+             f"A case fails when its median exceeds its baseline median by more than +{tol['latency']:.1%} and "
+             f"{tol.get('test', 'a one-sided Mann-Whitney U test')} gives p < {tol['p_value']}. "
+             f"Memory: +{tol['memory']:.1%} + {tol['memory_slack_bytes'] / 2**20:.0f} MiB.", ""]
+    if tol.get("note"):
+        lines += [tol["note"] + ".", ""]
+    spread = tol.get("spread")
+    if spread:
+        lines += [f"Measured spread of {len(spread['medians_s'])} medians of `{spread['case']}` in one session: "
+                  f"(max - min) / median {spread['max_minus_min_over_median']:.2%}, relative standard deviation "
+                  f"{spread['relative_stdev']:.2%} (`{spread.get('source', '?')}`).", ""]
+    own = [[f"`{cid}`", f"+{c['tolerances']['latency']:.1%}", c["tolerances"].get("basis", "")]
+           for cid, c in sorted(data["cases"].items()) if (c.get("tolerances") or {}).get("latency")]
+    if own:
+        lines += ["Cases with a latency tolerance of their own:", "",
+                  *md_table(["Case", "Tolerance", "Basis"], own), ""]
+    return lines
+
+
+def write_doc(sources: Source | list[Source], out: Path, assets_dir: Path | None = None,
+              prompt: str = "short", baselines: Path | None = None) -> Path:
+    """The results document of one results source or of several merged (merge_results), with
+    the latency gate of `baselines` when given."""
+    merged = merge_results(sources)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gate = gate_markdown(baselines, merged.get("tier")) if baselines else []
+    text = doc_markdown(merged, out, assets_dir or out.parent / "assets", prompt, gate)
+    out.write_text(text)
+    return out
+
+
+def write_all(source: Path, out_dir: Path, group: str = "flux-fast-ladder", prompt: str = "short",
+              max_bytes: int = 1_000_000) -> tuple[list[Path], list[str]]:
+    """CSV, sorted tables, summary, and per model a ladder PNG and an image grid. Returns
+    (files written, notes)."""
+    results = load_results(source)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [csv_file(results, out_dir / "results.csv")]
+    for name, text in (("tables.md", tables_markdown(results)),
+                       ("summary.md", truncate_markdown(summary_markdown(results), max_bytes))):
+        (out_dir / name).write_text(text)
+        files.append(out_dir / name)
+    notes = []
+    for model in models_of(results):
+        path, note = ladder_png(results, group, out_dir / safe_name(f"ladder-{model}.png"), model)
+        files.append(path)
+        notes += [note] if note else []
+        if any(prompt in (r.get("images") or {}) for _, r in model_cases(results, model)):
+            path, warnings = grid_png(results, results_dir(source), model, out_dir / safe_name(f"grid-{model}.png"),
+                                      prompt)
+            files.append(path)
+            notes += warnings
+        else:
+            notes.append(f"{model}: no {prompt!r} images recorded, no grid")
+    return files, notes

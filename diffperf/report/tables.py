@@ -1,0 +1,143 @@
+"""Per-model tables (sorted by memory and latency, percentiles), the run summary and the CSV."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..record import load_results, write_csv
+from .common import (Case, _fmt_bytes, _fmt_s, _median, _mem_unit, _missing_last, _peak, _ssim_text, by_latency,
+                     by_memory, md_table, measured, model_cases, models_of)
+
+# -- recipe columns (the quantization-experiment table) ---------------------------------------
+
+QUANT_LABELS = {None: "NONE", "int8dq": "INT8", "int8wo": "INT8 wo", "fp8dq": "FP8",
+                "fp8dq-tensor": "FP8 tensor", "int4wo": "INT4"}
+QUANT_LEGEND = ("Quantization (torchao): INT8 = int8 dynamic activation + int8 weight (int8dq), "
+                "INT8 wo = int8 weight-only (int8wo), FP8 = float8 dynamic, per-row (fp8dq), "
+                "FP8 tensor = float8 dynamic, per-tensor, INT4 = int4 weight-only (int4wo). "
+                "Quantize TE names the text encoder's scheme when it differs from the denoiser's.")
+
+
+def recipe_columns(name: str) -> list[str]:
+    """Quantization, Quantize TE, Fuse QKV, dtype of a recipe string."""
+    from ..recipes import parse_recipe
+
+    try:
+        r = parse_recipe(name)
+    except Exception:  # a recipe token this version does not know: still list the case
+        return ["?", "?", "?", "?"]
+    label = QUANT_LABELS.get(r.quant, str(r.quant))
+    te = "No" if r.te_quant is None else ("Yes" if r.te_quant == r.quant else f"Yes ({QUANT_LABELS.get(r.te_quant)})")
+    return [label, te, "Yes" if r.fuse_qkv else "No", r.dtype]
+
+
+def quant_table(cases: list[Case]) -> list[str]:
+    unit, div = _mem_unit(_peak(r) for _, r in cases)
+    headers = ["Recipe", "Quantization", "Quantize TE", "Fuse QKV", "dtype", f"Memory ({unit})", "Latency (s)"]
+    rows = [[f"`{r['recipe']}`", *recipe_columns(r["recipe"]),
+             "" if _peak(r) is None else f"{_peak(r) / div:.3f}", _fmt_s(_median(r))] for _, r in cases]
+    return md_table(headers, rows)
+
+
+def percentile_table(cases: list[Case]) -> list[str]:
+    unit, div = _mem_unit(_peak(r) for _, r in cases)
+    headers = ["Recipe", "Average (s)", "Min (s)", "P50 (s)", "P90 (s)", "P99 (s)", f"Peak memory ({unit})",
+               "SSIM vs reference recipe", "Cold / compile (s)"]
+    rows = []
+    for _, r in cases:
+        s = r.get("summary") or {}
+        rows.append([f"`{r['recipe']}`", *(_fmt_s(s.get(k)) for k in ("mean_s", "min_s", "median_s", "p90_s", "p99_s")),
+                     "" if _peak(r) is None else f"{_peak(r) / div:.3f}", _ssim_text(r),
+                     _cold_text(r)])
+    return md_table(headers, rows)
+
+
+def _cold_text(r: dict) -> str:
+    t = r.get("timing") or {}
+    cache = (t.get("cold_compile_cache") or {}).get("state")
+    return _fmt_s(t.get("cold_s")) + (f" ({cache} cache)" if cache in ("warm", "cold", "partly warm") else "")
+
+
+def model_heading(results: dict, model: str) -> str:
+    first = model_cases(results, model)[0][1]
+    size = f" ({first['width']}x{first['height']}, {first.get('steps')} steps)" if first.get("width") else ""
+    return model + size
+
+
+def model_tables(results: dict, model: str, level: int = 2, heading: bool = True) -> str:
+    """The model's tables; with heading=False the caller has written the model's heading (level)."""
+    h = "#" * level
+    cases = model_cases(results, model)
+    lines = [f"{h} {model_heading(results, model)}", ""] if heading else []
+    lines += [f"{h}# Sorted by Memory Usage (Ascending)", "", *quant_table(by_memory(cases)), "",
+              f"{h}# Sorted by Latency (Ascending)", "", *quant_table(by_latency(cases)), "",
+              f"{h}# Latency percentiles", "", *percentile_table(by_latency(cases)), ""]
+    return "\n".join(lines) + "\n"
+
+
+TABLES_NOTE = ("Latency = median of the timed calls; memory = peak allocated during the timed calls "
+               "(GiB/MiB = 2^30/2^20 bytes); cold = the first call (compilation, autotuning, lazy init).")
+
+
+def tables_markdown(results: dict, models: list[str] | None = None, level: int = 2) -> str:
+    parts = [TABLES_NOTE + "\n\n" + QUANT_LEGEND + "\n\n"]
+    parts += [model_tables(results, m, level) for m in (models or models_of(results))]
+    return "\n".join(parts)
+
+
+# -- run summary (called by the plugin at session end) ----------------------------------------
+
+
+def summary_markdown(results: dict) -> str:
+    m = results["machine"]
+    gpu = (m.get("gpu") or {}).get("name", "CPU")
+    v = m.get("versions") or {}
+    lines = [
+        f"## diffperf results: tier `{results['tier']}` ({results['weights']} weights)",
+        "",
+        f"Machine: {gpu}; torch {v.get('torch')}, diffusers {v.get('diffusers')}, "
+        f"torchao {v.get('torchao')}; commit {results.get('commit') or 'unknown'}; {results.get('finished')}",
+        "",
+        "| case | median (s) | p90 (s) | step median (s) | cold (s) | peak mem (GiB) | SSIM vs ref recipe |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    cases = sorted(((cid, r) for cid, r in results["cases"].items() if measured(r)),
+                   key=lambda kv: (kv[1].get("model", ""), _missing_last(_median(kv[1])), kv[0]))
+    for cid, r in cases:
+        s = r.get("summary") or {}
+        fid = (r.get("fidelity") or {}).get("ssim")
+        lines.append(
+            f"| {cid} | {_fmt_s(s.get('median_s'))} | {_fmt_s(s.get('p90_s'))} | {_fmt_s(s.get('step_median_s'))} | "
+            f"{_fmt_s((r.get('timing') or {}).get('cold_s'))} | {_fmt_bytes(_peak(r))} | "
+            f"{'' if fid is None else f'{fid:.4f}'} |"
+        )
+    missing = not_measured_markdown(results)
+    lines += ["", "Not measured (failed or skipped):", "", *missing] if missing else []
+    return "\n".join(lines) + "\n"
+
+
+def write_run_summary(results_path: Path) -> Path:
+    results = load_results(results_path)
+    out = Path(results_path).parent / "summary.md"
+    out.write_text(summary_markdown(results))
+    return out
+
+
+# -- CSV --------------------------------------------------------------------------------------
+
+
+def csv_file(results: dict, out: Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(out, results["cases"])
+    return out
+
+def not_measured_markdown(results: dict) -> list[str]:
+    """Cases that failed or skipped, with why: a report must not drop them silently."""
+    rows = []
+    for cid, r in sorted(results["cases"].items()):
+        if measured(r):
+            continue
+        failure = r.get("failure") or {}
+        why = r.get("reason") or (f"{failure.get('kind')}: {failure.get('error', '')}" if failure else "")
+        rows.append([cid, r.get("status"), (why.splitlines() or [""])[0][:300].replace("|", "\\|")])
+    return md_table(["Case", "Status", "Why"], rows) if rows else []
