@@ -268,19 +268,31 @@ _CACHE_COUNTERS = (("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cach
                    ("aot_autograd", "autograd_cache_hit"), ("aot_autograd", "autograd_cache_miss"))
 
 
-def compile_cache_counters() -> dict[str, int]:
-    from torch._dynamo.utils import counters
+def compile_cache_counters() -> dict[str, Any]:
+    """The caches' hit / miss counters, and the seconds spent so far in each compiler phase
+    (torch._dynamo's compilation_time_metrics: dynamo tracing, AOTAutograd, inductor, ...)."""
+    from torch._dynamo import utils
 
-    return {name: counters[group][name] for group, name in _CACHE_COUNTERS}
+    out: dict[str, Any] = {name: utils.counters[group][name] for group, name in _CACHE_COUNTERS}
+    # a private table of torch's: when a version lacks it, the phases are just not reported
+    out["phases"] = {k: float(sum(v)) for k, v in getattr(utils, "compilation_time_metrics", {}).items()}
+    return out
 
 
-def cache_use(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
-    """Cache hits and misses of one call, and whether it was served from a warm cache."""
+PHASES_KEPT = 12  # the largest compiler phases of a cold call, enough to see where it went
+PHASE_MIN_S = 0.1
+
+
+def cache_use(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Cache hits and misses of one call, whether it was served from a warm cache, and its largest
+    compiler phases (nested: a phase's time includes the phases it calls)."""
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-    delta = {k: after[k] - before[k] for k in after}
+    delta = {name: after[name] - before[name] for _, name in _CACHE_COUNTERS}
+    phases = {k: v - before["phases"].get(k, 0.0) for k, v in after["phases"].items()}
+    top = sorted(((k, v) for k, v in phases.items() if v >= PHASE_MIN_S), key=lambda kv: -kv[1])[:PHASES_KEPT]
     graphs = delta["fxgraph_cache_hit"] + delta["fxgraph_cache_miss"]
-    return {**delta, "cache_dir": cache_dir(),
+    return {**delta, "cache_dir": cache_dir(), "compile_phases_s": {k: round(v, 3) for k, v in top},
             "state": "no graph compiled" if graphs == 0 else
                      "warm" if delta["fxgraph_cache_miss"] == 0 else
                      "cold" if delta["fxgraph_cache_hit"] == 0 else "partly warm"}

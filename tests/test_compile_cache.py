@@ -10,7 +10,7 @@ def test_second_compile_of_the_same_graph_is_served_warm(tmp_path, monkeypatch):
     def f(x):
         return torch.sin(x) * 2 + 1
 
-    states = []
+    states, phases = [], []
     for _ in range(2):
         torch._dynamo.reset()  # as between two processes: compiled code gone, the cache dir stays
         before = compile_cache_counters()
@@ -18,7 +18,13 @@ def test_second_compile_of_the_same_graph_is_served_warm(tmp_path, monkeypatch):
         use = cache_use(before, compile_cache_counters())
         assert use["cache_dir"] == str(tmp_path)
         states.append(use["state"])
+        phases.append(use["compile_phases_s"])
     assert states == ["cold", "warm"]
+    # where the cold call's time went: the compiler's phases, largest first, this call's only
+    cold = phases[0]
+    assert cold and list(cold.values()) == sorted(cold.values(), reverse=True)
+    assert all(0 < v < 600 for v in cold.values())
+    assert sum(phases[1].values()) < sum(cold.values())  # the warm call compiled less
     torch._dynamo.reset()
 
 
