@@ -285,10 +285,10 @@ def perf_outcome(perf_case: PerfCase, perf_state: SessionState):
         prompts = Prompts.load(options.prompts_file)
         # a failure is kept as text, reported by every test of the case; pytest.fail.Exception is
         # how pytest-timeout's signal method stops a case over its budget
-        outcome = run_case_isolated(perf_case.case, perf_case.tier, options, prompts, perf_state.recorders[name],
+        recorder = perf_state.recorders[name]
+        outcome = run_case_isolated(perf_case.case, perf_case.tier, options, prompts, recorder,
                                     also_catch=(pytest.fail.Exception,))
         perf_state.outcomes[key] = outcome
-        recorder = perf_state.recorders[name]
         if isinstance(outcome, CaseSkip):
             recorder.add_not_measured(perf_case.case, "skipped", reason=str(outcome))
         elif isinstance(outcome, CaseFailure):

@@ -111,6 +111,13 @@ class RunRecorder:
         return path
 
 
+def not_measured_why(r: dict[str, Any]) -> str:
+    """First line of why a case stored by RunRecorder.add_not_measured has no numbers: the skip
+    reason or the failure's error ('' when neither was recorded)."""
+    why = r.get("reason") or (r.get("failure") or {}).get("error", "")
+    return (why.splitlines() or [""])[0]
+
+
 CSV_FIELDS = ["case", "model", "recipe", "status", "median_s", "mean_s", "min_s", "p90_s", "p99_s", "stdev_s",
               "step_median_s", "text_encode_median_s", "vae_decode_median_s", "cold_s", "load_s",
               "peak_memory_bytes", "weights_bytes", "ssim_vs_reference_recipe", "psnr_vs_reference_recipe",

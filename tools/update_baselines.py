@@ -24,7 +24,7 @@ from diffperf import storage  # noqa: E402
 from diffperf.compare import BASELINE_KIND, baseline_path, noise_tolerance  # noqa: E402
 from diffperf.errors import StoredFileError  # noqa: E402
 from diffperf.options import ROOT  # noqa: E402
-from diffperf.record import load_results, now  # noqa: E402
+from diffperf.record import load_results, not_measured_why, now  # noqa: E402
 from diffperf.references import LATENTS_FILE, LATENTS_KIND, reference_dir  # noqa: E402
 from diffperf.tiers import TIERS, get_tier  # noqa: E402
 
@@ -139,11 +139,10 @@ def main(argv=None) -> int:
     for cid in selected:
         r = cases[cid]
         if r.get("status") in ("skipped", "failed"):  # nothing measured: nothing to baseline
-            why = r.get("reason") or (r.get("failure") or {}).get("error", "")
-            print(f"  not baselined: {cid} ({r['status']}: {why.splitlines()[0] if why else 'no reason recorded'})")
+            print(f"  not baselined: {cid} ({r['status']}: {not_measured_why(r) or 'no reason recorded'})")
             continue
         try:
-            new_entries[cid] = entry_from_result(cid, cases[cid])
+            new_entries[cid] = entry_from_result(cid, r)
         except Refused as exc:
             refused.append(str(exc))
     if not new_entries and not refused:

@@ -12,7 +12,7 @@ from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _p
                      md_table, measured, model_cases, models_of, results_dir, truncate_markdown)
 from .comparison import _fingerprint_diff
 from .tables import (QUANT_LEGEND, TABLES_NOTE, _cold_text, csv_file, model_heading, model_tables,
-                     not_measured_markdown, summary_markdown, tables_markdown)
+                     not_measured_markdown, parsed_recipe, summary_markdown, tables_markdown)
 
 # -- several results sources as one (a tier measured over several sessions) -------------------
 
@@ -238,7 +238,10 @@ def mfu_table(results: dict) -> list[str]:
 
 
 def _is_step_cache(r: dict) -> bool:
-    return bool((r.get("knobs") or {}).get("cache_counters_all_calls")) or "cache-" in r.get("recipe", "")
+    recipe = parsed_recipe(r.get("recipe", ""))
+    if recipe is None:  # unknown tokens: a step cache leaves its counters in the knobs
+        return bool((r.get("knobs") or {}).get("cache_counters_all_calls"))
+    return bool(recipe.cache)
 
 
 

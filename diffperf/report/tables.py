@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..record import load_results, write_csv
+from ..record import load_results, not_measured_why, write_csv
 from .common import (Case, _fmt_bytes, _fmt_s, _median, _mem_unit, _missing_last, _peak, _ssim_text, by_latency,
                      by_memory, md_table, measured, model_cases, models_of)
 
@@ -17,13 +17,21 @@ QUANT_LEGEND = ("Quantization (torchao): INT8 = int8 dynamic activation + int8 w
                 "Quantize TE names the text encoder's scheme when it differs from the denoiser's.")
 
 
-def recipe_columns(name: str) -> list[str]:
-    """Quantization, Quantize TE, Fuse QKV, dtype of a recipe string."""
+def parsed_recipe(name: str):
+    """The Recipe of a results file's recipe string, or None for a token this version does not
+    know (the case is still reported)."""
     from ..recipes import parse_recipe
 
     try:
-        r = parse_recipe(name)
-    except Exception:  # a recipe token this version does not know: still list the case
+        return parse_recipe(name)
+    except Exception:
+        return None
+
+
+def recipe_columns(name: str) -> list[str]:
+    """Quantization, Quantize TE, Fuse QKV, dtype of a recipe string."""
+    r = parsed_recipe(name)
+    if r is None:
         return ["?", "?", "?", "?"]
     label = QUANT_LABELS.get(r.quant, str(r.quant))
     te = "No" if r.te_quant is None else ("Yes" if r.te_quant == r.quant else f"Yes ({QUANT_LABELS.get(r.te_quant)})")
@@ -137,7 +145,8 @@ def not_measured_markdown(results: dict) -> list[str]:
     for cid, r in sorted(results["cases"].items()):
         if measured(r):
             continue
-        failure = r.get("failure") or {}
-        why = r.get("reason") or (f"{failure.get('kind')}: {failure.get('error', '')}" if failure else "")
-        rows.append([cid, r.get("status"), (why.splitlines() or [""])[0][:300].replace("|", "\\|")])
+        why = not_measured_why(r)
+        if r.get("failure") and not r.get("reason"):
+            why = f"{r['failure'].get('kind')}: {why}"
+        rows.append([cid, r.get("status"), why[:300].replace("|", "\\|")])
     return md_table(["Case", "Status", "Why"], rows) if rows else []
