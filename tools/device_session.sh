@@ -9,6 +9,9 @@
 #   oom      a real CUDA out-of-memory in one case (tests/gpu_ballast.py), the next case still runs (issue 8)
 #   table    FLUX.1-dev rows of flux-optimization-benchmarks.md that need no compile (issue 4);
 #            TABLE_RECIPES=a,b overrides the list (e.g. the rows not measured yet)
+#   std      the default set of every model (GPU_DEFAULTS) for STD_RECIPES (default: the eager ones,
+#            bf16+te-int8wo,bf16+fuse-qkv) on STD_MODELS (default: all nine); STD_TAG names the
+#            results folder (results-std<TAG>) so that two std parts of one session stay apart
 #   ladder   FLUX.1-dev flux-fast ladder rungs, cold compile cache (issue 4); RUNGS=2 or RUNGS=2,3
 #            picks rungs of $LADDER by position (sed addresses: 2 or 2,3)
 #   cache    the first compiled rung again in a new process: cold start from the warm cache (issue 4)
@@ -49,6 +52,9 @@ run_part() {
         table)
             suite table "$limit" -m h100 --perf-models flux-dev --perf-recipes "${TABLE_RECIPES:-$FLUX_TABLE}" \
                 --perf-iterations 3 --perf-warmup 1 -q ;;
+        std)
+            suite "std${STD_TAG:-}" "$limit" -m h100 ${STD_MODELS:+--perf-models "$STD_MODELS"} \
+                --perf-recipes "${STD_RECIPES:-bf16+te-int8wo,bf16+fuse-qkv}" --perf-iterations 3 --perf-warmup 1 -q ;;
         ladder)
             # a full-graph max-autotune compile of FLUX took > 400 s cold: RUNGS=2 runs one rung alone
             local rungs=$LADDER
@@ -82,7 +88,7 @@ EOF
             # one xdist worker per GPU (two models, one per worker), then context parallel vs one GPU
             suite xdist "$limit" -m "h200 and smoke" -n 2 --perf-models sana-1600m,pixart-sigma -q
             suite multi 300 -m h200x2 -q ;;
-        *) echo "unknown part $part (smoke oom table ladder cache noise profile multi)" >&2; return 2 ;;
+        *) echo "unknown part $part (smoke oom table std ladder cache noise profile multi)" >&2; return 2 ;;
     esac
 }
 
