@@ -56,6 +56,13 @@ class Verdict:
     stale: bool  # clearly faster than the baseline: the baseline should be refreshed
     message: str
     p_value: float | None = None
+    # median over the limit but the samples scatter too much to call it: neither a pass nor a
+    # fail; the test passes (a noisy run must not block) and says so
+    unclear: bool = False
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.failed else "unclear" if self.unclear else "stale" if self.stale else "passed"
 
 
 def judge_latency(samples: list[float], base: dict[str, Any], tolerance: float, alpha: float) -> Verdict:
@@ -76,7 +83,7 @@ def judge_latency(samples: list[float], base: dict[str, Any], tolerance: float, 
             f"(alpha {alpha}); n={len(samples)} vs {len(base['samples_s'])}")
     failed = median > limit and p_slow < alpha
     stale = (not failed) and median < base_median * (1 - min(tolerance, 0.5)) and p_fast < alpha
-    return Verdict(failed, stale, text, p_slow)
+    return Verdict(failed, stale, text, p_slow, unclear=median > limit and not failed)
 
 
 # Median of n samples has a standard error of about 1.25 sigma / sqrt(n); the difference of two

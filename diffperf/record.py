@@ -27,6 +27,27 @@ def git_commit() -> str | None:
     return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
 
 
+def tree_changes(limit: int = 50) -> list[str] | None:
+    """Tracked files that differ from the commit (a copied tree can carry an older .git than its
+    files: the commit alone would then name code that did not run). None outside a checkout."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    paths = [line[3:] for line in out.stdout.splitlines() if line.strip()]
+    return paths[:limit] + ([f"... {len(paths) - limit} more"] if len(paths) > limit else [])
+
+
+def commit_label(header: dict[str, Any], width: int = 40) -> str:
+    """The commit of a results header, with how many tracked files differed from it."""
+    commit = (header.get("commit") or "unknown")[:width]
+    changed = header.get("tree_changes")
+    return f"{commit} + {len(changed)} changed file(s)" if changed else commit
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -98,6 +119,7 @@ class RunRecorder:
             "started": self.started,
             "finished": now(),
             "commit": git_commit(),
+            "tree_changes": tree_changes(),
             "machine": self.machine,
             "fingerprint": fingerprint(self.tier, self.weights, self.machine),
         }
@@ -121,7 +143,7 @@ def not_measured_why(r: dict[str, Any]) -> str:
 CSV_FIELDS = ["case", "model", "recipe", "status", "median_s", "mean_s", "min_s", "p90_s", "p99_s", "stdev_s",
               "step_median_s", "text_encode_median_s", "vae_decode_median_s", "cold_s", "load_s",
               "peak_memory_bytes", "weights_bytes", "ssim_vs_reference_recipe", "psnr_vs_reference_recipe",
-              "inconclusive"]
+              "inconclusive", "latency_verdict"]
 
 
 def csv_row(case_id: str, r: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +159,7 @@ def csv_row(case_id: str, r: dict[str, Any]) -> dict[str, Any]:
         "ssim_vs_reference_recipe": fid.get("ssim"),
         "psnr_vs_reference_recipe": fid.get("psnr"),
         "inconclusive": ";".join(r.get("inconclusive") or []),
+        "latency_verdict": (r.get("latency_verdict") or {}).get("status"),
     }
 
 

@@ -25,6 +25,13 @@ def test_slower_median_but_overlapping_samples_is_not_significant():
     # one slow outlier run moves the median past the limit with 3 samples, but the test disagrees
     v = judge_latency([1.0, 1.5, 1.04], BASE, tolerance=0.03, alpha=0.05)
     assert not v.failed
+    assert v.unclear and v.status == "unclear"  # said, not passed silently
+
+
+def test_verdict_status_names_each_outcome():
+    assert judge_latency([1.0, 1.01, 0.99, 1.0, 1.005], BASE, 0.03, 0.05).status == "passed"
+    assert judge_latency([1.10, 1.11, 1.09, 1.10, 1.12], BASE, 0.03, 0.05).status == "failed"
+    assert judge_latency([0.5, 0.51, 0.5, 0.49, 0.5], BASE, 0.03, 0.05).status == "stale"
 
 
 def test_clearly_faster_marks_stale():

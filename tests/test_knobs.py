@@ -67,6 +67,18 @@ def test_first_block_cache_skips_at_high_threshold():
         counts[recipe] = calls["n"]
     assert counts["fp32"] == b_steps
     assert counts["fp32+fbcache-1000"] < b_steps  # later steps reuse the cached residual
+    # the recorded counters tell the same story as the block calls counted from outside
+    state = b.knobs["cache_state"]
+    assert state.computed_steps == counts["fp32+fbcache-1000"]
+    assert state.computed_steps + state.skipped_steps == b_steps
+
+
+def test_first_block_cache_counts_nothing_skipped_at_zero_threshold():
+    b = build("flux-dev", "fp32+fbcache-0")
+    calls = _count_block_calls(b)
+    generate(b, PROMPT, 0)
+    state = b.knobs["cache_state"]
+    assert (state.computed_steps, state.skipped_steps) == (calls["n"], 0) == (b.spec.tiny.steps, 0)
 
 
 def test_teacache_skips_at_high_threshold():

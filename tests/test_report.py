@@ -9,7 +9,7 @@ from PIL import Image
 
 from diffperf import report, storage
 from diffperf.compare import BASELINE_KIND
-from diffperf.record import RESULTS_KIND
+from diffperf.record import RESULTS_KIND, commit_label, tree_changes
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("report_cli", ROOT / "tools" / "report.py")
@@ -438,3 +438,13 @@ def test_doc_with_baselines_states_the_latency_gate(results, tmp_path):
 def test_doc_refuses_baselines_of_another_tier(results, tmp_path, capsys):
     with pytest.raises(report.ReportError, match="tier 'h100', not 'cpu'"):
         report.write_doc(results, tmp_path / "d.md", baselines=_baselines(tmp_path / "h100.json", tier="h100"))
+
+
+def test_commit_label_says_when_the_tree_differed_from_the_commit():
+    sha = "0123456789" * 4
+    assert commit_label({"commit": sha, "tree_changes": []}, 10) == "0123456789"
+    assert commit_label({"commit": sha, "tree_changes": ["tools/x.sh", "a.py"]}, 10) == \
+        "0123456789 + 2 changed file(s)"
+    assert commit_label({}) == "unknown"
+    changes = tree_changes()  # this checkout: a list (maybe empty), never an error
+    assert changes is None or all(isinstance(p, str) and p for p in changes)

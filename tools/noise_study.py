@@ -171,7 +171,7 @@ def analyze(args) -> int:
              f"the medians: {rel_sd:.2%}; within-run relative standard deviation: median {statistics.median(within):.2%}",
              f"- baseline median {base['median_s']:.4f} s; unchanged runs' medians x"
              + ", x".join(f"{r['median_s'] / base['median_s']:.4f}" for r in null),
-             f"- slowed runs (target slowdown -> measured median ratio): "
+             "- slowed runs (target slowdown -> measured median ratio): "
              + ", ".join(f"{r['slowdown_pct']:g}% -> x{r['median_s'] / base['median_s']:.4f}" for r in slow),
              ""]
     pcts = sorted({r["slowdown_pct"] for r in slow})

@@ -150,7 +150,8 @@ def main(argv=None) -> int:
     if refused:
         print("refused (nothing written):", *refused, sep="\n  ", file=sys.stderr)
         return 2
-    provenance = {"date": now(), "commit": results.get("commit"), "results_started": results.get("started"),
+    provenance = {"date": now(), "commit": results.get("commit"), "tree_changes": results.get("tree_changes"),
+                  "results_started": results.get("started"),
                   "machine": {k: results["machine"].get(k) for k in ("hostname", "cpu", "cpu_count", "gpu", "cuda",
                                                                        "versions")}}
     old_cases = dict(old["cases"]) if old and not args.replace else {}

@@ -1,6 +1,7 @@
 """Step caches: diffusers' FirstBlockCache / MagCache / TaylorSeer, and this project's TeaCache."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -8,10 +9,45 @@ import torch
 from .skip import CaseSkip
 
 
+@dataclass
+class StepCounts:
+    """Denoiser calls whose remaining blocks a step cache computed or skipped (all calls since
+    the cache was enabled); the same fields as TeaCache's state, so reports read both alike."""
+    computed_steps: int = 0
+    skipped_steps: int = 0
+
+
+def count_first_block_cache(denoiser: torch.nn.Module) -> StepCounts:
+    """Count FirstBlockCache's decisions: wraps the head block hook's test of the first block's
+    residual change (diffusers keeps no counters; without them "skipped nothing" is invisible)."""
+    from diffusers.hooks.first_block_cache import _FBC_LEADER_BLOCK_HOOK
+
+    heads = [m._diffusers_hook.get_hook(_FBC_LEADER_BLOCK_HOOK) for m in denoiser.modules()
+             if getattr(m, "_diffusers_hook", None) is not None]
+    heads = [h for h in heads if h is not None]
+    if len(heads) != 1:
+        raise RuntimeError(f"expected one FirstBlockCache head block hook on {type(denoiser).__name__}, "
+                           f"found {len(heads)}: this diffusers version applies the cache differently")
+    hook, counts = heads[0], StepCounts()
+    decide = hook._should_compute_remaining_blocks
+
+    @torch.compiler.disable  # as the wrapped test: it reads a tensor value on the host
+    def counted(residual: torch.Tensor) -> bool:
+        compute = decide(residual)
+        if compute:
+            counts.computed_steps += 1
+        else:
+            counts.skipped_steps += 1
+        return compute
+
+    hook._should_compute_remaining_blocks = counted
+    return counts
+
+
 def apply(denoiser: torch.nn.Module, kind: str, threshold: float, steps: int, model: str,
           diffusers_cache: bool, teacache_ok: bool) -> Any:
-    """Enable the cache on the denoiser; returns a state object with skip counters when the
-    cache offers one (TeaCache), else None."""
+    """Enable the cache on the denoiser; returns a state object with skip counters where they
+    can be had (TeaCache, FirstBlockCache), else None."""
     if kind == "teacache":
         from .teacache import apply_teacache, supports_teacache
 
@@ -37,4 +73,4 @@ def apply(denoiser: torch.nn.Module, kind: str, threshold: float, steps: int, mo
     else:
         raise CaseSkip(f"unknown cache {kind!r}")
     denoiser.enable_cache(config)
-    return None
+    return count_first_block_cache(denoiser) if kind == "fbcache" else None

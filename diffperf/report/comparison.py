@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..compare import BASELINE_KIND, judge_latency, load_baselines
-from ..record import load_results
+from ..record import commit_label, load_results
 from .common import _median, _mem_unit, _peak, md_table
 
 # -- comparison of two runs (or a run against its baselines) ----------------------------------
@@ -122,7 +122,7 @@ def comparison_markdown(cmp: Comparison, new: dict, new_path: str, old_kind: str
     lines = [
         "## diffperf latency comparison", "",
         f"{head}: {n['slower']} slower, {n['faster']} faster, {n['same']} same of {len(cmp.changes)} compared cases.", "",
-        f"New: `{new_path}` (tier {new.get('tier')}, commit {new.get('commit') or 'unknown'}, {new.get('finished')}). "
+        f"New: `{new_path}` (tier {new.get('tier')}, commit {commit_label(new)}, {new.get('finished')}). "
         f"Old: `{old_path}` ({old_kind}; tier {old.get('tier')}, commit "
         f"{old.get('commit') or (old.get('provenance') or {}).get('commit') or 'unknown'}).", "",
         f"A case is **slower** when its median exceeds the old median x{1 + cmp.tolerance:g} and a one-sided "

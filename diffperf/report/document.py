@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..compare import load_baselines
-from ..record import load_results, safe_name
+from ..record import commit_label, load_results, safe_name
 from .charts import LADDER_GROUPS, grid_png, group_order, in_cases_py_order, ladder_png
 from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _peak, _ssim_text, display_path,
                      md_table, measured, model_cases, models_of, results_dir, truncate_markdown)
@@ -74,7 +74,7 @@ def machine_markdown(results: dict) -> list[str]:
     rows += [["CPU", f"{m.get('cpu')} ({m.get('cpu_count')} cores{threads})"],
              ["platform", m.get("platform")], ["python", m.get("python")]]
     rows += [[pkg, ver] for pkg, ver in sorted((m.get("versions") or {}).items()) if ver]
-    rows += [["commit", results.get("commit") or "unknown"], ["started", results.get("started")],
+    rows += [["commit", commit_label(results)], ["started", results.get("started")],
              ["finished", results.get("finished")]]
     return md_table(["", "value"], [r for r in rows if r[1] is not None])
 
@@ -89,7 +89,7 @@ def runs_markdown(merged: dict) -> list[str]:
         gpu = m.get("gpu") or {}
         # an interrupted run's header holds the time it started writing, not an end
         finished = "not finished (interrupted run)" if h.get("incomplete") else h.get("finished")
-        rows.append([f"`{run['path']}`", h.get("started"), finished, (h.get("commit") or "unknown")[:10],
+        rows.append([f"`{run['path']}`", h.get("started"), finished, commit_label(h, 10),
                      gpu.get("name", "none (CPU)"), gpu.get("driver", ""), m.get("cpu_model") or "not recorded",
                      run["cases"]])
         diff = _fingerprint_diff(merged, h)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..record import load_results, not_measured_why, write_csv
+from ..record import commit_label, load_results, not_measured_why, write_csv
 from .common import (Case, _fmt_bytes, _fmt_s, _median, _mem_unit, _missing_last, _peak, _ssim_text, by_latency,
                      by_memory, md_table, measured, model_cases, models_of)
 
@@ -103,7 +103,7 @@ def summary_markdown(results: dict) -> str:
         f"## diffperf results: tier `{results['tier']}` ({results['weights']} weights)",
         "",
         f"Machine: {gpu}; torch {v.get('torch')}, diffusers {v.get('diffusers')}, "
-        f"torchao {v.get('torchao')}; commit {results.get('commit') or 'unknown'}; {results.get('finished')}",
+        f"torchao {v.get('torchao')}; commit {commit_label(results)}; {results.get('finished')}",
         "",
         "| case | median (s) | p90 (s) | step median (s) | cold (s) | peak mem (GiB) | SSIM vs ref recipe |",
         "|---|---|---|---|---|---|---|",
