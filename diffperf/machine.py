@@ -146,13 +146,45 @@ class NvmlSampler:
             self.samples.append(gpu_sample(self.pynvml, self.handle))
         return self.samples
 
+    def wait_until_cool(self, timeout_s: float, hottest_c: float | None = None) -> dict[str, Any] | None:
+        """Idle until the GPU leaves thermal / power-brake throttling (see wait_until_cool);
+        None without NVML."""
+        if not self.pynvml:
+            return None
+        return wait_until_cool(lambda: gpu_sample(self.pynvml, self.handle), timeout_s, hottest_c)
+
+
+# after a throttled round, wait for this much thermal headroom below the hottest reading, so the
+# next round does not heat straight back into the slowdown
+COOL_MARGIN_C = 10.0
+
+
+def wait_until_cool(read, timeout_s: float, hottest_c: float | None = None, poll_s: float = 1.0,
+                    sleep=time.sleep, clock=time.monotonic) -> dict[str, Any]:
+    """Poll `read()` (an NVML sample) until no BAD_THROTTLE reason is active and the temperature
+    is COOL_MARGIN_C below `hottest_c` (when given), or `timeout_s` passes. Says what happened."""
+    start = clock()
+    s = read()
+
+    def cool(x) -> bool:
+        return not x["throttle"] and (hottest_c is None or x["temperature_c"] <= hottest_c - COOL_MARGIN_C)
+
+    while not cool(s) and clock() - start < timeout_s:
+        sleep(poll_s)
+        s = read()
+    return {"waited_s": round(clock() - start, 1), "cleared": cool(s), "temperature_c": s["temperature_c"],
+            "throttle": s["throttle"], "target_c": None if hottest_c is None else hottest_c - COOL_MARGIN_C}
+
+
+def throttle_reasons(samples: list[dict[str, Any]]) -> list[str]:
+    """The BAD_THROTTLE reasons active in any of these NVML samples."""
+    return sorted({r for s in samples for r in s["throttle"]})
+
 
 def inconclusive_reasons(samples: list[dict[str, Any]]) -> list[str]:
     """Why a timing taken with these NVML samples must not become a baseline."""
-    reasons = set()
+    reasons = {f"throttled: {r}" for r in throttle_reasons(samples)}
     for s in samples:
-        for r in s["throttle"]:
-            reasons.add(f"throttled: {r}")
         if s["foreign_processes"]:
             reasons.add(f"foreign GPU processes: {s['foreign_processes']}")
     return sorted(reasons)

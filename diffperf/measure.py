@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .build import Built
+from .machine import throttle_reasons
 
 
 class Clock:
@@ -188,6 +189,8 @@ class Measurement:
     last_image: np.ndarray | None = None  # output of the last timed call (reused as its prompt's image)
     last_latents: list[float] | None = None  # its final latents, projected (accuracy.latent_projection)
     compile_cache: dict[str, Any] | None = None  # compiled recipes: what the cold call took from the cache
+    cooldowns: list[dict[str, Any]] = field(default_factory=list)  # waits for a throttled GPU to cool
+    discarded_rounds: list[dict[str, Any]] = field(default_factory=list)  # timed rounds taken under throttling
 
     def summary(self) -> dict[str, Any]:
         s = np.array(self.samples_s)
@@ -308,11 +311,16 @@ def _no_recompile(built: Built):
         yield
 
 
-def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, sampler=None) -> Measurement:
+def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, sampler=None,
+            cooldown_s: float = 0.0) -> Measurement:
+    """Cold call, warm-up calls, then `iterations` timed calls with NVML sampled throughout. With
+    `sampler` and `cooldown_s` > 0: a GPU already throttled is let cool first, and a timed round
+    taken under throttling is kept aside (raw) and taken once more after the GPU cooled."""
     clock = Clock(built.device)
     cuda = built.device.type == "cuda"
     probe = StageProbe(built, clock)
     capture = LatentCapture(built)
+    cooldowns, discarded = [], []
     try:
         last = {}
 
@@ -324,30 +332,48 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
             clock.sync()
             return clock.seconds(start, end)
 
+        def timed_round() -> tuple[list[float], list[dict[str, Any]], list[dict[str, Any]]]:
+            samples, stages = [], []
+            if sampler:
+                sampler.start()
+            try:
+                with _no_recompile(built):
+                    for _ in range(iterations):
+                        samples.append(timed_call())
+                        stages.append(probe.stages())
+            except RuntimeError as exc:
+                # torch raises a plain RuntimeError under set_stance("fail_on_recompile")
+                if "fail_on_recompile" not in str(exc):
+                    raise
+                raise RecompiledInTimedRegion(
+                    f"{built.case.id} recompiled during timed region (timed call {len(samples) + 1} of "
+                    f"{iterations}, after {1 + warmup} untimed calls): its timings would include compile time. "
+                    f"{exc}") from exc
+            finally:
+                nvml = sampler.stop() if sampler else []
+            return samples, stages, nvml
+
         clock.sync()
         before = compile_cache_counters()
         cold = timed_call()
         cold_cache = cache_use(before, compile_cache_counters()) if built.case.recipe.compile else None
         warm = [timed_call() for _ in range(warmup)]
+        cooling = bool(sampler) and cooldown_s > 0
+        if cooling:
+            waited = sampler.wait_until_cool(cooldown_s)
+            if waited and waited["waited_s"] > 0:
+                cooldowns.append({"before": "timed round 1", **waited})
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        samples, stages = [], []
-        if sampler:
-            sampler.start()
-        try:
-            with _no_recompile(built):
-                for _ in range(iterations):
-                    samples.append(timed_call())
-                    stages.append(probe.stages())
-        except RuntimeError as exc:
-            # torch raises a plain RuntimeError under set_stance("fail_on_recompile")
-            if "fail_on_recompile" not in str(exc):
-                raise
-            raise RecompiledInTimedRegion(
-                f"{built.case.id} recompiled during timed region (timed call {len(samples) + 1} of {iterations}, "
-                f"after {1 + warmup} untimed calls): its timings would include compile time. {exc}") from exc
-        finally:
-            nvml = sampler.stop() if sampler else []
+        samples, stages, nvml = timed_round()
+        why = throttle_reasons(nvml) if cooling else []
+        if why:
+            hottest = max(x["temperature_c"] for x in nvml)
+            waited = sampler.wait_until_cool(cooldown_s, hottest_c=hottest)
+            cooldowns.append({"before": "timed round 2", **(waited or {})})
+            discarded.append({"samples_s": samples, "why": [f"throttled: {r}" for r in why],
+                              "hottest_c": hottest, "nvml": nvml})
+            samples, stages, nvml = timed_round()
     finally:
         capture.remove()  # reverse order: each removes the wrapper it put on top
         probe.remove()
@@ -369,4 +395,5 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
             method="weights + peak live tensor storage of one eager call (TorchDispatchMode)",
         )
     return Measurement(cold, warm, samples, stages, memory, nvml_samples=nvml, last_image=last.get("image"),
-                       last_latents=capture.projection(), compile_cache=cold_cache)
+                       last_latents=capture.projection(), compile_cache=cold_cache, cooldowns=cooldowns,
+                       discarded_rounds=discarded)

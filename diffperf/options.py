@@ -30,6 +30,8 @@ class PerfOptions:
     prompts_file: Path = ROOT / "fixtures" / "prompts.json"
     verify_fault: str | None = None  # LAYER_SUBSTRING@STEP: negate one Linear output in 'verify' cases
     timeout_scale: float = 1.0  # multiplies every case's time budget (diffperf/timeouts.py)
+    # GPU: longest wait for a thermally throttled GPU to cool before (re-)taking a timed round
+    cooldown_s: float = 120.0
 
     def weights_dir(self, model: str) -> str | None:
         """A local checkpoint dir for `model`: --perf-weights-dir, else $DIFFPERF_WEIGHTS_<MODEL>."""
@@ -56,6 +58,9 @@ def add_options(parser) -> None:
     g.addoption("--perf-verify-fault", default=None, metavar="LAYER_SUBSTRING@STEP",
                 help="fault injection for 'verify' recipes: negate the output of the first Linear whose name "
                      "contains LAYER_SUBSTRING at denoising step STEP (the case must then fail naming it)")
+    g.addoption("--perf-cooldown", type=float, default=120.0, metavar="SECONDS",
+                help="GPU: wait up to SECONDS for a thermally throttled GPU to cool before timing, and time a "
+                     "throttled round once more after it cooled (0: never wait; default 120)")
     g.addoption("--perf-timeout-scale", type=float, default=1.0,
                 help="multiply each case's time budget (pytest-timeout; default 1; --timeout overrides)")
 
@@ -99,6 +104,9 @@ def parse_options(get) -> PerfOptions:
     scale = get("perf_timeout_scale")
     if not scale > 0:  # also refuses NaN
         raise UsageError(f"--perf-timeout-scale must be > 0, got {scale}")
+    cooldown = get("perf_cooldown")
+    if not cooldown >= 0:  # also refuses NaN
+        raise UsageError(f"--perf-cooldown must be >= 0 seconds, got {cooldown}")
     kw = {}
     if get("perf_verify_fault"):
         from .knobs.verify import parse_fault
@@ -110,4 +118,4 @@ def parse_options(get) -> PerfOptions:
             kw[key] = Path(get(opt)).resolve()
     return PerfOptions(tier=tier, models=models, recipes=recipes, level=level, weights=weights,
                        weights_dirs=dirs, iterations=get("perf_iterations"), warmup=get("perf_warmup"),
-                       seed=get("perf_seed"), timeout_scale=scale, **kw)
+                       seed=get("perf_seed"), timeout_scale=scale, cooldown_s=cooldown, **kw)

@@ -166,8 +166,8 @@ def pytest_collection_modifyitems(config, items):
         # a timeout marker of the user's own (on the test or its module) wins; the signal method
         # fails only the test, where the thread method would end the whole session
         if budgets and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(case_timeout(pc.tier, pc.case, options.timeout_scale),
-                                                method="signal"))
+            budget = case_timeout(pc.tier, pc.case, options.timeout_scale, options.cooldown_s)
+            item.add_marker(pytest.mark.timeout(budget, method="signal"))
     items[:] = case_major(items)
     if config.option.collectonly:
         return

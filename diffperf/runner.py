@@ -98,7 +98,7 @@ def measure_case(case: Case, tier: Tier, options: PerfOptions,
         sampler = NvmlSampler() if cuda else None
         warmup = options.warmup if options.warmup is not None else tier.warmup
         iterations = options.iterations if options.iterations is not None else tier.iterations
-        m = measure(built, prompts.timing_prompt, prompts.seed, warmup, iterations, sampler)
+        m = measure(built, prompts.timing_prompt, prompts.seed, warmup, iterations, sampler, options.cooldown_s)
         cache_state = built.knobs.get("cache_state")
         timed_cache = _cache_report(cache_state)
         # the timed calls already produced the timing prompt's image (same prompt and seed)
@@ -123,7 +123,8 @@ def measure_case(case: Case, tier: Tier, options: PerfOptions,
             "cpu_class": cpu_class(),  # cpu tier: bf16 / int8 kernels and their rounding depend on it
             "load_s": built.load_seconds,
             "timing": {"cold_s": m.cold_s, "warmup_s": m.warmup_s, "samples_s": m.samples_s, "stages": m.stages,
-                       "cold_compile_cache": m.compile_cache},
+                       "cold_compile_cache": m.compile_cache, "cooldowns": m.cooldowns,
+                       "discarded_rounds": m.discarded_rounds},
             "summary": m.summary(),
             "memory": {**m.memory, **load},
             "knobs": knobs,

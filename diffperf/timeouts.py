@@ -1,8 +1,9 @@
 """Time budget of each case, applied with pytest-timeout: a case that hangs or crawls fails alone,
 named, and the session goes on with the next case.
 
-budget = (tier base + compile allowance) x model factor x --perf-timeout-scale. Every test of a
-case gets the whole budget: whichever runs first builds and measures the case.
+budget = (tier base + compile allowance) x model factor x --perf-timeout-scale, plus on a GPU the
+two waits for a throttled GPU to cool (--perf-cooldown). Every test of a case gets the whole
+budget: whichever runs first builds and measures the case.
 """
 from __future__ import annotations
 
@@ -26,11 +27,12 @@ MODEL_FACTOR = {
 }
 
 
-def case_timeout(tier: Tier, case: Case, scale: float = 1.0) -> float:
+def case_timeout(tier: Tier, case: Case, scale: float = 1.0, cooldown_s: float = 0.0) -> float:
     """Seconds the first test of `case` may take on `tier` (setup included: it builds the case)."""
     seconds = BASE_S[tier.device]
     if case.recipe.compile:
         autotune = AUTOTUNE_FACTOR if "max-autotune" in case.recipe.compile_mode else 1.0
         seconds += COMPILE_S[tier.device] * autotune
     factor = MODEL_FACTOR.get(case.model, 1.0) if tier.size == "full" else 1.0
-    return round(seconds * factor * scale, 1)
+    cooling = 2 * cooldown_s if tier.device == "cuda" else 0.0  # before the timed round, and before a retake
+    return round(seconds * factor * scale + cooling, 1)

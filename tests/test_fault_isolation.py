@@ -144,6 +144,10 @@ def test_case_budgets_follow_tier_model_and_recipe():
     assert budget("h100", "flux-dev", "bf16+compile") == 1800.0  # fp8dq+compile cold start: 295 s
     assert budget("h100", "flux-dev", "bf16+compile-full+max-autotune-no-cudagraphs") == 3000.0
     assert budget("h100", "flux-dev", "bf16", scale=0.5) == 300.0
+    # the waits for a throttled GPU to cool come on top, on a GPU only
+    case = Case("flux-dev", parse_recipe("bf16"), "standard")
+    assert case_timeout(get_tier("h100"), case, 1.0, cooldown_s=120) == 600.0 + 240.0
+    assert case_timeout(get_tier("cpu"), case, 1.0, cooldown_s=120) == 180.0
 
 
 def test_unwritable_results_dir_stops_before_any_case(pytester, tmp_path):

@@ -93,6 +93,11 @@ def test_unknown_tier_is_usage_error(pytester):
     assert r.ret == pytest.ExitCode.USAGE_ERROR and "h100" in r.stderr.str()
 
 
+def test_negative_cooldown_is_usage_error(pytester):
+    r = pytester.runpytest_subprocess(str(ROOT / "perf_tests"), "-p", "no:cacheprovider", "--perf-cooldown", "-5")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR and "--perf-cooldown must be >= 0" in r.stderr.str()
+
+
 def test_unknown_level_is_usage_error(pytester):
     r = pytester.runpytest_subprocess(str(ROOT / "perf_tests"), "-p", "no:cacheprovider", "--perf-level", "huge")
     assert r.ret == pytest.ExitCode.USAGE_ERROR and "huge" in r.stderr.str() and "smoke" in r.stderr.str()

@@ -448,3 +448,20 @@ def test_commit_label_says_when_the_tree_differed_from_the_commit():
     assert commit_label({}) == "unknown"
     changes = tree_changes()  # this checkout: a list (maybe empty), never an error
     assert changes is None or all(isinstance(p, str) and p for p in changes)
+
+
+def test_timing_conditions_name_retaken_waited_and_inconclusive_cases():
+    from diffperf.report.tables import conditions_markdown
+
+    hot = {"timing": {"discarded_rounds": [{"why": ["throttled: sw_thermal_slowdown"], "hottest_c": 87,
+                                            "samples_s": [5.7, 5.8, 5.6], "nvml": []}],
+                      "cooldowns": [{"before": "timed round 2", "waited_s": 41.0}]}, "inconclusive": []}
+    still = {"timing": {}, "inconclusive": ["throttled: sw_thermal_slowdown"]}
+    plain = {"timing": {"cooldowns": []}, "inconclusive": []}
+    skipped = {"status": "skipped", "reason": "n/a", "inconclusive": ["throttled: x"]}
+    text = "\n".join(conditions_markdown({"cases": {"a/bf16": hot, "b/bf16": still, "c/bf16": plain,
+                                                    "d/bf16": skipped}}))
+    assert "| a/bf16 | throttled: sw_thermal_slowdown at 87 C, median 5.700 s | 41.0 s before timed round 2 |" in text
+    assert "| b/bf16 |  |  | throttled: sw_thermal_slowdown |" in text
+    assert "c/bf16" not in text and "d/bf16" not in text
+    assert conditions_markdown({"cases": {"c/bf16": plain}}) == []

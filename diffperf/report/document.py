@@ -11,8 +11,8 @@ from .charts import LADDER_GROUPS, grid_png, group_order, in_cases_py_order, lad
 from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _peak, _ssim_text, display_path,
                      md_table, measured, model_cases, models_of, results_dir, truncate_markdown)
 from .comparison import _fingerprint_diff
-from .tables import (QUANT_LEGEND, TABLES_NOTE, _cold_text, csv_file, model_heading, model_tables,
-                     not_measured_markdown, parsed_recipe, summary_markdown, tables_markdown)
+from .tables import (QUANT_LEGEND, TABLES_NOTE, _cold_text, conditions_markdown, csv_file, model_heading,
+                     model_tables, not_measured_markdown, parsed_recipe, summary_markdown, tables_markdown)
 
 # -- several results sources as one (a tier measured over several sessions) -------------------
 
@@ -187,6 +187,8 @@ def doc_markdown(merged: dict, out: Path, assets_dir: Path, prompt: str = "short
              *(gate or []), *mfu_table(merged)]
     missing = not_measured_markdown(merged)
     lines += ["## Not measured (failed or skipped)", "", *missing, ""] if missing else []
+    conditions = conditions_markdown(merged)
+    lines += ["## Timing conditions", "", *conditions, ""] if conditions else []
     for model in models_of(merged):
         lines += model_section(merged, model, out, assets_dir, prompt)
     return "\n".join(lines).rstrip("\n") + "\n"

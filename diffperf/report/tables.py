@@ -139,6 +139,25 @@ def csv_file(results: dict, out: Path) -> Path:
     write_csv(out, results["cases"])
     return out
 
+def conditions_markdown(results: dict) -> list[str]:
+    """Cases timed under conditions a reader must know of: a GPU that was waited on to cool, a
+    timed round retaken after throttling, or a run still inconclusive (never baselined)."""
+    rows = []
+    for cid, r in sorted(results["cases"].items()):
+        if not measured(r):
+            continue
+        t = r.get("timing") or {}
+        retaken = "; ".join(f"{', '.join(d['why'])} at {d['hottest_c']} C, median "
+                            f"{sorted(d['samples_s'])[len(d['samples_s']) // 2]:.3f} s"
+                            for d in t.get("discarded_rounds") or [])
+        waited = ", ".join(f"{c.get('waited_s')} s before {c['before']}" for c in t.get("cooldowns") or [])
+        still = ", ".join(r.get("inconclusive") or [])
+        if retaken or waited or still:
+            rows.append([cid, retaken or "", waited or "", still or ""])
+    return md_table(["Case", "Timed round set aside", "Waited for the GPU to cool", "Inconclusive (not baselined)"],
+                    rows) if rows else []
+
+
 def not_measured_markdown(results: dict) -> list[str]:
     """Cases that failed or skipped, with why: a report must not drop them silently."""
     rows = []
