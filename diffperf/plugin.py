@@ -6,6 +6,7 @@ Only wiring lives here; the work is done by the modules of the flow
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -286,8 +287,17 @@ def perf_outcome(perf_case: PerfCase, perf_state: SessionState):
         # a failure is kept as text, reported by every test of the case; pytest.fail.Exception is
         # how pytest-timeout's signal method stops a case over its budget
         recorder = perf_state.recorders[name]
-        outcome = run_case_isolated(perf_case.case, perf_case.tier, options, prompts, recorder,
-                                    also_catch=(pytest.fail.Exception,))
+        started = time.monotonic()
+        try:
+            outcome = run_case_isolated(perf_case.case, perf_case.tier, options, prompts, recorder,
+                                        also_catch=(pytest.fail.Exception,))
+        except KeyboardInterrupt:
+            # a run stopped at its time limit (SIGINT) keeps what it measured; the case in flight
+            # is named with how far it got, so "not measured" does not read as "never tried"
+            recorder.add_not_measured(perf_case.case, "interrupted", reason=(
+                f"the run was interrupted (KeyboardInterrupt / SIGINT) {time.monotonic() - started:.0f} s into "
+                f"this case, before it was measured"))
+            raise
         perf_state.outcomes[key] = outcome
         if isinstance(outcome, CaseSkip):
             recorder.add_not_measured(perf_case.case, "skipped", reason=str(outcome))

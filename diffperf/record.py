@@ -133,6 +133,10 @@ class RunRecorder:
         return path
 
 
+# statuses of a case kept in the results without numbers (RunRecorder.add_not_measured)
+NOT_MEASURED = ("skipped", "failed", "interrupted")
+
+
 def not_measured_why(r: dict[str, Any]) -> str:
     """First line of why a case stored by RunRecorder.add_not_measured has no numbers: the skip
     reason or the failure's error ('' when neither was recorded)."""

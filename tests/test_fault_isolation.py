@@ -4,6 +4,7 @@ in the timed region; and an unwritable results directory stops the run before an
 The faults are injected from a test-only plugin (-p inject_fault) that wraps diffperf.runner's
 names in the pytester run: nothing of it is in the product path."""
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ real_measure, real_run_case, real_build_case = runner.measure, runner.run_case, 
 
 
 def measure(built, *args, **kwargs):
-    if built.case.model != %(failing)r:
+    if built.case.model != %(failing)r or FAULT == "interrupt":
         return real_measure(built, *args, **kwargs)
     big = torch.ones(32 * 2**20, dtype=torch.uint8)  # 32 MiB that only this frame holds
     held["tensor"], held["denoiser"] = weakref.ref(big), weakref.ref(built.denoiser)
@@ -39,6 +40,8 @@ def measure(built, *args, **kwargs):
 def build_case(case, *args, **kwargs):
     if FAULT == "sleep" and case.model == %(failing)r:
         time.sleep(600)  # pytest-timeout's signal interrupts this
+    if FAULT == "interrupt" and case.model == %(next)r:
+        raise KeyboardInterrupt  # as a run stopped by SIGINT at its time limit, in the second case
     return real_build_case(case, *args, **kwargs)
 
 
@@ -50,7 +53,7 @@ def run_case(case, *args, **kwargs):
 
 
 runner.measure, runner.run_case, runner.build_case = measure, run_case, build_case
-''' % {"failing": FAILING}
+''' % {"failing": FAILING, "next": NEXT}
 
 
 def run(pytester, monkeypatch, tmp_path, fault, *extra):
@@ -85,6 +88,18 @@ def test_oom_fails_its_case_only_and_frees_its_memory(pytester, monkeypatch, tmp
     failed = results[f"{FAILING}/fp32"]
     assert failed["status"] == "failed" and failed["failure"]["kind"] == "oom" and "summary" not in failed
     assert "CUDA out of memory" in failed["failure"]["error"]
+
+
+def test_interrupted_run_keeps_what_it_measured_and_names_the_case_in_flight(pytester, monkeypatch, tmp_path):
+    """A run stopped by SIGINT (the device scripts' time limits) in its second case: the first
+    case's results are written, and the second is recorded as interrupted, with when."""
+    r = run(pytester, monkeypatch, tmp_path, "interrupt")
+    assert r.ret == pytest.ExitCode.INTERRUPTED
+    results = json.loads((tmp_path / "results" / "cpu" / "results.json").read_text())["cases"]
+    assert results[f"{FAILING}/fp32"]["status"] == "ok"
+    stopped = results[f"{NEXT}/fp32"]
+    assert stopped["status"] == "interrupted" and "summary" not in stopped
+    assert re.search(r"interrupted \(KeyboardInterrupt / SIGINT\) \d+ s into this case", stopped["reason"])
 
 
 def test_broken_cuda_context_skips_the_following_cases(pytester, monkeypatch, tmp_path):

@@ -151,15 +151,18 @@ def test_cpu_tier_keeps_its_one_gross_tolerance(tmp_path):
     assert "tolerances" not in json.loads((tmp_path / "baselines" / "cpu.json").read_text())["cases"]["sd21-base/fp32"]
 
 
-def test_skipped_and_failed_cases_are_listed_not_baselined(tmp_path, capsys):
+def test_skipped_failed_and_interrupted_cases_are_listed_not_baselined(tmp_path, capsys):
     skipped = {"model": "flux-dev", "recipe": "bf16+fa2", "status": "skipped", "reason": "flash-attn is not installed"}
     failed = {"model": "pixart-sigma", "recipe": "fp32", "status": "failed",
               "failure": {"kind": "oom", "error": "OutOfMemoryError: CUDA out of memory", "memory": ""}}
+    stopped = {"model": "sana-1600m", "recipe": "fp32", "status": "interrupted",
+               "reason": "the run was interrupted (KeyboardInterrupt / SIGINT) 350 s into this case"}
     path = write_results(tmp_path, {"sd21-base/fp32": result(), "flux-dev/bf16+fa2": skipped,
-                                    "pixart-sigma/fp32": failed})
+                                    "pixart-sigma/fp32": failed, "sana-1600m/fp32": stopped})
     assert update(tmp_path, path) == 0
     assert list(json.loads((tmp_path / "baselines" / "cpu.json").read_text())["cases"]) == ["sd21-base/fp32"]
     out = capsys.readouterr().out
+    assert "not baselined: sana-1600m/fp32 (interrupted: the run was interrupted" in out
     assert "not baselined: flux-dev/bf16+fa2 (skipped: flash-attn is not installed)" in out
     assert "not baselined: pixart-sigma/fp32 (failed: OutOfMemoryError: CUDA out of memory)" in out
 
@@ -168,5 +171,5 @@ def test_a_run_with_nothing_measured_is_an_error(tmp_path, capsys):
     skipped = {"model": "flux-dev", "recipe": "bf16+fa2", "status": "skipped", "reason": "no flash-attn"}
     with pytest.raises(SystemExit):
         update(tmp_path, write_results(tmp_path, {"flux-dev/bf16+fa2": skipped}))
-    assert "all skipped or failed" in capsys.readouterr().err
+    assert "all skipped, failed or interrupted" in capsys.readouterr().err
     assert not (tmp_path / "baselines" / "cpu.json").exists()

@@ -24,7 +24,7 @@ from diffperf import storage  # noqa: E402
 from diffperf.compare import BASELINE_KIND, baseline_path, noise_tolerance  # noqa: E402
 from diffperf.errors import StoredFileError  # noqa: E402
 from diffperf.options import ROOT  # noqa: E402
-from diffperf.record import load_results, not_measured_why, now  # noqa: E402
+from diffperf.record import NOT_MEASURED, load_results, not_measured_why, now  # noqa: E402
 from diffperf.references import LATENTS_FILE, LATENTS_KIND, reference_dir  # noqa: E402
 from diffperf.tiers import TIERS, get_tier  # noqa: E402
 
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     new_entries, refused = {}, []
     for cid in selected:
         r = cases[cid]
-        if r.get("status") in ("skipped", "failed"):  # nothing measured: nothing to baseline
+        if r.get("status") in NOT_MEASURED:  # nothing measured: nothing to baseline
             print(f"  not baselined: {cid} ({r['status']}: {not_measured_why(r) or 'no reason recorded'})")
             continue
         try:
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         except Refused as exc:
             refused.append(str(exc))
     if not new_entries and not refused:
-        p.error(f"no case of {results_path} was measured (all skipped or failed)")
+        p.error(f"no case of {results_path} was measured (all skipped, failed or interrupted)")
     if refused:
         print("refused (nothing written):", *refused, sep="\n  ", file=sys.stderr)
         return 2
