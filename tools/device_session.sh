@@ -38,8 +38,9 @@ bf16+fuse-qkv+channels-last+fp8dq+compile-full+max-autotune-no-cudagraphs"
 suite() {  # suite <part> <seconds> <pytest args...>: SIGINT at the limit, so the run still writes its results
     local part=$1 limit=$2
     shift 2
+    # a throttled GPU is waited on (--perf-cooldown); kept short here, where a command has 10 minutes
     timeout -s INT "$limit" python3 -m pytest perf_tests -p no:cacheprovider --perf-results "/tmp/results-$part" \
-        "$@" 2>&1
+        --perf-cooldown "${COOLDOWN:-45}" "$@" 2>&1
 }
 
 run_part() {
