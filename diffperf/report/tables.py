@@ -1,6 +1,7 @@
 """Per-model tables (sorted by memory and latency, percentiles), the run summary and the CSV."""
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from ..record import commit_label, load_results, not_measured_why, write_csv
@@ -148,7 +149,7 @@ def conditions_markdown(results: dict) -> list[str]:
             continue
         t = r.get("timing") or {}
         retaken = "; ".join(f"{', '.join(d['why'])} at {d['hottest_c']} C, median "
-                            f"{sorted(d['samples_s'])[len(d['samples_s']) // 2]:.3f} s"
+                            f"{statistics.median(d['samples_s']):.3f} s"
                             for d in t.get("discarded_rounds") or [])
         waited = ", ".join(f"{c.get('waited_s')} s before {c['before']}" for c in t.get("cooldowns") or [])
         still = ", ".join(r.get("inconclusive") or [])
