@@ -370,7 +370,7 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
         if why:
             hottest = max(x["temperature_c"] for x in nvml)
             waited = sampler.wait_until_cool(cooldown_s, hottest_c=hottest)
-            cooldowns.append({"before": "timed round 2", **(waited or {})})
+            cooldowns.append({"before": "timed round 2", **waited})  # throttled samples: NVML is there
             discarded.append({"samples_s": samples, "why": [f"throttled: {r}" for r in why],
                               "hottest_c": hottest, "nvml": nvml})
             samples, stages, nvml = timed_round()

@@ -17,12 +17,17 @@ RUN_KIND = "diffperf-run-header"
 CASE_KIND = "diffperf-case-result"
 
 
-def git_commit() -> str | None:
+def _git(*args: str, timeout: float) -> subprocess.CompletedProcess | None:
+    """A git command in the project's checkout; None when git cannot be run or hangs."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    sha = out.stdout.strip()
+
+
+def git_commit() -> str | None:
+    out = _git("rev-parse", "HEAD", timeout=10)
+    sha = out.stdout.strip() if out else ""
     # outside a git checkout (e.g. a copied tree) rev-parse can echo "HEAD": no commit then
     return sha if re.fullmatch(r"[0-9a-f]{40}", sha) else None
 
@@ -30,12 +35,8 @@ def git_commit() -> str | None:
 def tree_changes(limit: int = 50) -> list[str] | None:
     """Tracked files that differ from the commit (a copied tree can carry an older .git than its
     files: the commit alone would then name code that did not run). None outside a checkout."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
+    out = _git("status", "--porcelain", "--untracked-files=no", timeout=30)
+    if out is None or out.returncode != 0:
         return None
     paths = [line[3:] for line in out.stdout.splitlines() if line.strip()]
     return paths[:limit] + ([f"... {len(paths) - limit} more"] if len(paths) > limit else [])
