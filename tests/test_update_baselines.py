@@ -22,11 +22,12 @@ def result(median=1.0, peak=1000, inconclusive=(), status="ok"):
             "inconclusive": list(inconclusive), "images": {}}
 
 
-def write_results(tmp_path, cases, tier="cpu"):
-    d = tmp_path / "results" / tier
+def write_results(tmp_path, cases, tier="cpu", started="x", name=None, gpu=None):
+    d = tmp_path / "results" / (name or tier)
     storage.dump(d / "results.json", RESULTS_KIND, {
-        "tier": tier, "weights": "synthetic", "started": "x", "finished": "y", "commit": "abc",
-        "machine": {"hostname": "h", "versions": {}}, "fingerprint": {"tier": tier, "weights": "synthetic"},
+        "tier": tier, "weights": "synthetic", "started": started, "finished": "y", "commit": "abc",
+        "machine": {"hostname": "h", "versions": {}},
+        "fingerprint": {"tier": tier, "weights": "synthetic", **({"gpu": gpu} if gpu else {})},
         "cases": cases})
     return d
 
@@ -142,6 +143,37 @@ def test_noisy_gpu_case_gets_its_own_tolerance_quiet_one_does_not(tmp_path, caps
     own = data["cases"]["sd21-base/fp32"]["tolerances"]
     assert own["latency"] == pytest.approx(0.32) and "relative standard deviation" in own["basis"]
     assert "own latency tolerance 32.0%" in capsys.readouterr().out
+
+
+def test_history_of_other_sessions_widens_a_case_that_moved_between_them(tmp_path, capsys):
+    def run(name, started, host_bound_median, gpu="NVIDIA H100 80GB HBM3"):
+        bound, steady = result(median=host_bound_median), result(median=1.0)
+        steady["model"] = "pixart-sigma"
+        return write_results(tmp_path, {"sd21-base/fp32": bound, "pixart-sigma/fp32": steady}, tier="h100",
+                             started=started, name=name, gpu=gpu)
+
+    current = run("s3", "2026-11-23T15:00", 1.0)
+    history = [run("s1", "2026-11-22T10:00", 1.2), run("s2", "2026-11-22T12:00", 0.9),
+               run("s2-again", "2026-11-22T12:00", 5.0),  # the same run twice counts once (its first copy)
+               ]
+    inconclusive = result(median=3.0, inconclusive=["throttled: sw_thermal_slowdown"])
+    history.append(write_results(tmp_path, {"sd21-base/fp32": inconclusive}, tier="h100", started="t4",
+                                 name="s4", gpu="NVIDIA H100 80GB HBM3"))
+    args = ["--tier", "h100", "--results", str(current), "--baselines", str(tmp_path / "baselines"),
+            "--history", *map(str, history)]
+    assert update_baselines.main(args) == 0
+    data = json.loads((tmp_path / "baselines" / "h100.json").read_text())
+    assert "tolerances" not in data["cases"]["pixart-sigma/fp32"]  # same median in every session
+    own = data["cases"]["sd21-base/fp32"]["tolerances"]
+    # medians 1.0, 1.2, 0.9: slowest / fastest - 1 = 33.3%, x 1.5 = 50%
+    assert own["latency"] == pytest.approx(0.5) and "3 runs in different sessions" in own["basis"]
+    assert [r["median_s"] for r in own["run_medians"]] == [1.0, 1.2, 0.9]
+    assert "own latency tolerance 50.0%" in capsys.readouterr().out
+
+    other_gpu = run("h200", "2026-11-24T10:00", 1.0, gpu="NVIDIA H200")
+    with pytest.raises(SystemExit):
+        update_baselines.main(args + [str(other_gpu)])
+    assert "gpu 'NVIDIA H200'" in capsys.readouterr().err
 
 
 def test_cpu_tier_keeps_its_one_gross_tolerance(tmp_path):

@@ -4,7 +4,9 @@
 
 On a GPU tier, a case whose timed samples scatter more than the file's latency tolerance allows
 gets its own tolerance (2 x their relative standard deviation; diffperf.compare.noise_tolerance), written with
-its basis into the case's entry.
+its basis into the case's entry. With --history (earlier runs of the same tier and GPU, from other
+sessions), a case whose median moved between runs more than that allows gets 1.5 x the spread of its
+run medians instead (diffperf.compare.run_spread_tolerance), with those medians as evidence.
 
 Refuses: results of another tier, cases with zero or missing metrics, inconclusive results
 (throttled GPU, foreign processes). Writes atomically (temp file + rename) and prints the
@@ -21,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diffperf import storage  # noqa: E402
-from diffperf.compare import BASELINE_KIND, baseline_path, noise_tolerance  # noqa: E402
+from diffperf.compare import BASELINE_KIND, baseline_path, noise_tolerance, run_spread_tolerance  # noqa: E402
 from diffperf.errors import StoredFileError  # noqa: E402
 from diffperf.options import ROOT  # noqa: E402
 from diffperf.record import NOT_MEASURED, load_results, not_measured_why, now  # noqa: E402
@@ -54,6 +56,38 @@ def spread_of(study_path: Path) -> dict:
 
 class Refused(Exception):
     pass
+
+
+def display(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+def load_history(paths: list[Path], results: dict) -> list[tuple[Path, dict]]:
+    """Earlier runs for --history: each must be of the same tier, weights and GPU as `results`
+    (a spread across GPUs or weight modes says nothing about this file's cases)."""
+    runs = []
+    for path in paths:
+        run = load_results(path)  # a corrupted or unknown file raises StoredFileError, named
+        for key in ("tier", "weights", "gpu"):
+            if run["fingerprint"].get(key) != results["fingerprint"].get(key):
+                raise StoredFileError(f"{display(path)}: --history run has {key} {run['fingerprint'].get(key)!r}, "
+                                      f"the results have {results['fingerprint'].get(key)!r}")
+        runs.append((path, run))
+    return runs
+
+
+def run_medians(cid: str, runs: list[tuple[Path, dict]]) -> list[dict]:
+    """The case's median in each run that measured it cleanly (ok and conclusive), one per run."""
+    seen, out = set(), []
+    for path, run in runs:
+        r = run["cases"].get(cid) or {}
+        median = (r.get("summary") or {}).get("median_s")
+        if r.get("status") != "ok" or r.get("inconclusive") or not median or run.get("started") in seen:
+            continue
+        seen.add(run.get("started"))
+        out.append({"median_s": median, "started": run.get("started"), "source": display(path)})
+    return out
 
 
 def entry_from_result(cid: str, r: dict) -> dict:
@@ -115,6 +149,9 @@ def main(argv=None) -> int:
                    help="set the file's latency tolerance (e.g. 0.015), with --noise-study as its evidence")
     p.add_argument("--noise-study", type=Path, default=None,
                    help="a tools/noise_study.py result: its spread of repeated medians is written into the file")
+    p.add_argument("--history", type=Path, nargs="+", default=[], metavar="RESULTS",
+                   help="earlier runs (results.json or directories) of the same tier and GPU from other sessions: "
+                        "a case's tolerance covers the spread of its medians across them and --results")
     args = p.parse_args(argv)
 
     tier = get_tier(args.tier)
@@ -127,6 +164,10 @@ def main(argv=None) -> int:
         p.error(f"{results_path} holds tier {results['tier']!r}, not {tier.name!r}")
     weights = results["weights"]
     cases = results["cases"]
+    try:
+        history = load_history(args.history, results)
+    except StoredFileError as exc:
+        p.error(str(exc))
     selected = [c for c in cases if args.cases is None or any(fnmatch.fnmatchcase(c, g) for g in args.cases)]
     if not selected:
         p.error(f"no case of {results_path} matches {args.cases}; cases: {', '.join(sorted(cases))}")
@@ -182,6 +223,9 @@ def main(argv=None) -> int:
     # (the cpu tier's gross tolerance is about the shared machine's load, not the case)
     for cid, entry in new_entries.items() if tier.device != "cpu" else ():
         own = noise_tolerance(entry["samples_s"], tolerances["latency"])
+        if history:  # the runs of other sessions may need more than the samples of this one
+            own = run_spread_tolerance(run_medians(cid, [(results_path, results), *history]),
+                                       (own or tolerances)["latency"]) or own
         if own:
             entry["tolerances"] = own
             print(f"  {cid}: own latency tolerance {own['latency']:.1%} ({own['basis']})")
