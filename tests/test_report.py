@@ -10,6 +10,7 @@ from PIL import Image
 from diffperf import report, storage
 from diffperf.compare import BASELINE_KIND
 from diffperf.record import RESULTS_KIND, commit_label, tree_changes
+from diffperf.references import reference_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("report_cli", ROOT / "tools" / "report.py")
@@ -153,6 +154,21 @@ def test_grid_png(results, tmp_path):
         im.verify()
     with Image.open(out) as im:  # 4 tiles in rows of 3
         assert im.size == (3 * (TILE + report.GRID_GAP), 2 * (TILE + report.GRID_LABEL_H)) == report.grid_size(4, TILE, 3)
+
+
+def test_grid_takes_an_image_the_results_leave_out_from_the_references(results, tmp_path, capsys):
+    r = report.load_results(results)["cases"]["flux-dev/bf16"]
+    image = results / r["images"]["short"]
+    refs = tmp_path / "reference"
+    stored = reference_dir(refs, "cpu", "synthetic", "flux-dev", "bf16") / "short.png"
+    stored.parent.mkdir(parents=True)
+    image.replace(stored)  # committed results hold each PNG once: in fixtures/reference
+    out = tmp_path / "grid.png"
+    assert run("grid", results, "--model", "flux-dev", "--out", out, "--tile", TILE, "--references", refs) == 0
+    assert "warning" not in capsys.readouterr().err
+    # without it, the tile says so
+    assert run("grid", results, "--model", "flux-dev", "--out", out, "--references", tmp_path / "none") == 0
+    assert "flux-dev/bf16: no 'short' image" in capsys.readouterr().err
 
 
 def test_grid_unknown_model_is_an_error(results, tmp_path, capsys):

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diffperf import report as rep  # noqa: E402
 from diffperf.errors import StoredFileError, UsageError  # noqa: E402
+from diffperf.options import ROOT  # noqa: E402
 from diffperf.record import load_results  # noqa: E402
 
 
@@ -56,7 +57,8 @@ def cmd_ladder(a) -> int:
 
 def cmd_grid(a) -> int:
     results = load_results(a.results)
-    path, warnings = rep.grid_png(results, rep.results_dir(a.results), a.model, a.out, a.prompt, a.tile, a.cols)
+    path, warnings = rep.grid_png(results, rep.results_dir(a.results), a.model, a.out, a.prompt, a.tile, a.cols,
+                                  a.references)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {path}", file=sys.stderr)
@@ -85,8 +87,14 @@ def cmd_summary(a) -> int:
     return 0
 
 
+def _references_option(s) -> None:
+    s.add_argument("--references", type=Path, default=ROOT / "fixtures" / "reference",
+                   help="reference images: a case image the results leave out is taken from there "
+                        "(default fixtures/reference)")
+
+
 def cmd_doc(a) -> int:
-    print(f"wrote {rep.write_doc(a.results, a.out, a.assets_dir, a.prompt, a.baselines)}", file=sys.stderr)
+    print(f"wrote {rep.write_doc(a.results, a.out, a.assets_dir, a.prompt, a.baselines, a.references)}", file=sys.stderr)
     return 0
 
 
@@ -124,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt", default="short", help="prompt id of the images (default short)")
     s.add_argument("--tile", type=int, default=256, help="tile size in pixels")
     s.add_argument("--cols", type=int, default=4, help="tiles per row")
+    _references_option(s)
 
     s = command("csv", cmd_csv, "the results as CSV")
     s.add_argument("--out", type=Path, required=True)
@@ -152,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baselines", type=Path, help="the tier's baselines file: its latency gate (tolerance, "
                                                   "measured spread, per-case tolerances) goes into the document")
     s.add_argument("--prompt", default="short", help="prompt id of the grid images (default short)")
+    _references_option(s)
 
     s = command("all", cmd_all, "CSV + tables + ladder PNGs + grids + summary in one directory")
     s.add_argument("--out-dir", type=Path, required=True)

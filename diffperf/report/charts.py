@@ -5,6 +5,7 @@ import math
 import sys
 from pathlib import Path
 
+from ..references import reference_dir
 from .common import Case, ReportError, _fmt_mem, _fmt_s, _median, _peak, by_latency, model_cases, models_of
 
 # -- ladder chart -----------------------------------------------------------------------------
@@ -145,10 +146,25 @@ def _tile_image(path: Path | None, tile: int):
     return canvas, True
 
 
+def case_image(results: dict, r: dict, prompt: str, base_dir: Path, references: Path | None) -> Path | None:
+    """Where a case's image is: under its results directory, else (committed results leave out
+    images that are the case's stored reference, so the repo holds each PNG once) its reference."""
+    rel = (r.get("images") or {}).get(prompt)
+    if rel is None:
+        return None
+    # a case merged from several sources (merge_results) knows its own results directory
+    own = Path(r.get("_source_dir") or base_dir) / rel
+    if own.exists() or references is None:
+        return own
+    ref = reference_dir(references, results["tier"], results["weights"], r["model"], r["recipe"]) / f"{prompt}.png"
+    return ref if ref.exists() else own
+
+
 def grid_png(results: dict, base_dir: Path, model: str, out: Path, prompt: str = "short",
-             tile: int = 256, cols: int = 4) -> tuple[Path, list[str]]:
+             tile: int = 256, cols: int = 4, references: Path | None = None) -> tuple[Path, list[str]]:
     """Every case's image of `model` for `prompt`, fastest first, each labelled with recipe,
-    median latency, peak memory and SSIM vs the reference recipe. Returns (path, warnings)."""
+    median latency, peak memory and SSIM vs the reference recipe; an image missing from the
+    results is taken from `references` (fixtures/reference) when it holds one. Returns (path, warnings)."""
     from PIL import Image, ImageDraw, ImageFont
     from tqdm import tqdm
 
@@ -159,11 +175,10 @@ def grid_png(results: dict, base_dir: Path, model: str, out: Path, prompt: str =
     cols = min(cols, len(cases))
     warnings = []
     for i, (cid, r) in enumerate(tqdm(cases, desc=f"grid {model}", unit="image", file=sys.stderr)):
-        rel = (r.get("images") or {}).get(prompt)
-        # a case merged from several sources (merge_results) knows its own results directory
-        img, ok = _tile_image(None if rel is None else Path(r.get("_source_dir") or base_dir) / rel, tile)
+        path = case_image(results, r, prompt, base_dir, references)
+        img, ok = _tile_image(path, tile)
         if not ok:
-            warnings.append(f"{cid}: no {prompt!r} image" + ("" if rel is None else f" ({rel} is missing)"))
+            warnings.append(f"{cid}: no {prompt!r} image" + ("" if path is None else f" ({path} is missing)"))
         x, y = (i % cols) * (tile + GRID_GAP), (i // cols) * (tile + GRID_LABEL_H)
         grid.paste(img, (x, y))
         if not ok:

@@ -176,8 +176,9 @@ def _link(target: Path, doc: Path) -> str:
 
 
 def doc_markdown(merged: dict, out: Path, assets_dir: Path, prompt: str = "short",
-                 gate: list[str] | None = None) -> str:
-    """The results document of merge_results' output; writes its ladder and grid PNGs into assets_dir."""
+                 gate: list[str] | None = None, references: Path | None = None) -> str:
+    """The results document of merge_results' output; writes its ladder and grid PNGs into assets_dir
+    (grid images the results leave out come from `references`, see charts.case_image)."""
     tier = merged.get("tier")
     sources = ", ".join(f"`{run['path']}`" for run in merged["_runs"])
     lines = [f"# diffperf results: tier `{tier}` ({merged.get('weights')} weights)", "",
@@ -190,11 +191,12 @@ def doc_markdown(merged: dict, out: Path, assets_dir: Path, prompt: str = "short
     conditions = conditions_markdown(merged)
     lines += ["## Timing conditions", "", *conditions, ""] if conditions else []
     for model in models_of(merged):
-        lines += model_section(merged, model, out, assets_dir, prompt)
+        lines += model_section(merged, model, out, assets_dir, prompt, references)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def model_section(merged: dict, model: str, out: Path, assets_dir: Path, prompt: str) -> list[str]:
+def model_section(merged: dict, model: str, out: Path, assets_dir: Path, prompt: str,
+                  references: Path | None = None) -> list[str]:
     """A model's charts, image grid, recipe group tables and sorted tables."""
     tier = merged.get("tier")
     cases = model_cases(merged, model)
@@ -208,7 +210,7 @@ def model_section(merged: dict, model: str, out: Path, assets_dir: Path, prompt:
     if any(prompt in (r.get("images") or {}) for _, r in cases):
         # every merged case carries its own _source_dir: the base directory is only a fallback
         path, warnings = grid_png(merged, Path("."), model, Path(assets_dir) / safe_name(f"{tier}-{model}-grid.png"),
-                                  prompt)
+                                  prompt, references=references)
         lines += [f"![{model} images, prompt {prompt}]({_link(path, out)})", ""]
         lines += [f"- {w}" for w in warnings] + ([""] if warnings else [])
     lines += group_sections(cases)
@@ -274,14 +276,15 @@ def gate_markdown(path: Path, tier: str | None) -> list[str]:
 
 
 def write_doc(sources: Source | list[Source], out: Path, assets_dir: Path | None = None,
-              prompt: str = "short", baselines: Path | None = None) -> Path:
+              prompt: str = "short", baselines: Path | None = None, references: Path | None = None) -> Path:
     """The results document of one results source or of several merged (merge_results), with
-    the latency gate of `baselines` when given."""
+    the latency gate of `baselines` when given and grid images the results leave out taken from
+    `references` (fixtures/reference)."""
     merged = merge_results(sources)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     gate = gate_markdown(baselines, merged.get("tier")) if baselines else []
-    text = doc_markdown(merged, out, assets_dir or out.parent / "assets", prompt, gate)
+    text = doc_markdown(merged, out, assets_dir or out.parent / "assets", prompt, gate, references)
     out.write_text(text)
     return out
 
