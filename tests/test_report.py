@@ -312,6 +312,19 @@ def test_doc_merges_sources_later_case_wins(results, tmp_path):
     assert f"from `{report.display_path(results)}`, `{report.display_path(later)}`;" in md
 
 
+def test_doc_shows_the_cold_compile_and_the_warm_cache_start_of_a_case_measured_twice(tmp_path):
+    def compiled(cold_s, state):
+        r = {**case("flux-dev", COMPILED, 2), "groups": ["flux-fast-ladder"]}
+        r["timing"] = {**r["timing"], "cold_s": cold_s, "cold_compile_cache": {"state": state}}
+        return {f"flux-dev/{COMPILED}": r}
+
+    warm = write_source(tmp_path / "warm", compiled(28.4, "warm"), started="2025-01-01T00:10:00+00:00")
+    cold = write_source(tmp_path / "cold", compiled(281.8, "cold"), started="2025-01-01T00:00:00+00:00")
+    out = tmp_path / "doc.md"
+    assert run("doc", warm, cold, "--out", out) == 0  # the cold compile listed last: its run is the row
+    assert "281.800 (cold cache); 28.400 (warm cache)" in out.read_text()
+
+
 def test_doc_runs_table_lists_each_source(results, tmp_path):
     later = later_session(tmp_path)
     out = tmp_path / "cpu.md"

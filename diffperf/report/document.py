@@ -51,7 +51,10 @@ def merge_results(sources: Source | list[Source]) -> dict:
     cases: dict[str, dict] = {}
     for i, (src, res) in enumerate(zip(sources, loaded)):
         for cid, r in res["cases"].items():
+            earlier = cases.get(cid)
             cases[cid] = {**r, "_source_dir": results_dir(src), "_source": i}
+            if earlier:  # the replaced runs' cold starts stay: a warm-cache re-run next to the cold compile
+                cases[cid]["_earlier"] = [*earlier.get("_earlier", []), earlier]
     runs = [{"path": display_path(src), "header": {k: v for k, v in res.items() if k != "cases"},
              "cases": sum(r["_source"] == i for r in cases.values())}
             for i, (src, res) in enumerate(zip(sources, loaded))]

@@ -60,10 +60,23 @@ def percentile_table(cases: list[Case]) -> list[str]:
     return md_table(headers, rows)
 
 
-def _cold_text(r: dict) -> str:
+def _cold_and_cache(r: dict) -> tuple[float | None, str | None]:
     t = r.get("timing") or {}
     cache = (t.get("cold_compile_cache") or {}).get("state")
-    return _fmt_s(t.get("cold_s")) + (f" ({cache} cache)" if cache in ("warm", "cold", "partly warm") else "")
+    return t.get("cold_s"), cache if cache in ("warm", "cold", "partly warm") else None
+
+
+def _cold_text(r: dict) -> str:
+    """The first call's time and its compile-cache state; a merged case adds the cold start of a
+    replaced run whose cache was in another state (the compile from scratch and from a warm cache)."""
+    cold, cache = _cold_and_cache(r)
+    parts, seen = [_fmt_s(cold) + (f" ({cache} cache)" if cache else "")], {cache}
+    for other in reversed(r.get("_earlier", [])):
+        cold, cache = _cold_and_cache(other)
+        if cache and cache not in seen and cold is not None and other.get("status") == "ok":
+            seen.add(cache)
+            parts.append(f"{_fmt_s(cold)} ({cache} cache)")
+    return "; ".join(parts)
 
 
 def model_heading(results: dict, model: str) -> str:
