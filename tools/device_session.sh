@@ -4,6 +4,8 @@
 # what it measured when stopped). Results go to /tmp/results-<part>/ and come back packed in
 # $OUT/results.tar.gz; logs as $OUT/<part>.log.
 #   PARTS="oom:60 smoke:300 table:200" bash tools/device_session.sh
+# Keep the part limits' sum under ~570 s: the wheel install and nvidia-smi take ~15 s of the device's
+# 600-s command, and a command killed at 600 s brings back no results.tar.gz (ladder:585 did so).
 # Parts:
 #   smoke    -m "h100 and smoke" against the committed baselines + references (issue 4)
 #   oom      a real CUDA out-of-memory in one case (tests/gpu_ballast.py), the next case still runs (issue 8)
