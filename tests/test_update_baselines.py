@@ -170,6 +170,16 @@ def test_history_of_other_sessions_widens_a_case_that_moved_between_them(tmp_pat
     assert [r["median_s"] for r in own["run_medians"]] == [1.0, 1.2, 0.9]
     assert "own latency tolerance 50.0%" in capsys.readouterr().out
 
+    # re-baselined from one new run without --history: the spread between sessions stays
+    rerun = run("s5", "2026-11-25T10:00", 1.1)
+    plain = ["--tier", "h100", "--results", str(rerun), "--baselines", str(tmp_path / "baselines")]
+    assert update_baselines.main(plain) == 0
+    data = json.loads((tmp_path / "baselines" / "h100.json").read_text())
+    assert data["cases"]["sd21-base/fp32"]["median_s"] == 1.1
+    assert data["cases"]["sd21-base/fp32"]["tolerances"] == own
+    assert update_baselines.main(plain + ["--replace"]) == 0  # starting afresh drops it
+    assert "tolerances" not in json.loads((tmp_path / "baselines" / "h100.json").read_text())["cases"]["sd21-base/fp32"]
+
     other_gpu = run("h200", "2026-11-24T10:00", 1.0, gpu="NVIDIA H200")
     with pytest.raises(SystemExit):
         update_baselines.main(args + [str(other_gpu)])

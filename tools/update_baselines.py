@@ -6,7 +6,8 @@ On a GPU tier, a case whose timed samples scatter more than the file's latency t
 gets its own tolerance (2 x their relative standard deviation; diffperf.compare.noise_tolerance), written with
 its basis into the case's entry. With --history (earlier runs of the same tier and GPU, from other
 sessions), a case whose median moved between runs more than that allows gets 1.5 x the spread of its
-run medians instead (diffperf.compare.run_spread_tolerance), with those medians as evidence.
+run medians instead (diffperf.compare.run_spread_tolerance), with those medians as evidence; such a
+tolerance stays with its case when a later run without --history re-baselines it (--replace drops it).
 
 Refuses: results of another tier, cases with zero or missing metrics, inconclusive results
 (throttled GPU, foreign processes). Writes atomically (temp file + rename) and prints the
@@ -226,6 +227,10 @@ def main(argv=None) -> int:
         if history:  # the runs of other sessions may need more than the samples of this one
             own = run_spread_tolerance(run_medians(cid, [(results_path, results), *history]),
                                        (own or tolerances)["latency"]) or own
+        else:  # a spread between sessions is the hosts', not the code's: it outlives re-baselining
+            kept = None if args.replace else ((old or {}).get("cases", {}).get(cid) or {}).get("tolerances")
+            if kept and "run_medians" in kept and kept["latency"] > (own or tolerances)["latency"]:
+                own = kept
         if own:
             entry["tolerances"] = own
             print(f"  {cid}: own latency tolerance {own['latency']:.1%} ({own['basis']})")
