@@ -9,11 +9,10 @@ from typing import Any, Callable
 
 import torch
 
-from . import parallel
 from .cases import Case
-from .knobs import attention, cache, quantize, verify
-from .knobs import compile as compile_knob
+from .knobs import attention, cache, compile as compile_knob, quantize, verify
 from .knobs.skip import CaseSkip
+from . import parallel
 from .models import BuildRequest, ModelSpec, get_model
 from .options import PerfOptions
 from .recipes import INDUCTOR_PRESETS, Recipe

@@ -3,14 +3,8 @@ the model's reference recipe (fidelity of the optimization)."""
 import pytest
 
 from diffperf import accuracy, storage
-from diffperf.references import (
-    LATENTS_FILE,
-    LATENTS_KIND,
-    cpu_class_sensitive,
-    fidelity_threshold,
-    reference_dir,
-    regression_threshold,
-)
+from diffperf.references import (LATENTS_FILE, LATENTS_KIND, cpu_class_sensitive, fidelity_threshold, reference_dir,
+                                 regression_threshold)
 from diffperf.runner import CaseOutcome
 
 pytestmark = pytest.mark.accuracy

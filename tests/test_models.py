@@ -10,12 +10,8 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from diffperf.models import (  # noqa: E402
-    MODELS,
-    BuildRequest,
-    get_model,
-    tokenizers,  # noqa: E402
-)
+from diffperf.models import MODELS, BuildRequest, get_model  # noqa: E402
+from diffperf.models import tokenizers  # noqa: E402
 
 NAMES = (
     "flux-dev",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
@@ -11,7 +12,6 @@ from diffusers import (
     Lumina2Pipeline,
     Lumina2Transformer2DModel,
 )
-
 from diffperf.errors import UsageError
 from diffperf.knobs.teacache import (
     TEACACHE_COEFFICIENTS,

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from ..errors import unknown
+from .spec import SIZES, BuildRequest, GenDefaults, ModelSpec
 
 # Each family module exposes SPECS: tuple[ModelSpec, ...]
-from . import flux, kandinsky3, lumina2, pixart, sana, sd3, sd21, zimage  # noqa: E402
-from .spec import SIZES, BuildRequest, GenDefaults, ModelSpec
+from . import flux, sd3, pixart, sana, lumina2, sd21, kandinsky3, zimage  # noqa: E402
 
 MODELS: dict[str, ModelSpec] = {}
 for _module in (flux, sd3, pixart, sana, lumina2, sd21, kandinsky3, zimage):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import tokenizers
-from .flux import FULL_T5_XXL, KL_VAE_LAYOUT, TINY_T5, build_kl_vae, build_t5
+from .flux import KL_VAE_LAYOUT, FULL_T5_XXL, TINY_T5, build_kl_vae, build_t5
 from .spec import BuildRequest, GenDefaults, ModelSpec
 from .synthetic import build_sized, pick
 

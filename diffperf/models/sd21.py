@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import tokenizers
-from .flux import FULL_CLIP_L, KL_VAE_LAYOUT, build_clip, build_kl_vae
+from .flux import KL_VAE_LAYOUT, FULL_CLIP_L, build_clip, build_kl_vae
 from .spec import BuildRequest, GenDefaults, ModelSpec
 from .synthetic import build_sized, pick
 

@@ -13,15 +13,8 @@ from ..models import MODELS
 from . import GenerationProfile, _meta_loaded, _setup, profile_generation
 from .plans import make_plan
 from .reference import (
-    REF_GUIDANCE,
-    REF_HEIGHT,
-    REF_STEPS,
-    REF_TEXT_TOKENS,
-    REF_WIDTH,
-    REFERENCE_DOC,
-    REFERENCE_PARAMS_B,
-    REFERENCE_ROWS,
-    thop_style_macs,
+    REF_GUIDANCE, REF_HEIGHT, REF_STEPS, REF_TEXT_TOKENS, REF_WIDTH, REFERENCE_DOC, REFERENCE_PARAMS_B,
+    REFERENCE_ROWS, thop_style_macs,
 )
 
 SCHEMA_VERSION = 1

@@ -287,9 +287,7 @@ def plan_sd3(ctx: Context) -> Plan:
 # ------------------------------------------------------------------ PixArt-Sigma
 def plan_pixart(ctx: Context) -> Plan:
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
-        ASPECT_RATIO_256_BIN,
-        ASPECT_RATIO_512_BIN,
-        ASPECT_RATIO_1024_BIN,
+        ASPECT_RATIO_256_BIN, ASPECT_RATIO_512_BIN, ASPECT_RATIO_1024_BIN,
     )
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
 
@@ -341,8 +339,7 @@ def plan_pixart(ctx: Context) -> Plan:
 def plan_sana(ctx: Context) -> Plan:
     from diffusers import SanaPipeline
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
-        ASPECT_RATIO_512_BIN,
-        ASPECT_RATIO_1024_BIN,
+        ASPECT_RATIO_512_BIN, ASPECT_RATIO_1024_BIN,
     )
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
     from diffusers.pipelines.sana.pipeline_sana import ASPECT_RATIO_4096_BIN

@@ -9,34 +9,14 @@ Everything here reads results files only (no model runs) and is deterministic fo
   document    several runs merged into the tier's results document
 """
 from ..record import load_results
-from .charts import (
-                     GRID_GAP,
-                     GRID_LABEL_H,
-                     LADDER_GROUPS,
-                     grid_png,
-                     grid_size,
-                     group_order,
-                     in_cases_py_order,
-                     ladder_cases,
-                     ladder_png,
-                     plot_ladder,
-)
-from .common import (
-                     Case,
-                     ReportError,
-                     by_latency,
-                     by_memory,
-                     display_path,
-                     md_table,
-                     measured,
-                     model_cases,
-                     models_of,
-                     results_dir,
-                     truncate_markdown,
-)
+from .charts import (GRID_GAP, GRID_LABEL_H, LADDER_GROUPS, grid_png, grid_size, group_order, in_cases_py_order,
+                     ladder_cases, ladder_png, plot_ladder)
+from .common import (Case, ReportError, by_latency, by_memory, display_path, md_table, measured, model_cases, models_of,
+                     results_dir, truncate_markdown)
 from .comparison import CaseChange, Comparison, compare_runs, comparison_markdown, load_old
 from .document import gate_markdown, merge_results, mfu_table, write_all, write_doc
-from .tables import csv_file, model_tables, not_measured_markdown, summary_markdown, tables_markdown, write_run_summary
+from .tables import (csv_file, model_tables, not_measured_markdown, summary_markdown, tables_markdown,
+                     write_run_summary)
 
 __all__ = [
     "GRID_GAP", "GRID_LABEL_H", "LADDER_GROUPS", "Case", "CaseChange", "Comparison", "ReportError", "by_latency",

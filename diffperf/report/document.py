@@ -8,37 +8,11 @@ from pathlib import Path
 from ..compare import load_baselines
 from ..record import commit_label, load_results, safe_name
 from .charts import LADDER_GROUPS, grid_png, group_order, in_cases_py_order, ladder_png
-from .common import (
-    Case,
-    ReportError,
-    _fmt_mem,
-    _fmt_s,
-    _median,
-    _mem_unit,
-    _peak,
-    _ssim_text,
-    display_path,
-    md_table,
-    measured,
-    model_cases,
-    models_of,
-    results_dir,
-    truncate_markdown,
-)
+from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _peak, _ssim_text, display_path,
+                     md_table, measured, model_cases, models_of, results_dir, truncate_markdown)
 from .comparison import _fingerprint_diff
-from .tables import (
-    QUANT_LEGEND,
-    TABLES_NOTE,
-    _cold_text,
-    conditions_markdown,
-    csv_file,
-    model_heading,
-    model_tables,
-    not_measured_markdown,
-    parsed_recipe,
-    summary_markdown,
-    tables_markdown,
-)
+from .tables import (QUANT_LEGEND, TABLES_NOTE, _cold_text, conditions_markdown, csv_file, model_heading,
+                     model_tables, not_measured_markdown, parsed_recipe, summary_markdown, tables_markdown)
 
 # -- several results sources as one (a tier measured over several sessions) -------------------
 

@@ -5,22 +5,8 @@ import statistics
 from pathlib import Path
 
 from ..record import commit_label, load_results, not_measured_why, write_csv
-from .common import (
-    Case,
-    _fmt_bytes,
-    _fmt_s,
-    _median,
-    _mem_unit,
-    _missing_last,
-    _peak,
-    _ssim_text,
-    by_latency,
-    by_memory,
-    md_table,
-    measured,
-    model_cases,
-    models_of,
-)
+from .common import (Case, _fmt_bytes, _fmt_s, _median, _mem_unit, _missing_last, _peak, _ssim_text, by_latency,
+                     by_memory, md_table, measured, model_cases, models_of)
 
 # -- recipe columns (the quantization-experiment table) ---------------------------------------
 
