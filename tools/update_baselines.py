@@ -29,6 +29,7 @@ from diffperf.errors import StoredFileError  # noqa: E402
 from diffperf.options import ROOT  # noqa: E402
 from diffperf.record import NOT_MEASURED, load_results, not_measured_why, now  # noqa: E402
 from diffperf.references import LATENTS_FILE, LATENTS_KIND, reference_dir  # noqa: E402
+from diffperf.report.common import display_path  # noqa: E402
 from diffperf.tiers import TIERS, get_tier  # noqa: E402
 
 TOLERANCE_NOTE = {
@@ -51,17 +52,11 @@ def spread_of(study_path: Path) -> dict:
     return {"case": study["case"], "medians_s": medians,
             "max_minus_min_over_median": (max(medians) - min(medians)) / mid,
             "relative_stdev": statistics.stdev(medians) / statistics.mean(medians) if len(medians) > 1 else None,
-            "source": str(study_path.resolve().relative_to(ROOT) if study_path.resolve().is_relative_to(ROOT)
-                          else study_path)}
+            "source": display_path(study_path)}
 
 
 class Refused(Exception):
     pass
-
-
-def display(path: Path) -> str:
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
 def load_history(paths: list[Path], results: dict) -> list[tuple[Path, dict]]:
@@ -72,7 +67,7 @@ def load_history(paths: list[Path], results: dict) -> list[tuple[Path, dict]]:
         run = load_results(path)  # a corrupted or unknown file raises StoredFileError, named
         for key in ("tier", "weights", "gpu"):
             if run["fingerprint"].get(key) != results["fingerprint"].get(key):
-                raise StoredFileError(f"{display(path)}: --history run has {key} {run['fingerprint'].get(key)!r}, "
+                raise StoredFileError(f"{display_path(path)}: --history run has {key} {run['fingerprint'].get(key)!r}, "
                                       f"the results have {results['fingerprint'].get(key)!r}")
         runs.append((path, run))
     return runs
@@ -87,7 +82,7 @@ def run_medians(cid: str, runs: list[tuple[Path, dict]]) -> list[dict]:
         if r.get("status") != "ok" or r.get("inconclusive") or not median or run.get("started") in seen:
             continue
         seen.add(run.get("started"))
-        out.append({"median_s": median, "started": run.get("started"), "source": display(path)})
+        out.append({"median_s": median, "started": run.get("started"), "source": display_path(path)})
     return out
 
 
