@@ -93,20 +93,25 @@ NOISE_TOLERANCE_SIGMAS = 2.0
 NOISE_TOLERANCE_STEP = 0.005  # rounded up to half a percent
 
 
+def _round_up_tolerance(x: float) -> float:
+    import math
+
+    return round(math.ceil(x / NOISE_TOLERANCE_STEP - 1e-9) * NOISE_TOLERANCE_STEP, 4)
+
+
 def noise_tolerance(samples: list[float], floor: float) -> dict[str, Any] | None:
     """A case's own latency tolerance when its samples are noisier than `floor` (the file's
     tolerance) allows: NOISE_TOLERANCE_SIGMAS x their relative standard deviation, rounded up.
     None when the file's tolerance suffices or there are too few samples to tell."""
-    import math
     import statistics
 
     if len(samples) < 3:
         return None
     rsd = statistics.stdev(samples) / statistics.mean(samples)
-    wanted = math.ceil(NOISE_TOLERANCE_SIGMAS * rsd / NOISE_TOLERANCE_STEP - 1e-9) * NOISE_TOLERANCE_STEP
+    wanted = _round_up_tolerance(NOISE_TOLERANCE_SIGMAS * rsd)
     if wanted <= floor:
         return None
-    return {"latency": round(wanted, 4),
+    return {"latency": wanted,
             "basis": f"{NOISE_TOLERANCE_SIGMAS:g} x the relative standard deviation of its baseline samples "
                      f"({rsd:.2%}), above the file's {floor:.1%}"}
 
@@ -122,16 +127,14 @@ def run_spread_tolerance(run_medians: list[dict[str, Any]], floor: float) -> dic
     """A case's own latency tolerance from the medians of its runs in different sessions
     ({"median_s", "started", "source"} each): RUN_SPREAD_MARGIN x (slowest / fastest - 1), rounded
     up. None when fewer than two runs or when `floor` (the tolerance it has) already covers it."""
-    import math
-
     medians = [r["median_s"] for r in run_medians]
     if len(medians) < 2:
         return None
     spread = max(medians) / min(medians) - 1
-    wanted = math.ceil(RUN_SPREAD_MARGIN * spread / NOISE_TOLERANCE_STEP - 1e-9) * NOISE_TOLERANCE_STEP
+    wanted = _round_up_tolerance(RUN_SPREAD_MARGIN * spread)
     if wanted <= floor:
         return None
-    return {"latency": round(wanted, 4),
+    return {"latency": wanted,
             "basis": f"{RUN_SPREAD_MARGIN:g} x the spread of its medians over {len(medians)} runs in different "
                      f"sessions (slowest / fastest {spread:+.1%}), above {floor:.1%}",
             "run_medians": run_medians}
