@@ -7,7 +7,7 @@ import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ import torch
 from . import accuracy
 from .build import build_case, device_for
 from .cases import Case
+from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
 from .machine import NvmlSampler, cpu_class, inconclusive_reasons
 from .measure import generate_with_latents, measure
@@ -83,6 +84,13 @@ def measure_case(case: Case, tier: Tier, options: PerfOptions,
                  prompts: Prompts) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Build, measure and generate the accuracy images of one case in this process; the built
     pipeline is freed before returning (also when anything fails)."""
+    # inductor flags that the build sets process-wide are recorded with the case and undone after it
+    with inductor_flags_isolated() as flags_changed:
+        return _measure_in_process(case, tier, options, prompts, flags_changed)
+
+
+def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts,
+                        flags_changed: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     device = device_for(tier)
     cuda = device.type == "cuda"
     if cuda:
@@ -91,6 +99,8 @@ def measure_case(case: Case, tier: Tier, options: PerfOptions,
     built = None
     try:
         built = build_case(case, tier, options)
+        if changed := flags_changed():
+            built.knobs["inductor_flags_set_by_build"] = changed
         load = {}
         if cuda:
             load = {"load_peak_allocated_bytes": torch.cuda.max_memory_allocated(),

@@ -140,3 +140,46 @@ def test_builds_are_deterministic():
     a, b = build("lumina2", "fp32"), build("lumina2", "fp32")
     for (n1, p1), (n2, p2) in zip(a.denoiser.named_parameters(), b.denoiser.named_parameters()):
         assert n1 == n2 and torch.equal(p1, p2)
+
+
+def test_quantization_leaves_the_inductor_flags_alone():
+    # torchao's quantize_ turns on coordinate-descent tuning process-wide unless told not to
+    import torch._inductor.config as inductor_config
+
+    before = inductor_config.get_config_copy()
+    b = build("pixart-sigma", "fp32+int8dq+te-int8wo")
+    assert b.knobs["quantized_linears"] > 0
+    after = inductor_config.get_config_copy()
+    assert {k for k in before if after[k] != before[k]} == set()
+
+
+def test_inductor_flags_set_during_a_case_are_named_and_undone():
+    import torch._inductor.config as inductor_config
+
+    was = inductor_config.coordinate_descent_tuning
+    with compile_knob.inductor_flags_isolated() as changed:
+        assert changed() == {}
+        inductor_config.coordinate_descent_tuning = not was
+        assert changed() == {"coordinate_descent_tuning": not was}
+    assert inductor_config.coordinate_descent_tuning == was
+
+
+def test_a_flag_the_build_sets_is_recorded_with_the_case_and_gone_after_it(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    from diffperf import runner
+
+    real = runner.build_case
+
+    def build_that_sets_a_flag(*args, **kwargs):
+        built = real(*args, **kwargs)
+        inductor_config.epilogue_fusion = not inductor_config.epilogue_fusion
+        return built
+
+    was = inductor_config.epilogue_fusion
+    monkeypatch.setattr(runner, "build_case", build_that_sets_a_flag)
+    options = PerfOptions(iterations=1, warmup=0)
+    result, _ = runner.measure_case(Case("sd21-base", parse_recipe("fp32"), "smoke"), CPU, options,
+                                    runner.Prompts.load(options.prompts_file))
+    assert result["knobs"]["inductor_flags_set_by_build"] == {"epilogue_fusion": not was}
+    assert inductor_config.epilogue_fusion == was

@@ -2,7 +2,7 @@
 # The GPU jobs of the open issues, as parts run one after another in one device command (the
 # device tool gives 10 minutes a command; each part has its own time limit in seconds and keeps
 # what it measured when stopped). Results go to /tmp/results-<part>/ and come back packed in
-# $OUT/results.tar.gz; logs as $OUT/<part>.log.
+# $OUT/results.tar.gz; logs as $OUT/<part>.log (std: std<STD_TAG>.log).
 #   PARTS="oom:60 smoke:300 table:200" bash tools/device_session.sh
 # Keep the part limits' sum under ~570 s: the wheel install and nvidia-smi take ~15 s of the device's
 # 600-s command, and a command killed at 600 s brings back no results.tar.gz (ladder:585 did so).
@@ -97,8 +97,10 @@ EOF
 
 for item in ${PARTS:-smoke:560}; do
     part=${item%%:*} limit=${item#*:}
+    log=$part
+    [ "$part" = std ] && log=std${STD_TAG:-}  # the log is named like its results folder
     echo "== $part (limit ${limit}s) $(date -u +%H:%M:%S)" | tee -a "$out/parts.txt"
-    run_part "$part" "$limit" 2>&1 | tee "$out/$part.log"
+    run_part "$part" "$limit" 2>&1 | tee "$out/$log.log"
     echo "== $part done rc=${PIPESTATUS[0]} $(date -u +%H:%M:%S)" | tee -a "$out/parts.txt"
 done
 shopt -s nullglob

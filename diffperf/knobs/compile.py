@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -46,3 +48,23 @@ def apply(denoiser: torch.nn.Module, how: str, mode: str, device: torch.device) 
 
 def count_compiled(module: torch.nn.Module) -> int:
     return sum(1 for m in module.modules() if getattr(m, "_compiled_call_impl", None) is not None)
+
+
+@contextlib.contextmanager
+def inductor_flags_isolated() -> Iterator[Callable[[], dict[str, Any]]]:
+    """Restores torch._inductor.config when the block ends, so that a flag some library sets
+    process-wide cannot reach the next case. Yields a function that names the flags changed so far
+    (the recipe's own preset is patched around each call only, so it never shows there)."""
+    import torch._inductor.config as inductor_config
+
+    saved = inductor_config.get_config_copy()
+
+    def changed() -> dict[str, Any]:
+        now = inductor_config.get_config_copy()
+        return {k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)
+                for k, v in now.items() if k in saved and v != saved[k]}
+
+    try:
+        yield changed
+    finally:
+        inductor_config.load_config(saved)
