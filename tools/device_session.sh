@@ -13,7 +13,8 @@
 #            TABLE_RECIPES=a,b overrides the list (e.g. the rows not measured yet)
 #   std      the default set of every model (GPU_DEFAULTS) for STD_RECIPES (default: the eager ones,
 #            bf16+te-int8wo,bf16+fuse-qkv) on STD_MODELS (default: all nine); STD_TAG names the
-#            results folder (results-std<TAG>) so that two std parts of one session stay apart
+#            results folder (results-std<TAG>) so that two std parts of one session stay apart; STD_K is
+#            a pytest -k expression that drops cases of the cross product (e.g. "fp8dq or kandinsky3")
 #   ladder   FLUX.1-dev flux-fast ladder rungs, cold compile cache (issue 4); RUNGS=2 or RUNGS=2,3
 #            picks rungs of $LADDER by position (sed addresses: 2 or 2,3)
 #   cache    the first compiled rung again in a new process: cold start from the warm cache (issue 4)
@@ -57,7 +58,8 @@ run_part() {
                 --perf-iterations 3 --perf-warmup 1 -q ;;
         std)
             suite "std${STD_TAG:-}" "$limit" -m h100 ${STD_MODELS:+--perf-models "$STD_MODELS"} \
-                --perf-recipes "${STD_RECIPES:-bf16+te-int8wo,bf16+fuse-qkv}" --perf-iterations 3 --perf-warmup 1 -q ;;
+                --perf-recipes "${STD_RECIPES:-bf16+te-int8wo,bf16+fuse-qkv}" ${STD_K:+-k "$STD_K"} \
+                --perf-iterations 3 --perf-warmup 1 -q ;;
         ladder)
             # a full-graph max-autotune compile of FLUX took > 400 s cold: RUNGS=2 runs one rung alone
             local rungs=$LADDER
