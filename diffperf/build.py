@@ -147,9 +147,10 @@ def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
         built.knobs["verify"] = state.report  # live: updated after every pipeline call
         built.contexts.append(state.call_context)
     if recipe.compile:
-        if recipe.inductor:
-            flags = INDUCTOR_PRESETS[recipe.inductor]
+        flags = {**quantize.COMPILE_FLAGS.get(recipe.quant, {}), **INDUCTOR_PRESETS.get(recipe.inductor, {})}
+        if flags:
             # inductor compiles lazily at the first call: the flags must be set around every call
             built.contexts.append(lambda: torch._inductor.config.patch(flags))
+            built.knobs["inductor_flags"] = flags
         built.knobs["compiled_modules"] = compile_knob.apply(denoiser, recipe.compile, recipe.compile_mode, device)
     return built

@@ -183,3 +183,14 @@ def test_a_flag_the_build_sets_is_recorded_with_the_case_and_gone_after_it(monke
                                     runner.Prompts.load(options.prompts_file))
     assert result["knobs"]["inductor_flags_set_by_build"] == {"epilogue_fusion": not was}
     assert inductor_config.epilogue_fusion == was
+
+
+def test_int8_dynamic_compile_gets_its_inductor_flag_around_calls_only():
+    import torch._inductor.config as inductor_config
+
+    b = build("pixart-sigma", "fp32+int8dq+compile")
+    assert b.knobs["inductor_flags"] == {"force_fuse_int_mm_with_mul": True}
+    assert inductor_config.force_fuse_int_mm_with_mul is False
+    with b.call_context():
+        assert inductor_config.force_fuse_int_mm_with_mul is True
+    assert "inductor_flags" not in build("pixart-sigma", "fp32+int8dq").knobs
