@@ -147,8 +147,8 @@ def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
         built.knobs["verify"] = state.report  # live: updated after every pipeline call
         built.contexts.append(state.call_context)
     if recipe.compile:
-        flags = {**quantize.COMPILE_FLAGS.get(recipe.quant, {}), **INDUCTOR_PRESETS.get(recipe.inductor, {})}
-        if flags:
+        if recipe.inductor:
+            flags = INDUCTOR_PRESETS[recipe.inductor]
             # inductor compiles lazily at the first call: the flags must be set around every call
             built.contexts.append(lambda: torch._inductor.config.patch(flags))
             built.knobs["inductor_flags"] = flags

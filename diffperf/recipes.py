@@ -29,6 +29,14 @@ INDUCTOR_PRESETS: dict[str, dict[str, bool]] = {
         "coordinate_descent_tuning": True,
         "coordinate_descent_check_all_directions": True,
     },
+    # what torchao's quantize_ sets process-wide by default (recommended_inductor_config_setter)
+    "torchao": {
+        "coordinate_descent_tuning": True,
+        "coordinate_descent_check_all_directions": True,
+        "force_fuse_int_mm_with_mul": True,
+        "fx_graph_cache": True,
+        "triton.unique_kernel_names": True,
+    },
 }
 
 # Which cache thresholds are meaningful defaults when a token gives none.

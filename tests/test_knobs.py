@@ -185,12 +185,14 @@ def test_a_flag_the_build_sets_is_recorded_with_the_case_and_gone_after_it(monke
     assert inductor_config.epilogue_fusion == was
 
 
-def test_int8_dynamic_compile_gets_its_inductor_flag_around_calls_only():
+def test_an_inductor_preset_is_set_around_calls_only():
     import torch._inductor.config as inductor_config
 
-    b = build("pixart-sigma", "fp32+int8dq+compile")
-    assert b.knobs["inductor_flags"] == {"force_fuse_int_mm_with_mul": True}
+    b = build("pixart-sigma", "fp32+int8dq+compile+inductor-torchao")
+    assert b.knobs["inductor_flags"]["force_fuse_int_mm_with_mul"] is True
     assert inductor_config.force_fuse_int_mm_with_mul is False
     with b.call_context():
         assert inductor_config.force_fuse_int_mm_with_mul is True
-    assert "inductor_flags" not in build("pixart-sigma", "fp32+int8dq").knobs
+        assert inductor_config.coordinate_descent_tuning is True
+    assert inductor_config.coordinate_descent_tuning is False
+    assert "inductor_flags" not in build("pixart-sigma", "fp32+int8dq+compile").knobs

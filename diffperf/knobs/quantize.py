@@ -30,16 +30,6 @@ def _config(kind: str):
     }[kind]()
 
 
-# Inductor flags a quantization needs once compiled, patched around each call (never process-wide).
-# int8 dynamic: compiled, its matmul is aten._int_mm, which cuBLAS refuses for fewer than 17 rows
-# ("self.size(0) needs to be greater than 16", FLUX / SD3 / Lumina2 / Z-Image on the H100: their
-# AdaLN linears see one row); this flag swaps _int_mm * scale for a Triton kernel without that limit
-# (torchao sets it, among others, when set_inductor_config is left on)
-COMPILE_FLAGS: dict[str, dict[str, bool]] = {
-    "int8dq": {"force_fuse_int_mm_with_mul": True},
-}
-
-
 def check(kind: str, device: torch.device, dtype: str) -> None:
     if kind.startswith("fp8"):
         if device.type != "cuda":
