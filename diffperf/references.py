@@ -49,5 +49,7 @@ def cpu_class_sensitive(recipe: Recipe) -> bool:
     return recipe.dtype != "fp32" or recipe.quant == "int8dq"
 
 
-def fidelity_threshold(tier_device: str, recipe: Recipe) -> float:
-    return FIDELITY["cpu" if tier_device == "cpu" else "gpu"][recipe_class(recipe)]
+def fidelity_threshold(tier_device: str, recipe: Recipe, model_floor: float | None = None) -> float:
+    """model_floor: the model's own lossless floor (ModelSpec.synthetic_lossless_ssim), which can only lower it."""
+    thr = FIDELITY["cpu" if tier_device == "cpu" else "gpu"][recipe_class(recipe)]
+    return thr if model_floor is None else min(thr, model_floor)

@@ -3,6 +3,7 @@ the model's reference recipe (fidelity of the optimization)."""
 import pytest
 
 from diffperf import accuracy, storage
+from diffperf.models import get_model
 from diffperf.references import (LATENTS_FILE, LATENTS_KIND, cpu_class_sensitive, fidelity_threshold, reference_dir,
                                  regression_threshold)
 from diffperf.runner import CaseOutcome
@@ -85,7 +86,8 @@ def test_fidelity(perf_outcome, perf_case, perf_options, perf_state):
     perf_outcome.result["fidelity"] = {"reference_recipe": ref_recipe.name,
                                        "ssim": worst, "psnr": min(s["psnr"] for s in scores.values()),
                                        "per_prompt": scores}
-    thr = fidelity_threshold(perf_case.tier.device, recipe)
+    floor = get_model(perf_case.case.model).synthetic_lossless_ssim if perf_options.weights == "synthetic" else None
+    thr = fidelity_threshold(perf_case.tier.device, recipe, floor)
     assert worst >= thr, (f"{perf_case.id} vs its reference recipe {ref_recipe.name}: worst SSIM {worst:.4f} "
                           f"< threshold {thr} ({'lossless' if recipe.lossless else 'lossy'} class); per prompt: "
                           + ", ".join(f"{p}: SSIM {s['ssim']:.4f} PSNR {s['psnr']:.2f}" for p, s in scores.items()))

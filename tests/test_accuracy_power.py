@@ -97,3 +97,15 @@ def test_reference_of_wrong_size_names_file(tmp_path):
     Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "r.png")
     with pytest.raises(accuracy.StoredFileError, match=r"reference .*r\.png is 6x4, image is 10x8"):
         accuracy.load_png(tmp_path / "r.png", (8, 10, 3))
+
+
+def test_a_model_floor_lowers_only_the_lossless_fidelity_threshold():
+    from diffperf.models import MODELS
+    from diffperf.references import FIDELITY, fidelity_threshold
+
+    lossless, lossy = parse_recipe("bf16+compile"), parse_recipe("bf16+fp8dq+compile")
+    assert fidelity_threshold("cuda", lossless) == FIDELITY["gpu"]["lossless"]
+    assert fidelity_threshold("cuda", lossless, 0.75) == 0.75
+    assert fidelity_threshold("cuda", lossy, 0.75) == FIDELITY["gpu"]["lossy"]  # never raised
+    floors = {m.name: m.synthetic_lossless_ssim for m in MODELS.values() if m.synthetic_lossless_ssim is not None}
+    assert floors == {"kandinsky3": 0.75}  # each floor is a measured exception, not a default

@@ -111,5 +111,11 @@ SPECS = (
         diffusers_cache=False,
         teacache=False,
         cfg_batched=True,
+        # its synthetic-weight image is saturated noise that rounding reshuffles: on the H100,
+        # regional compile gave SSIM 0.813 vs bf16 (latent distance 0.44) and the text encoder in
+        # int8 weight-only 0.813 (0.40), where every stored lossless or TE-int8 reference of the other
+        # eight models is under latent distance 0.05; another prompt gives SSIM 0.571, so 0.75 still
+        # tells a rounding change from a different image
+        synthetic_lossless_ssim=0.75,
     ),
 )

@@ -58,6 +58,10 @@ class ModelSpec:
     teacache: bool = False
     # classifier-free guidance runs the denoiser on a doubled batch
     cfg_batched: bool = True
+    # lossless-recipe fidelity floor (SSIM vs the reference recipe) on synthetic weights, for a
+    # model whose random-weight output turns any rounding change into a visibly different image;
+    # None: the tier's lossless threshold
+    synthetic_lossless_ssim: float | None = None
     notes: str = ""
 
     def defaults(self, size: str) -> GenDefaults:
