@@ -85,7 +85,8 @@ def latent_projection(latents, k: int = 256, seed: int = 0) -> list[float]:
 
 def latent_distance(a: list[float], b: list[float]) -> float:
     """Relative L2 distance ||a - b|| / ||b|| of two latent projections."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    # a stored projection holds null where the latents were not finite (record.storable)
+    a, b = (np.asarray([np.nan if v is None else v for v in x], dtype=np.float64) for x in (a, b))
     if a.shape != b.shape:
         raise ValueError(f"latent projections of different lengths: {a.shape} vs {b.shape}")
     if not np.isfinite(a).all():

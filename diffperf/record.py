@@ -3,6 +3,7 @@ an aggregate results.json + results.csv per run."""
 from __future__ import annotations
 
 import csv
+import math
 import datetime as dt
 import re
 import subprocess
@@ -105,7 +106,8 @@ class RunRecorder:
 
     def add(self, case_id: str, result: dict[str, Any]) -> None:
         self.cases[case_id] = result
-        storage.dump(self.dir / "cases" / f"{safe_name(case_id)}.json", CASE_KIND, {"case": case_id, **result})
+        storage.dump(self.dir / "cases" / f"{safe_name(case_id)}.json", CASE_KIND,
+                     {"case": case_id, **storable(result)})
 
     def add_not_measured(self, case, status: str, **detail: Any) -> None:
         """A case that failed or skipped: kept in the results with why, so that a report or a
@@ -129,9 +131,32 @@ class RunRecorder:
         if not self.cases:
             return None
         path = self.dir / "results.json"
-        storage.dump(path, RESULTS_KIND, {**self.header(), "cases": self.cases})
+        storage.dump(path, RESULTS_KIND, {**self.header(),
+                                          "cases": {cid: storable(r) for cid, r in self.cases.items()}})
         write_csv(self.dir / "results.csv", self.cases)
         return path
+
+
+def storable(result: dict[str, Any]) -> dict[str, Any]:
+    """A case's result as JSON can hold it: a NaN or infinite number (the latents of a broken
+    image, its latent distance) becomes null and its path is listed under "non_finite", so the
+    case is kept, and said to be broken, instead of its whole results file being refused."""
+    found: list[str] = []
+
+    def walk(obj: Any, where: str) -> Any:
+        if isinstance(obj, float) and not math.isfinite(obj):
+            found.append(where)
+            return None
+        if isinstance(obj, dict):
+            return {k: walk(v, f"{where}.{k}" if where else str(k)) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [walk(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return obj
+
+    out = walk(result, "")
+    if found:
+        out["non_finite"] = found
+    return out
 
 
 # statuses of a case kept in the results without numbers (RunRecorder.add_not_measured)

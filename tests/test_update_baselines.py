@@ -56,7 +56,9 @@ def test_prints_old_to_new_diff(tmp_path, capsys):
 @pytest.mark.parametrize("bad, why", [(result(median=0.0), "median_s is 0.0"),
                                       (result(peak=0), "peak_memory_bytes is 0"),
                                       (result(inconclusive=["throttled: hw_thermal_slowdown"]), "inconclusive"),
-                                      (result(status="error"), "status")])
+                                      (result(status="error"), "status"),
+                                      ({**result(), "non_finite": ["latent_projections.short[0]"]},
+                                       "non-finite values at latent_projections.short[0]")])
 def test_refuses_bad_results_and_writes_nothing(tmp_path, capsys, bad, why):
     assert update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": bad})) == 2
     assert why in capsys.readouterr().err

@@ -9,7 +9,7 @@ sessions), a case whose median moved between runs more than that allows gets 1.5
 run medians instead (diffperf.compare.run_spread_tolerance), with those medians as evidence; such a
 tolerance stays with its case when a later run without --history re-baselines it (--replace drops it).
 
-Refuses: results of another tier, cases with zero or missing metrics, inconclusive results
+Refuses: results of another tier, cases with zero or missing metrics or non-finite values, inconclusive results
 (throttled GPU, foreign processes). Writes atomically (temp file + rename) and prints the
 old -> new diff of every case it touches.
 """
@@ -89,6 +89,8 @@ def run_medians(cid: str, runs: list[tuple[Path, dict]]) -> list[dict]:
 def entry_from_result(cid: str, r: dict) -> dict:
     if r.get("status") != "ok":
         raise Refused(f"{cid}: status {r.get('status')!r}")
+    if r.get("non_finite"):
+        raise Refused(f"{cid}: non-finite values at {', '.join(r['non_finite'][:3])}: a broken result is no baseline")
     if r.get("inconclusive"):
         raise Refused(f"{cid}: inconclusive result ({'; '.join(r['inconclusive'])}); re-measure on a quiet GPU")
     s, mem, t = r.get("summary") or {}, r.get("memory") or {}, r.get("timing") or {}
