@@ -23,7 +23,7 @@ def test_images_valid(perf_outcome, perf_case):
 
 def test_regression(perf_outcome, perf_case, perf_options):
     ref_dir = _ref_dir(perf_case, perf_options, perf_case.case.recipe.name)
-    thr = regression_threshold(perf_case.tier.device)
+    thr = regression_threshold(perf_case.tier.device, perf_case.case.recipe)
     scores = {}
     for pid, img in perf_outcome.images.items():
         accuracy.check_image(img, f"{perf_case.id} prompt {pid!r}")

@@ -109,3 +109,12 @@ def test_a_model_floor_lowers_only_the_lossless_fidelity_threshold():
     assert fidelity_threshold("cuda", lossy, 0.75) == FIDELITY["gpu"]["lossy"]  # never raised
     floors = {m.name: m.synthetic_lossless_ssim for m in MODELS.values() if m.synthetic_lossless_ssim is not None}
     assert floors == {"kandinsky3": 0.75}  # each floor is a measured exception, not a default
+
+
+def test_only_quantized_compiled_gpu_cases_get_the_wider_latent_threshold():
+    from diffperf.references import GPU_QUANTIZED_COMPILED_LATENT, regression_threshold
+
+    assert regression_threshold("cuda", parse_recipe("bf16+fp8dq+compile"))["latent"] == GPU_QUANTIZED_COMPILED_LATENT
+    for name in ("bf16+fp8dq", "bf16+compile", "bf16"):
+        assert regression_threshold("cuda", parse_recipe(name)) == REGRESSION["gpu"]
+    assert regression_threshold("cpu", parse_recipe("fp32+int8dq+compile")) == REGRESSION["cpu"]
