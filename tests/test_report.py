@@ -413,8 +413,11 @@ def test_doc_notes_sources_measured_under_other_software(results, tmp_path):
     assert "torch: 2.13 -> 2.14" in md
 
 
-def test_failed_and_skipped_cases_are_listed_not_tabled(tmp_path):
+def test_failed_skipped_and_broken_cases_are_listed_not_tabled(tmp_path):
     cases = {f"flux-dev/{r}": case("flux-dev", r, i) for i, r in enumerate(RECIPES[:2])}
+    # measured, but its images were NaN: fast numbers of a broken output are no result
+    cases["flux-dev/bf16+fp8dq"] = {**case("flux-dev", "bf16+fp8dq", 0),
+                                    "non_finite": ["latent_projections.short[0]", "latent_projections.short[1]"]}
     cases["flux-dev/bf16+fa2"] = {"model": "flux-dev", "recipe": "bf16+fa2", "status": "skipped", "groups": [],
                                   "reason": "flash-attn is not installed"}
     cases["pixart-sigma/fp32"] = {"model": "pixart-sigma", "recipe": "fp32", "status": "failed", "groups": [],
@@ -423,14 +426,17 @@ def test_failed_and_skipped_cases_are_listed_not_tabled(tmp_path):
     src = write_source(tmp_path / "r" / "cpu", cases)
     out = report.write_doc(src, tmp_path / "doc" / "cpu.md")
     md = out.read_text()
-    section = md.split("## Not measured (failed or skipped)")[1].split("\n## ")[0]
+    section = md.split("## Not measured (failed, skipped or broken output)")[1].split("\n## ")[0]
     assert "| flux-dev/bf16+fa2 | skipped | flash-attn is not installed |" in section
+    assert ("| flux-dev/bf16+fp8dq | broken output | 2 NaN / infinite value(s), first at "
+            "latent_projections.short[0] |") in section
+    assert "bf16+fp8dq" not in md.split("## flux-dev")[1]
     assert "| pixart-sigma/fp32 | failed | oom: OutOfMemoryError: CUDA out of memory |" in section
     # a model whose only case failed gets no section of numbers; the measured ones keep theirs
     assert "## pixart-sigma" not in md and "## flux-dev" in md
     assert "bf16+fa2" not in md.split("## flux-dev")[1]
     summary = report.summary_markdown(report.merge_results(src))
-    assert "Not measured (failed or skipped)" in summary and "pixart-sigma/fp32 | failed" in summary
+    assert "Not measured (failed, skipped or broken output)" in summary and "pixart-sigma/fp32 | failed" in summary
 
 
 def test_mfu_of_a_step_cache_case_is_not_a_per_step_figure(tmp_path):

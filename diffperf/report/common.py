@@ -72,8 +72,9 @@ def display_path(path: Path) -> str:
 
 
 def measured(r: dict) -> bool:
-    """A case with numbers; failed and skipped cases are kept in results files with their reason."""
-    return r.get("status", "ok") == "ok"
+    """A case with numbers to show; failed and skipped cases are kept in results files with their
+    reason, and a case whose output had NaN / infinite values (record.storable) is no result either."""
+    return r.get("status", "ok") == "ok" and not r.get("non_finite")
 
 
 def models_of(results: dict) -> list[str]:

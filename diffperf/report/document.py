@@ -190,7 +190,7 @@ def doc_markdown(merged: dict, out: Path, assets_dir: Path, prompt: str = "short
              *machine_markdown(merged), "", *runs_markdown(merged), TABLES_NOTE, "", QUANT_LEGEND, "",
              *(gate or []), *mfu_table(merged)]
     missing = not_measured_markdown(merged)
-    lines += ["## Not measured (failed or skipped)", "", *missing, ""] if missing else []
+    lines += ["## Not measured (failed, skipped or broken output)", "", *missing, ""] if missing else []
     conditions = conditions_markdown(merged)
     lines += ["## Timing conditions", "", *conditions, ""] if conditions else []
     for model in models_of(merged):

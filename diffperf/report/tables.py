@@ -133,7 +133,7 @@ def summary_markdown(results: dict) -> str:
             f"{'' if fid is None else f'{fid:.4f}'} |"
         )
     missing = not_measured_markdown(results)
-    lines += ["", "Not measured (failed or skipped):", "", *missing] if missing else []
+    lines += ["", "Not measured (failed, skipped or broken output):", "", *missing] if missing else []
     return "\n".join(lines) + "\n"
 
 
@@ -178,8 +178,11 @@ def not_measured_markdown(results: dict) -> list[str]:
     for cid, r in sorted(results["cases"].items()):
         if measured(r):
             continue
-        why = not_measured_why(r)
+        why, status = not_measured_why(r), r.get("status")
         if r.get("failure") and not r.get("reason"):
             why = f"{r['failure'].get('kind')}: {why}"
-        rows.append([cid, r.get("status"), why[:300].replace("|", "\\|")])
+        if status == "ok" and r.get("non_finite"):
+            where = r["non_finite"]
+            status, why = "broken output", f"{len(where)} NaN / infinite value(s), first at {where[0]}"
+        rows.append([cid, status, why[:300].replace("|", "\\|")])
     return md_table(["Case", "Status", "Why"], rows) if rows else []
