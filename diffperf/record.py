@@ -3,7 +3,6 @@ an aggregate results.json + results.csv per run."""
 from __future__ import annotations
 
 import csv
-import math
 import datetime as dt
 import re
 import subprocess
@@ -141,19 +140,7 @@ def storable(result: dict[str, Any]) -> dict[str, Any]:
     """A case's result as JSON can hold it: a NaN or infinite number (the latents of a broken
     image, its latent distance) becomes null and its path is listed under "non_finite", so the
     case is kept, and said to be broken, instead of its whole results file being refused."""
-    found: list[str] = []
-
-    def walk(obj: Any, where: str) -> Any:
-        if isinstance(obj, float) and not math.isfinite(obj):
-            found.append(where)
-            return None
-        if isinstance(obj, dict):
-            return {k: walk(v, f"{where}.{k}" if where else str(k)) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [walk(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-        return obj
-
-    out = walk(result, "")
+    out, found = storage.without_non_finite(result)
     if found:
         out["non_finite"] = found
     return out

@@ -34,15 +34,28 @@ def load(path: Path, kind: str) -> dict[str, Any]:
     return data
 
 
-def _check_finite(obj: Any, where: str = "") -> None:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        raise ValueError(f"refusing to store non-finite number at {where or 'top level'}")
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_finite(v, f"{where}.{k}" if where else str(k))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            _check_finite(v, f"{where}[{i}]")
+def without_non_finite(obj: Any, where: str = "") -> tuple[Any, list[str]]:
+    """A copy of a JSON-like tree with every NaN / infinite float replaced by None, and the paths
+    where that happened (e.g. "cases.x.latent_projections.short[0]")."""
+    found: list[str] = []
+
+    def walk(o: Any, at: str) -> Any:
+        if isinstance(o, float) and not math.isfinite(o):
+            found.append(at)
+            return None
+        if isinstance(o, dict):
+            return {k: walk(v, f"{at}.{k}" if at else str(k)) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [walk(v, f"{at}[{i}]") for i, v in enumerate(o)]
+        return o
+
+    return walk(obj, where), found
+
+
+def _check_finite(obj: Any) -> None:
+    found = without_non_finite(obj)[1]
+    if found:
+        raise ValueError(f"refusing to store non-finite number at {found[0] or 'top level'}")
 
 
 def dump(path: Path, kind: str, data: dict[str, Any]) -> None:
