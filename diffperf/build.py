@@ -11,8 +11,9 @@ import torch
 
 from .cases import Case
 from .knobs import attention, cache, compile as compile_knob, quantize, verify
+from .knobs.linear_rows import linear_rows
 from .knobs.skip import CaseSkip
-from . import parallel
+from . import parallel, storage
 from .models import BuildRequest, ModelSpec, get_model
 from .options import PerfOptions
 from .recipes import INDUCTOR_PRESETS, Recipe
@@ -91,6 +92,19 @@ def load_pipeline(spec: ModelSpec, tier: Tier, options: PerfOptions, device: tor
     return cls.from_pretrained(source, torch_dtype=dtype, local_files_only=True).to(device)
 
 
+def _few_row_linears(built: Built, component: str, kind: str, options: PerfOptions, knob: str) -> frozenset[str]:
+    """The Linear layers of `component` too thin for quantization `kind` (see linear_rows.py),
+    named in built.knobs[knob]; none for kinds without a row limit."""
+    min_rows = quantize.MIN_ROWS.get(kind)
+    if min_rows is None:
+        return frozenset()
+    prompts = storage.load(options.prompts_file, "diffperf-prompts")["prompts"].values()
+    rows = linear_rows(built.pipe, built.spec, built.tier.size, component, prompts)
+    few = frozenset(name for name, r in rows.items() if r < min_rows)
+    built.knobs.setdefault(knob, []).extend(f"{component}.{name}" for name in sorted(few))
+    return few
+
+
 def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
     spec = get_model(case.model)
     recipe = case.recipe
@@ -128,10 +142,13 @@ def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
         built.knobs["parallel"] = parallel.apply(denoiser, recipe, device.type)
     built.contexts.append(lambda: attention.call_context(recipe.attention, spec.attention_dispatcher))
     if recipe.quant:
-        built.knobs["quantized_linears"] = quantize.quantize(denoiser, recipe.quant)
+        skip = _few_row_linears(built, spec.denoiser, recipe.quant, options, "unquantized_few_row_linears")
+        built.knobs["quantized_linears"] = quantize.quantize(denoiser, recipe.quant, skip)
     if recipe.te_quant:
         built.knobs["te_quantized_linears"] = sum(
-            quantize.quantize(getattr(pipe, name), recipe.te_quant) for name in spec.text_encoders
+            quantize.quantize(getattr(pipe, name), recipe.te_quant,
+                              _few_row_linears(built, name, recipe.te_quant, options, "te_unquantized_few_row_linears"))
+            for name in spec.text_encoders
         )
     if recipe.cache:
         built.knobs["cache_state"] = cache.apply(

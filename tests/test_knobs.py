@@ -41,6 +41,30 @@ def test_quantized_linears_are_quantized(kind):
     assert count_quantized(b.pipe.text_encoder) == 0  # only the denoiser
 
 
+def test_int8_dynamic_leaves_the_one_row_layers_unquantized_and_names_them():
+    # aten._int_mm refuses <= 16 rows under torch.compile (all six AdaLN models failed on the H100)
+    b = build("flux-dev", "fp32+int8dq")
+    few = b.knobs["unquantized_few_row_linears"]
+    assert "transformer.norm_out.linear" in few and "transformer.transformer_blocks.0.norm1.linear" in few
+    modules = dict(b.denoiser.named_modules())
+    for name in few:
+        assert type(modules[name.removeprefix("transformer.")].weight) is torch.nn.Parameter
+    assert type(modules["transformer_blocks.0.attn.to_q"].weight) is not torch.nn.Parameter
+    assert b.knobs["quantized_linears"] == count_quantized(b.denoiser) > 0
+    assert "unquantized_few_row_linears" not in build("flux-dev", "fp32+int8wo").knobs  # no row limit
+
+
+def test_linear_rows_at_full_size_on_meta():
+    from diffperf.knobs.linear_rows import linear_rows
+    from diffperf.profile import _meta_loaded
+
+    loaded = _meta_loaded("flux-dev", "full")
+    rows = linear_rows(loaded.pipe, loaded.spec, "full", "transformer", ["a red cube"])
+    assert rows["transformer_blocks.0.norm1.linear"] == 1  # one row per image: AdaLN
+    assert rows["transformer_blocks.0.attn.to_q"] == 4096  # 1024x1024 -> 64x64 latent tokens
+    assert rows["transformer_blocks.0.attn.add_q_proj"] == 512  # T5 tokens
+
+
 def test_text_encoder_quantization_is_separate():
     b = build("pixart-sigma", "fp32+te-int8wo")
     assert count_quantized(b.pipe.text_encoder) == b.knobs["te_quantized_linears"] > 0

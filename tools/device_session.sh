@@ -15,6 +15,9 @@
 #            bf16+te-int8wo,bf16+fuse-qkv) on STD_MODELS (default: all nine); STD_TAG names the
 #            results folder (results-std<TAG>) so that two std parts of one session stay apart; STD_K is
 #            a pytest -k expression that drops cases of the cross product (e.g. "fp8dq or kandinsky3")
+#   prewarm  fill the compile cache for STD_MODELS x STD_RECIPES, one process per recipe at once (a
+#            Kandinsky-3 float8 + compile ran > 418 s cold); the processes share the GPU, so their
+#            timings are not clean: results go to /tmp/prewarm-<n>, outside results.tar.gz
 #   ladder   FLUX.1-dev flux-fast ladder rungs, cold compile cache (issue 4); RUNGS=2 or RUNGS=2,3
 #            picks rungs of $LADDER by position (sed addresses: 2 or 2,3)
 #   cache    the first compiled rung again in a new process: cold start from the warm cache (issue 4)
@@ -60,6 +63,25 @@ run_part() {
             suite "std${STD_TAG:-}" "$limit" -m h100 ${STD_MODELS:+--perf-models "$STD_MODELS"} \
                 --perf-recipes "${STD_RECIPES:-bf16+te-int8wo,bf16+fuse-qkv}" ${STD_K:+-k "$STD_K"} \
                 --perf-iterations 3 --perf-warmup 1 -q ;;
+        prewarm)
+            local i=0
+            for recipe in ${STD_RECIPES//,/ }; do
+                i=$((i + 1))
+                timeout -s INT "$limit" python3 -m pytest perf_tests -p no:cacheprovider --perf-results "/tmp/prewarm-$i" \
+                    -m h100 ${STD_MODELS:+--perf-models "$STD_MODELS"} --perf-recipes "$recipe" \
+                    --perf-iterations 1 --perf-warmup 0 -q > "$out/prewarm-$i.log" 2>&1 &
+            done
+            wait
+            for log in "$out"/prewarm-*.log; do echo "-- $log"; tail -3 "$log"; done
+            # cold_s under a shared GPU: an upper bound on a clean cold start, not a measurement of one
+            python3 - <<'EOF'
+import glob, json
+for path in sorted(glob.glob("/tmp/prewarm-*/h100/cases/*.json")):
+    c = json.load(open(path))
+    t = c.get("timing") or {}
+    print(path, c.get("status"), "cold_s", t.get("cold_s"), "cache", t.get("cold_compile_cache"))
+EOF
+            ;;
         ladder)
             # a full-graph max-autotune compile of FLUX took > 400 s cold: RUNGS=2 runs one rung alone
             local rungs=$LADDER
@@ -93,7 +115,7 @@ EOF
             # one xdist worker per GPU (two models, one per worker), then context parallel vs one GPU
             suite xdist "$limit" -m "h200 and smoke" -n 2 --perf-models sana-1600m,pixart-sigma -q
             suite multi 300 -m h200x2 -q ;;
-        *) echo "unknown part $part (smoke oom table std ladder cache noise profile multi)" >&2; return 2 ;;
+        *) echo "unknown part $part (smoke oom table std prewarm ladder cache noise profile multi)" >&2; return 2 ;;
     esac
 }
 

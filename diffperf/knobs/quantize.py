@@ -30,6 +30,11 @@ def _config(kind: str):
     }[kind]()
 
 
+# fewest rows (batch x tokens) a layer must multiply to be quantized: aten._int_mm, which int8
+# dynamic runs on, refuses 16 or fewer under torch.compile (see linear_rows.py)
+MIN_ROWS = {"int8dq": 17}
+
+
 def check(kind: str, device: torch.device, dtype: str) -> None:
     if kind.startswith("fp8"):
         if device.type != "cuda":
@@ -44,13 +49,14 @@ def check(kind: str, device: torch.device, dtype: str) -> None:
             raise CaseSkip("int4wo: torchao int4 weight-only kernels take bf16 activations only")
 
 
-def _eligible(kind: str):
+def _eligible(kind: str, exclude: frozenset[str] = frozenset()):
     # float8 and int4 kernels need dimensions that are multiples of 16 (int4: of the group size)
     multiple = {"int4wo": 128}.get(kind, 16 if kind.startswith("fp8") else 1)
 
     def keep(module: torch.nn.Module, fqn: str) -> bool:
         return (
             isinstance(module, torch.nn.Linear)
+            and fqn not in exclude
             and module.in_features % multiple == 0
             and module.out_features % multiple == 0
         )
@@ -58,11 +64,12 @@ def _eligible(kind: str):
     return keep
 
 
-def quantize(module: torch.nn.Module, kind: str) -> int:
-    """Quantize the eligible nn.Linear layers in place; returns how many were quantized."""
+def quantize(module: torch.nn.Module, kind: str, exclude: frozenset[str] = frozenset()) -> int:
+    """Quantize the eligible nn.Linear layers in place, except those named in `exclude`
+    (qualified names inside `module`); returns how many were quantized."""
     from torchao.quantization import quantize_
 
-    keep = _eligible(kind)
+    keep = _eligible(kind, exclude)
     targets = [name for name, m in module.named_modules() if keep(m, name)]
     if not targets:
         raise CaseSkip(f"{kind}: no Linear layer of {type(module).__name__} has eligible shapes")

@@ -1,0 +1,47 @@
+"""How many rows (batch x tokens) each nn.Linear of a component multiplies in a generation.
+
+int8 dynamic quantization runs its matmuls through aten._int_mm, which refuses 16 rows or fewer
+under torch.compile ("self.size(0) needs to be greater than 16"); eager torchao catches the
+error and falls back to a float matmul. The layers fed one row per image (AdaLN modulation,
+timestep and pooled-text embeddings) are such layers. The rows are found by calling the
+component once per kind of call the generation makes (diffusers' pipeline calls as
+diffperf.profile plans them), with real tensors on the case's device, before any knob that
+changes how it runs (quantization, caches, compile).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+
+def linear_rows(pipe, spec, size: str, component: str, prompts: Iterable[str]) -> dict[str, int]:
+    """{qualified name inside the component: fewest rows seen} for every nn.Linear that ran,
+    over the generation's calls of `component` with each prompt (text length changes the rows of
+    caption layers where a pipeline keeps only the real tokens)."""
+    from ..profile import Loaded, _setup, run_invocation
+    from ..profile.plans import make_plan
+
+    module = getattr(pipe, component)
+    param = next(module.parameters())
+    loaded = Loaded(spec, size, param.device, param.dtype, pipe, {})
+    names = {m: n for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)}
+    rows: dict[str, int] = {}
+
+    def seen(m, args, kwargs):
+        x = args[0] if args else kwargs["input"]
+        r = x.numel() // x.shape[-1]
+        rows[names[m]] = min(rows.get(names[m], r), r)
+
+    handles = [m.register_forward_pre_hook(seen, with_kwargs=True) for m in names]
+    try:
+        for prompt in prompts:
+            setup = _setup(spec, size, None, None, None, None, None, prompt, None)
+            for inv in make_plan(spec, size, pipe, setup).invocations:
+                if inv.component == component:
+                    run_invocation(loaded, inv)
+    finally:
+        for h in handles:
+            h.remove()
+    return rows
+
