@@ -154,6 +154,29 @@ def test_same_seed_builds_identical_weights(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_no_weight_matrix_is_all_zero(name, tiny_pipes):
+    # a zero matrix makes float8 per-row scales 0/0 (Kandinsky-3 and Z-Image float8 gave NaN images)
+    zero = [f"{c}.{n}" for c, m in tiny_pipes(name).components.items() if isinstance(m, torch.nn.Module)
+            for n, p in m.named_parameters() if p.dim() >= 2 and not p.any()]
+    assert zero == []
+
+
+def test_zero_initialised_matrices_get_seeded_values():
+    from diffperf.models.synthetic import construct, fill_zero_matrices
+
+    def make():
+        lin = torch.nn.Linear(8, 4)
+        lin.weight.data.zero_()
+        lin.bias.data.zero_()
+        return lin
+
+    a, b = (construct(make, device=torch.device("cpu"), dtype=torch.float32, seed=3) for _ in range(2))
+    assert a.weight.abs().max() <= 8 ** -0.5 and a.weight.any() and torch.equal(a.weight, b.weight)
+    assert not a.bias.any()  # vectors (biases, norm weights) keep their own init
+    assert fill_zero_matrices(a, 3) == []  # nothing left to fill
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_full_denoiser_has_the_real_parameter_count(name):
     spec = get_model(name)
     components = spec.build_components(BuildRequest("full", torch.device("meta"), torch.bfloat16))

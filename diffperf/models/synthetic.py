@@ -30,10 +30,34 @@ def construct(factory, *args: Any, device: torch.device, dtype: torch.dtype, see
     torch.manual_seed(seed)
     with torch.device(device), default_dtype(dtype), torch.no_grad():
         module = factory(*args, **kwargs)
+        fill_zero_matrices(module, seed)
     module = module.to(device=device, dtype=dtype)
     module.eval()
     module.requires_grad_(False)
     return module
+
+
+def fill_zero_matrices(module: torch.nn.Module, seed: int) -> list[str]:
+    """Give seeded random values to the weight matrices a module initialises to all zeros
+    (Kandinsky-3's conditional group-norm MLPs, Z-Image's pad tokens); returns their names.
+
+    A trained checkpoint has no all-zero matrix, and a zero one is not a neutral stand-in:
+    float8 per-row scaling divides each row by its largest magnitude, so a zero weight row, or
+    an activation row built from zero pad tokens, turns into 0/0 = NaN (Kandinsky-3 and Z-Image
+    float8 on the H100 gave all-NaN images). Values are uniform in +-1/sqrt(last dim), the
+    scale of nn.Linear's default init; vectors (biases, norm weights) keep their init.
+    """
+    filled = []
+    gen = None
+    for name, p in module.named_parameters():
+        if p.dim() < 2 or p.numel() == 0 or p.device.type == "meta" or p.any():
+            continue
+        if gen is None:
+            gen = torch.Generator(device=p.device).manual_seed(seed)
+        bound = p.shape[-1] ** -0.5
+        p.uniform_(-bound, bound, generator=gen)
+        filled.append(name)
+    return filled
 
 
 def pick(req: BuildRequest, full: dict, tiny: dict) -> dict:
