@@ -161,6 +161,10 @@ def test_history_of_other_sessions_widens_a_case_that_moved_between_them(tmp_pat
     inconclusive = result(median=3.0, inconclusive=["throttled: sw_thermal_slowdown"])
     history.append(write_results(tmp_path, {"sd21-base/fp32": inconclusive}, tier="h100", started="t4",
                                  name="s4", gpu="NVIDIA H100 80GB HBM3"))
+    broken = result(median=4.0)
+    broken["non_finite"] = ["latent_projections.short[0]"]  # NaN images: no evidence of speed either
+    history.append(write_results(tmp_path, {"sd21-base/fp32": broken}, tier="h100", started="t5",
+                                 name="s5", gpu="NVIDIA H100 80GB HBM3"))
     args = ["--tier", "h100", "--results", str(current), "--baselines", str(tmp_path / "baselines"),
             "--history", *map(str, history)]
     assert update_baselines.main(args) == 0

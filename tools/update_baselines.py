@@ -29,7 +29,7 @@ from diffperf.errors import StoredFileError  # noqa: E402
 from diffperf.options import ROOT  # noqa: E402
 from diffperf.record import NOT_MEASURED, load_results, not_measured_why, now  # noqa: E402
 from diffperf.references import LATENTS_FILE, LATENTS_KIND, reference_dir  # noqa: E402
-from diffperf.report.common import display_path  # noqa: E402
+from diffperf.report.common import display_path, measured  # noqa: E402
 from diffperf.tiers import TIERS, get_tier  # noqa: E402
 
 TOLERANCE_NOTE = {
@@ -74,12 +74,13 @@ def load_history(paths: list[Path], results: dict) -> list[tuple[Path, dict]]:
 
 
 def run_medians(cid: str, runs: list[tuple[Path, dict]]) -> list[dict]:
-    """The case's median in each run that measured it cleanly (ok and conclusive), one per run."""
+    """The case's median in each run that measured it cleanly (ok, finite output, conclusive),
+    one per run."""
     seen, out = set(), []
     for path, run in runs:
         r = run["cases"].get(cid) or {}
         median = (r.get("summary") or {}).get("median_s")
-        if r.get("status") != "ok" or r.get("inconclusive") or not median or run.get("started") in seen:
+        if not r or not measured(r) or r.get("inconclusive") or not median or run.get("started") in seen:
             continue
         seen.add(run.get("started"))
         out.append({"median_s": median, "started": run.get("started"), "source": display_path(path)})

@@ -1,0 +1,36 @@
+"""tools/first_nonfinite.py names the first denoiser module whose output is not finite."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import first_nonfinite  # noqa: E402
+
+
+def test_names_the_module_that_first_makes_nan(monkeypatch, capsys):
+    real_build = first_nonfinite.build_case
+
+    def build_with_a_nan_weight(*args, **kwargs):
+        built = real_build(*args, **kwargs)
+        with torch.no_grad():
+            built.denoiser.transformer_blocks[1].attn.to_k.weight[0, 0] = float("nan")
+        return built
+
+    monkeypatch.setattr(first_nonfinite, "build_case", build_with_a_nan_weight)
+    assert first_nonfinite.main(["--model", "flux-dev", "--recipe", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "transformer_blocks.1.attn.to_k (Linear)" in out
+    assert "non-finite 0" in out.split("inputs:")[1].split("output:")[0]  # what fed it was finite
+
+
+def test_a_finite_case_says_so(capsys):
+    assert first_nonfinite.main(["--model", "pixart-sigma", "--recipe", "fp32"]) == 0
+    assert "all outputs finite" in capsys.readouterr().out
+
+
+def test_refuses_a_compiled_recipe():
+    with pytest.raises(SystemExit):
+        first_nonfinite.main(["--model", "flux-dev", "--recipe", "bf16+compile"])
