@@ -154,6 +154,11 @@ def test_grid_png(results, tmp_path):
         im.verify()
     with Image.open(out) as im:  # 4 tiles in rows of 3
         assert im.size == (3 * (TILE + report.GRID_GAP), 2 * (TILE + report.GRID_LABEL_H)) == report.grid_size(4, TILE, 3)
+        assert im.format == "PNG"
+    jpg = tmp_path / "grid.jpg"  # committed documents: the suffix picks JPEG
+    assert run("grid", results, "--model", "flux-dev", "--out", jpg, "--tile", TILE, "--cols", 3) == 0
+    with Image.open(jpg) as im:
+        assert im.format == "JPEG" and im.size == report.grid_size(4, TILE, 3)
 
 
 def test_grid_takes_an_image_the_results_leave_out_from_the_references(results, tmp_path, capsys):
@@ -305,7 +310,7 @@ def test_doc_merges_sources_later_case_wins(results, tmp_path):
     assert "image (" not in md and "_source_dir" not in md  # no grid warning; nothing internal shown
     # each case's image is found in its own session's directory
     merged = report.merge_results([results, later])
-    _, warnings = report.grid_png(merged, tmp_path / "elsewhere", "flux-dev", tmp_path / "grid.png", tile=TILE)
+    _, warnings = report.grid_image(merged, tmp_path / "elsewhere", "flux-dev", tmp_path / "grid.png", tile=TILE)
     assert warnings == []
     # the machine table is the most recently started source's
     assert "| commit | def4567890abcdef |" in md and "| started | 2025-01-02T00:00:00+00:00 |" in md

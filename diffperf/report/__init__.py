@@ -9,7 +9,7 @@ Everything here reads results files only (no model runs) and is deterministic fo
   document    several runs merged into the tier's results document
 """
 from ..record import load_results
-from .charts import (GRID_GAP, GRID_LABEL_H, LADDER_GROUPS, grid_png, grid_size, group_order, in_cases_py_order,
+from .charts import (GRID_GAP, GRID_LABEL_H, LADDER_GROUPS, grid_image, grid_size, group_order, in_cases_py_order,
                      ladder_cases, ladder_png, plot_ladder)
 from .common import (Case, ReportError, by_latency, by_memory, display_path, md_table, measured, model_cases, models_of,
                      results_dir, truncate_markdown)
@@ -20,7 +20,7 @@ from .tables import (csv_file, model_tables, not_measured_markdown, summary_mark
 
 __all__ = [
     "GRID_GAP", "GRID_LABEL_H", "LADDER_GROUPS", "Case", "CaseChange", "Comparison", "ReportError", "by_latency",
-    "by_memory", "compare_runs", "comparison_markdown", "csv_file", "display_path", "gate_markdown", "grid_png",
+    "by_memory", "compare_runs", "comparison_markdown", "csv_file", "display_path", "gate_markdown", "grid_image",
     "grid_size", "group_order", "in_cases_py_order", "ladder_cases", "ladder_png", "load_old", "load_results",
     "md_table", "measured", "merge_results", "mfu_table", "model_cases", "model_tables", "models_of",
     "not_measured_markdown", "plot_ladder", "results_dir", "summary_markdown", "tables_markdown",

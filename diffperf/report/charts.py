@@ -160,9 +160,9 @@ def case_image(results: dict, r: dict, prompt: str, base_dir: Path, references: 
     return ref if ref.exists() else own
 
 
-def grid_png(results: dict, base_dir: Path, model: str, out: Path, prompt: str = "short",
-             tile: int = 256, cols: int = 4, references: Path | None = None) -> tuple[Path, list[str]]:
-    """Every case's image of `model` for `prompt`, fastest first, each labelled with recipe,
+def grid_image(results: dict, base_dir: Path, model: str, out: Path, prompt: str = "short",
+               tile: int = 256, cols: int = 4, references: Path | None = None) -> tuple[Path, list[str]]:
+    """A PNG (or a JPEG, by `out`'s suffix) of every case's image of `model` for `prompt`, fastest first, each labelled with recipe,
     median latency, peak memory and SSIM vs the reference recipe; an image missing from the
     results is taken from `references` (fixtures/reference) when it holds one. Returns (path, warnings)."""
     from PIL import Image, ImageDraw, ImageFont
@@ -191,5 +191,10 @@ def grid_png(results: dict, base_dir: Path, model: str, out: Path, prompt: str =
             draw.text((x + 4, y + tile + 3 + j * GRID_LINE_H), line, fill="black", font=font)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(out, format="PNG")
+    if out.suffix.lower() in (".jpg", ".jpeg"):
+        # committed documents: noise-like synthetic images barely compress as PNG (FLUX.1-dev's
+        # grid was 2.7 MB); a JPEG is a few times smaller and is only looked at
+        grid.save(out, format="JPEG", quality=85)
+    else:
+        grid.save(out, format="PNG")
     return out, warnings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..compare import load_baselines
 from ..record import commit_label, load_results, safe_name
-from .charts import LADDER_GROUPS, grid_png, group_order, in_cases_py_order, ladder_png
+from .charts import LADDER_GROUPS, grid_image, group_order, in_cases_py_order, ladder_png
 from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _peak, _ssim_text, display_path,
                      md_table, measured, model_cases, models_of, results_dir, truncate_markdown)
 from .comparison import _fingerprint_diff
@@ -212,8 +212,8 @@ def model_section(merged: dict, model: str, out: Path, assets_dir: Path, prompt:
         lines += [f"![{model} {group or 'all cases by latency'}]({_link(path, out)})", ""]
     if any(prompt in (r.get("images") or {}) for _, r in cases):
         # every merged case carries its own _source_dir: the base directory is only a fallback
-        path, warnings = grid_png(merged, Path("."), model, Path(assets_dir) / safe_name(f"{tier}-{model}-grid.png"),
-                                  prompt, references=references)
+        path, warnings = grid_image(merged, Path("."), model, Path(assets_dir) / safe_name(f"{tier}-{model}-grid.jpg"),
+                                    prompt, references=references)
         lines += [f"![{model} images, prompt {prompt}]({_link(path, out)})", ""]
         lines += [f"- {w}" for w in warnings] + ([""] if warnings else [])
     lines += group_sections(cases)
@@ -310,7 +310,7 @@ def write_all(source: Path, out_dir: Path, group: str = "flux-fast-ladder", prom
         files.append(path)
         notes += [note] if note else []
         if any(prompt in (r.get("images") or {}) for _, r in model_cases(results, model)):
-            path, warnings = grid_png(results, results_dir(source), model, out_dir / safe_name(f"grid-{model}.png"),
+            path, warnings = grid_image(results, results_dir(source), model, out_dir / safe_name(f"grid-{model}.png"),
                                       prompt)
             files.append(path)
             notes += warnings
