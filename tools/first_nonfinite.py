@@ -1,11 +1,13 @@
-"""Which layer of a case's denoiser first gives NaN / infinite output, and what fed it.
+"""Which module of a case's pipeline first gives NaN / infinite output, and what fed it.
 
-Builds the case as the suite does (same recipe knobs, seeded synthetic weights), calls the
-denoiser once per kind of call the generation makes (diffperf.profile plans) and, in call order,
-names the first module whose output is not finite, with its inputs' largest magnitudes. Give a
-recipe without compile: hooks see the modules only in eager mode.
+Builds the case as the suite does (same recipe knobs, seeded synthetic weights), generates one
+image with the suite's timing prompt and seed, and names the first module (text encoder,
+denoiser or image decoder, innermost first) whose output is not finite, with the call number,
+its inputs' largest magnitudes and their all-zero rows: float8 per-row scaling divides each row by
+its own maximum, so an all-zero row becomes 0/0. Give a recipe without compile: hooks see the
+modules only in eager mode.
 
-    python tools/first_nonfinite.py --tier h100 --model z-image-turbo --recipe bf16+fp8dq
+    python tools/first_nonfinite.py --tier h100 --model kandinsky3 --recipe bf16+fp8dq
 """
 from __future__ import annotations
 
@@ -19,10 +21,10 @@ import torch  # noqa: E402
 
 from diffperf.build import build_case  # noqa: E402
 from diffperf.cases import Case  # noqa: E402
+from diffperf.measure import generate  # noqa: E402
 from diffperf.options import PerfOptions  # noqa: E402
-from diffperf.profile import Loaded, _setup, run_invocation  # noqa: E402
-from diffperf.profile.plans import make_plan  # noqa: E402
 from diffperf.recipes import parse_recipe  # noqa: E402
+from diffperf.runner import Prompts  # noqa: E402
 from diffperf.tiers import get_tier  # noqa: E402
 
 
@@ -45,7 +47,10 @@ def _describe(ts) -> str:
         f = t.detach().float()
         finite = torch.isfinite(f)
         amax = f[finite].abs().max().item() if finite.any() else float("nan")
-        parts.append(f"{tuple(t.shape)} {t.dtype} non-finite {int((~finite).sum())} max|finite| {amax:.4g}")
+        rows = f.reshape(-1, f.shape[-1]) if f.dim() else f.reshape(1, 1)
+        zero_rows = int((rows == 0).all(dim=-1).sum())
+        parts.append(f"{tuple(t.shape)} {t.dtype} non-finite {int((~finite).sum())} max|finite| {amax:.4g} "
+                     f"all-zero rows {zero_rows} of {rows.shape[0]}")
     return "; ".join(parts) or "(no float tensors)"
 
 
@@ -58,36 +63,31 @@ def main(argv=None) -> int:
     recipe = parse_recipe(args.recipe)
     if recipe.compile:
         ap.error(f"{args.recipe}: give the recipe without compile (hooks see eager modules only)")
-    tier = get_tier(args.tier)
-    built = build_case(Case(args.model, recipe, "standard"), tier, PerfOptions())
-    spec, denoiser = built.spec, built.denoiser
-    names = {m: n for n, m in denoiser.named_modules()}
+    options = PerfOptions()
+    prompts = Prompts.load(options.prompts_file)
+    built = build_case(Case(args.model, recipe, "standard"), get_tier(args.tier), options)
+    components = {name: m for name, m in built.pipe.components.items() if isinstance(m, torch.nn.Module)}
+    names = {m: f"{comp}.{n}" if n else comp for comp, mod in components.items() for n, m in mod.named_modules()}
+    calls: dict[torch.nn.Module, int] = {}
     first: list[str] = []
 
     def check(m, inputs, kwargs, out):
+        calls[m] = calls.get(m, 0) + 1
         if first:
             return
         outs = list(_tensors(out))
         if any(t.is_floating_point() and not torch.isfinite(t).all() for t in outs):
-            first.append(f"{names[m] or '(denoiser)'} ({type(m).__name__})\n  inputs: "
+            first.append(f"{names[m]} ({type(m).__name__}), call {calls[m]}\n  inputs: "
                          f"{_describe(list(_tensors(inputs)) + list(_tensors(kwargs)))}\n  output: {_describe(outs)}")
 
     handles = [m.register_forward_hook(check, with_kwargs=True) for m in names]
-    param = next(denoiser.parameters())
-    loaded = Loaded(spec, tier.size, param.device, param.dtype, built.pipe, {})
-    setup = _setup(spec, tier.size, None, None, None, None, None, None, None)
     try:
-        with built.call_context():
-            for inv in make_plan(spec, tier.size, built.pipe, setup).invocations:
-                if inv.component != spec.denoiser:
-                    continue
-                first.clear()
-                run_invocation(loaded, inv)
-                # hooks fire inner modules first: the first hit is the innermost module of the first bad call
-                print(f"{args.model} {args.recipe} [{inv.label}]:", first[0] if first else "all outputs finite")
+        generate(built, prompts.timing_prompt, prompts.seed)
     finally:
         for h in handles:
             h.remove()
+    # forward hooks fire innermost first: the first hit is the innermost module of the first bad call
+    print(f"{args.model} {args.recipe}:", first[0] if first else "every module output was finite")
     return 0
 
 

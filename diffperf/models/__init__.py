@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import unknown
-from .spec import SIZES, BuildRequest, GenDefaults, ModelSpec
+from .spec import SIZES, BuildRequest, GenDefaults, KnownIssue, ModelSpec
 
 # Each family module exposes SPECS: tuple[ModelSpec, ...]
 from . import flux, sd3, pixart, sana, lumina2, sd21, kandinsky3, zimage  # noqa: E402
@@ -22,4 +22,4 @@ def get_model(name: str) -> ModelSpec:
         raise unknown("model", name, MODELS) from None
 
 
-__all__ = ["MODELS", "SIZES", "BuildRequest", "GenDefaults", "ModelSpec", "get_model"]
+__all__ = ["MODELS", "SIZES", "BuildRequest", "GenDefaults", "KnownIssue", "ModelSpec", "get_model"]
