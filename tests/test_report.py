@@ -423,6 +423,8 @@ def test_failed_skipped_and_broken_cases_are_listed_not_tabled(tmp_path):
     # measured, but its images were NaN: fast numbers of a broken output are no result
     cases["flux-dev/bf16+fp8dq"] = {**case("flux-dev", "bf16+fp8dq", 0),
                                     "non_finite": ["latent_projections.short[0]", "latent_projections.short[1]"]}
+    # a break its model lists as known upstream says why
+    cases["kandinsky3/bf16+fp8dq"] = {**case("kandinsky3", "bf16+fp8dq", 0), "non_finite": ["images.short"]}
     cases["flux-dev/bf16+fa2"] = {"model": "flux-dev", "recipe": "bf16+fa2", "status": "skipped", "groups": [],
                                   "reason": "flash-attn is not installed"}
     cases["pixart-sigma/fp32"] = {"model": "pixart-sigma", "recipe": "fp32", "status": "failed", "groups": [],
@@ -436,6 +438,8 @@ def test_failed_skipped_and_broken_cases_are_listed_not_tabled(tmp_path):
     assert ("| flux-dev/bf16+fp8dq | broken output | 2 NaN / infinite value(s), first at "
             "latent_projections.short[0] |") in section
     assert "bf16+fp8dq" not in md.split("## flux-dev")[1]
+    assert ("| kandinsky3/bf16+fp8dq | broken output | 1 NaN / infinite value(s), first at images.short; "
+            "known issue: torchao float8 per-row scaling") in section
     assert "| pixart-sigma/fp32 | failed | oom: OutOfMemoryError: CUDA out of memory |" in section
     # a model whose only case failed gets no section of numbers; the measured ones keep theirs
     assert "## pixart-sigma" not in md and "## flux-dev" in md

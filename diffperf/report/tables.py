@@ -172,6 +172,18 @@ def conditions_markdown(results: dict) -> list[str]:
                     rows) if rows else []
 
 
+def _known_issues(r: dict) -> list[str]:
+    """The reasons its model gives for the case's known break (ModelSpec.known_issues)."""
+    from ..models import MODELS
+    from ..recipes import parse_recipe
+
+    spec = MODELS.get(r.get("model"))
+    if spec is None or not r.get("recipe"):
+        return []
+    quant = parse_recipe(r["recipe"]).quant
+    return [i.reason for i in spec.known_issues if i.quant == quant]
+
+
 def not_measured_markdown(results: dict) -> list[str]:
     """Cases that failed or skipped, with why: a report must not drop them silently."""
     rows = []
@@ -184,5 +196,6 @@ def not_measured_markdown(results: dict) -> list[str]:
         if status == "ok" and r.get("non_finite"):
             where = r["non_finite"]
             status, why = "broken output", f"{len(where)} NaN / infinite value(s), first at {where[0]}"
-        rows.append([cid, status, why[:300].replace("|", "\\|")])
+            why += "".join(f"; known issue: {reason}" for reason in _known_issues(r))
+        rows.append([cid, status, why[:600].replace("|", "\\|")])
     return md_table(["Case", "Status", "Why"], rows) if rows else []
