@@ -13,9 +13,10 @@ from .cases import Case
 from .knobs import attention, cache, compile as compile_knob, quantize, verify
 from .knobs.linear_rows import linear_rows
 from .knobs.skip import CaseSkip
-from . import parallel, storage
+from . import parallel
 from .models import BuildRequest, ModelSpec, get_model
 from .options import PerfOptions
+from .prompts import Prompts
 from .recipes import INDUCTOR_PRESETS, Recipe
 from .tiers import Tier
 
@@ -98,7 +99,7 @@ def _few_row_linears(built: Built, component: str, kind: str, options: PerfOptio
     min_rows = quantize.MIN_ROWS.get(kind)
     if min_rows is None:
         return frozenset()
-    prompts = storage.load(options.prompts_file, "diffperf-prompts")["prompts"].values()
+    prompts = Prompts.load(options.prompts_file).texts.values()
     rows = linear_rows(built.pipe, built.spec, built.tier.size, component, prompts)
     few = frozenset(name for name, r in rows.items() if r < min_rows)
     built.knobs.setdefault(knob, []).extend(f"{component}.{name}" for name in sorted(few))

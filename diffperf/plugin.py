@@ -191,10 +191,11 @@ def _known_issue(item, pc: PerfCase):
 
     if item.get_closest_marker("accuracy") is None:
         return None
-    for issue in get_model(pc.case.model).known_issues:
-        if pc.case.recipe.quant == issue.quant:
-            return pytest.mark.xfail(reason=f"known issue: {issue.reason}", raises=BadImage, strict=True)
-    return None
+    issues = get_model(pc.case.model).known_issues_for(pc.case.recipe.quant)
+    if not issues:
+        return None
+    return pytest.mark.xfail(reason="; ".join(f"known issue: {i.reason}" for i in issues), raises=BadImage,
+                             strict=True)
 
 
 def case_major(items: list) -> list:

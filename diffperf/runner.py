@@ -6,7 +6,6 @@ import gc
 import re
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -20,25 +19,9 @@ from .knobs.skip import CaseSkip
 from .machine import NvmlSampler, cpu_class, inconclusive_reasons
 from .measure import generate_with_latents, measure
 from .options import PerfOptions
+from .prompts import Prompts
 from .record import RunRecorder
 from .tiers import Tier
-
-
-@dataclass(frozen=True)
-class Prompts:
-    seed: int
-    texts: dict[str, str]
-
-    @classmethod
-    def load(cls, path: Path) -> "Prompts":
-        from . import storage
-
-        data = storage.load(path, "diffperf-prompts")
-        return cls(int(data["seed"]), dict(data["prompts"]))
-
-    @property
-    def timing_prompt(self) -> str:
-        return next(iter(self.texts.values()))
 
 
 @dataclass

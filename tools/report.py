@@ -58,7 +58,7 @@ def cmd_ladder(a) -> int:
 def cmd_grid(a) -> int:
     results = load_results(a.results)
     path, warnings = rep.grid_image(results, rep.results_dir(a.results), a.model, a.out, a.prompt, a.tile, a.cols,
-                                  a.references)
+                                    a.references)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {path}", file=sys.stderr)

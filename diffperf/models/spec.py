@@ -76,6 +76,10 @@ class ModelSpec:
     known_issues: tuple[KnownIssue, ...] = ()
     notes: str = ""
 
+    def known_issues_for(self, quant: str | None) -> tuple[KnownIssue, ...]:
+        """The known upstream breaks of this model under denoiser quantization `quant`."""
+        return tuple(i for i in self.known_issues if i.quant == quant)
+
     def defaults(self, size: str) -> GenDefaults:
         if size not in SIZES:
             raise ValueError(f"unknown model size {size!r}; valid: {', '.join(SIZES)}")

@@ -162,9 +162,10 @@ def case_image(results: dict, r: dict, prompt: str, base_dir: Path, references: 
 
 def grid_image(results: dict, base_dir: Path, model: str, out: Path, prompt: str = "short",
                tile: int = 256, cols: int = 4, references: Path | None = None) -> tuple[Path, list[str]]:
-    """A PNG (or a JPEG, by `out`'s suffix) of every case's image of `model` for `prompt`, fastest first, each labelled with recipe,
-    median latency, peak memory and SSIM vs the reference recipe; an image missing from the
-    results is taken from `references` (fixtures/reference) when it holds one. Returns (path, warnings)."""
+    """A PNG (or a JPEG, by `out`'s suffix) of every case's image of `model` for `prompt`,
+    fastest first, each labelled with recipe, median latency, peak memory and SSIM vs the
+    reference recipe; an image missing from the results is taken from `references`
+    (fixtures/reference) when it holds one. Returns (path, warnings)."""
     from PIL import Image, ImageDraw, ImageFont
     from tqdm import tqdm
 

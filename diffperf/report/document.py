@@ -311,7 +311,7 @@ def write_all(source: Path, out_dir: Path, group: str = "flux-fast-ladder", prom
         notes += [note] if note else []
         if any(prompt in (r.get("images") or {}) for _, r in model_cases(results, model)):
             path, warnings = grid_image(results, results_dir(source), model, out_dir / safe_name(f"grid-{model}.png"),
-                                      prompt)
+                                        prompt)
             files.append(path)
             notes += warnings
         else:

@@ -180,8 +180,7 @@ def _known_issues(r: dict) -> list[str]:
     spec = MODELS.get(r.get("model"))
     if spec is None or not r.get("recipe"):
         return []
-    quant = parse_recipe(r["recipe"]).quant
-    return [i.reason for i in spec.known_issues if i.quant == quant]
+    return [i.reason for i in spec.known_issues_for(parse_recipe(r["recipe"]).quant)]
 
 
 def not_measured_markdown(results: dict) -> list[str]:
