@@ -93,17 +93,22 @@ def load_pipeline(spec: ModelSpec, tier: Tier, options: PerfOptions, device: tor
     return cls.from_pretrained(source, torch_dtype=dtype, local_files_only=True).to(device)
 
 
-def _few_row_linears(built: Built, component: str, kind: str, options: PerfOptions, knob: str) -> frozenset[str]:
-    """The Linear layers of `component` too thin for quantization `kind` (see linear_rows.py),
-    named in built.knobs[knob]; none for kinds without a row limit."""
+def _row_limits(built: Built, component: str, kind: str, options: PerfOptions,
+                prefix: str = "") -> tuple[frozenset[str], frozenset[str]]:
+    """(layers to leave unquantized, layers to quantize with a zero-row floor) of `component` for
+    quantization `kind`, from the rows its Linear layers see in a generation (see linear_rows.py);
+    both are named in built.knobs. Kinds with neither limit skip the probe."""
     min_rows = quantize.MIN_ROWS.get(kind)
-    if min_rows is None:
-        return frozenset()
+    if min_rows is None and kind not in quantize.ZERO_ROW_FLOOR:
+        return frozenset(), frozenset()
     prompts = Prompts.load(options.prompts_file).texts.values()
     rows = linear_rows(built.pipe, built.spec, built.tier.size, component, prompts)
-    few = frozenset(name for name, r in rows.items() if r < min_rows)
-    built.knobs.setdefault(knob, []).extend(f"{component}.{name}" for name in sorted(few))
-    return few
+    few = frozenset(n for n, r in rows.items() if min_rows is not None and r.fewest < min_rows)
+    zero = frozenset(n for n, r in rows.items() if kind in quantize.ZERO_ROW_FLOOR and r.zero_rows)
+    for knob, names in ((f"{prefix}unquantized_few_row_linears", few), (f"{prefix}zero_row_floored_linears", zero)):
+        if names:
+            built.knobs.setdefault(knob, []).extend(f"{component}.{n}" for n in sorted(names))
+    return few, zero
 
 
 def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
@@ -143,12 +148,12 @@ def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
         built.knobs["parallel"] = parallel.apply(denoiser, recipe, device.type)
     built.contexts.append(lambda: attention.call_context(recipe.attention, spec.attention_dispatcher))
     if recipe.quant:
-        skip = _few_row_linears(built, spec.denoiser, recipe.quant, options, "unquantized_few_row_linears")
-        built.knobs["quantized_linears"] = quantize.quantize(denoiser, recipe.quant, skip)
+        few, zero = _row_limits(built, spec.denoiser, recipe.quant, options)
+        built.knobs["quantized_linears"] = quantize.quantize(denoiser, recipe.quant, few, zero)
     if recipe.te_quant:
         built.knobs["te_quantized_linears"] = sum(
             quantize.quantize(getattr(pipe, name), recipe.te_quant,
-                              _few_row_linears(built, name, recipe.te_quant, options, "te_unquantized_few_row_linears"))
+                              *_row_limits(built, name, recipe.te_quant, options, prefix="te_"))
             for name in spec.text_encoders
         )
     if recipe.cache:

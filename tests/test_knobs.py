@@ -60,9 +60,49 @@ def test_linear_rows_at_full_size_on_meta():
 
     loaded = _meta_loaded("flux-dev", "full")
     rows = linear_rows(loaded.pipe, loaded.spec, "full", "transformer", ["a red cube"])
-    assert rows["transformer_blocks.0.norm1.linear"] == 1  # one row per image: AdaLN
-    assert rows["transformer_blocks.0.attn.to_q"] == 4096  # 1024x1024 -> 64x64 latent tokens
-    assert rows["transformer_blocks.0.attn.add_q_proj"] == 512  # T5 tokens
+    assert rows["transformer_blocks.0.norm1.linear"].fewest == 1  # one row per image: AdaLN
+    assert rows["transformer_blocks.0.attn.to_q"].fewest == 4096  # 1024x1024 -> 64x64 latent tokens
+    assert rows["transformer_blocks.0.attn.add_q_proj"].fewest == 512  # T5 tokens
+    assert rows["transformer_blocks.0.attn.to_q"].zero_rows == 0  # meta tensors: no values to count
+
+
+def test_float8_floors_the_layers_that_get_all_zero_rows_and_only_those():
+    # Kandinsky3Pipeline gives the unconditional branch all-zero text embeddings (no negative
+    # prompt): float8 per-row scaling made 0/0 = NaN of every such row (all-NaN images on the H100)
+    from diffperf.build import _row_limits
+
+    b = build("kandinsky3", "fp32")
+    few, zero = _row_limits(b, "unet", "fp8dq", PerfOptions())
+    assert not few  # float8 has no row limit
+    assert "encoder_hid_proj.projection_linear" in zero
+    assert b.knobs["zero_row_floored_linears"] == [f"unet.{n}" for n in sorted(zero)]
+    p = build("pixart-sigma", "fp32")
+    assert _row_limits(p, "transformer", "fp8dq", PerfOptions()) == (frozenset(), frozenset())
+    assert "zero_row_floored_linears" not in p.knobs
+    # int8 dynamic takes its row limit from the same probe, and no floor
+    few8, zero8 = _row_limits(b, "unet", "int8dq", PerfOptions())
+    assert few8 and not zero8
+
+
+def test_quantize_gives_the_zero_row_floor_to_the_named_layers(monkeypatch):
+    import torchao.quantization as tq
+
+    from diffperf.knobs import quantize
+
+    calls = []
+
+    def record(module, config, filter_fn):
+        calls.append((config.activation_value_lb,
+                      sorted(n for n, m in module.named_modules() if filter_fn(m, n))))
+
+    # float8 cannot be applied on the CPU (torchao asserts compute capability >= 8.9)
+    monkeypatch.setattr(tq, "quantize_", record)
+    m = torch.nn.Sequential(*(torch.nn.Linear(32, 32) for _ in range(3)), torch.nn.Linear(32, 8))
+    assert quantize.quantize(m, "fp8dq", exclude=frozenset({"2"}), floored=frozenset({"1"})) == 2
+    assert calls == [(quantize.ZERO_ROW_FLOOR["fp8dq"], ["1"]), (None, ["0"])]  # 3: 8 outputs, not float8-eligible
+    calls.clear()
+    quantize.quantize(m, "fp8dq")
+    assert calls == [(None, ["0", "1", "2"])]
 
 
 def test_text_encoder_quantization_is_separate():

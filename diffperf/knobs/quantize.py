@@ -6,7 +6,7 @@ import torch
 from .skip import CaseSkip
 
 
-def _config(kind: str):
+def _config(kind: str, activation_floor: float | None = None):
     from torchao.quantization import (
         Float8DynamicActivationFloat8WeightConfig,
         Int4WeightOnlyConfig,
@@ -21,11 +21,12 @@ def _config(kind: str):
     # (266 of 294 s of a PixArt float8 + compile cold start on the H100); inductor flags come from
     # the recipe only (its inductor preset)
     own = {"set_inductor_config": False}
+    fp8 = {**own, "activation_value_lb": activation_floor}
     return {
         "int8wo": lambda: Int8WeightOnlyConfig(**own),
         "int8dq": lambda: Int8DynamicActivationInt8WeightConfig(**own),
-        "fp8dq": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), **own),
-        "fp8dq-tensor": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerTensor(), **own),
+        "fp8dq": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), **fp8),
+        "fp8dq-tensor": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerTensor(), **fp8),
         "int4wo": lambda: Int4WeightOnlyConfig(group_size=128, **own),
     }[kind]()
 
@@ -33,6 +34,13 @@ def _config(kind: str):
 # fewest rows (batch x tokens) a layer must multiply to be quantized: aten._int_mm, which int8
 # dynamic runs on, refuses 16 or fewer under torch.compile (see linear_rows.py)
 MIN_ROWS = {"int8dq": 17}
+
+# float8 dynamic scales an activation row (per-tensor: the whole input) by its largest magnitude:
+# an all-zero row gives 0/0 = NaN. Layers whose inputs have zero rows (see linear_rows.py) get this
+# floor on that magnitude (torchao's activation_value_lb), so a zero row quantizes to zeros; a
+# real row's maximum is far above it, so its scale does not change. Other layers keep torchao's
+# default (no clamp, and its fused row-quantize kernel where one is installed).
+ZERO_ROW_FLOOR = {"fp8dq": 1e-12, "fp8dq-tensor": 1e-12}
 
 
 def check(kind: str, device: torch.device, dtype: str) -> None:
@@ -64,16 +72,20 @@ def _eligible(kind: str, exclude: frozenset[str] = frozenset()):
     return keep
 
 
-def quantize(module: torch.nn.Module, kind: str, exclude: frozenset[str] = frozenset()) -> int:
+def quantize(module: torch.nn.Module, kind: str, exclude: frozenset[str] = frozenset(),
+             floored: frozenset[str] = frozenset()) -> int:
     """Quantize the eligible nn.Linear layers in place, except those named in `exclude`
-    (qualified names inside `module`); returns how many were quantized."""
+    (qualified names inside `module`); those named in `floored` get ZERO_ROW_FLOOR[kind]. Returns
+    how many were quantized."""
     from torchao.quantization import quantize_
 
     keep = _eligible(kind, exclude)
     targets = [name for name, m in module.named_modules() if keep(m, name)]
     if not targets:
         raise CaseSkip(f"{kind}: no Linear layer of {type(module).__name__} has eligible shapes")
-    quantize_(module, _config(kind), filter_fn=keep)
+    if floored:
+        quantize_(module, _config(kind, ZERO_ROW_FLOOR[kind]), filter_fn=lambda m, n: n in floored and keep(m, n))
+    quantize_(module, _config(kind), filter_fn=lambda m, n: n not in floored and keep(m, n))
     return len(targets)
 
 

@@ -5,7 +5,7 @@ from typing import Any
 
 from . import tokenizers
 from .flux import FULL_T5_XXL, TINY_T5, build_t5
-from .spec import BuildRequest, GenDefaults, KnownIssue, ModelSpec
+from .spec import BuildRequest, GenDefaults, ModelSpec
 from .synthetic import build_sized, pick
 
 # Kandinsky3UNet class defaults are the released model
@@ -119,12 +119,5 @@ SPECS = (
         # recipe's regression test against its own reference. (Before its zero-initialised
         # group-norm MLPs got seeded values, compile gave 0.813 and the floor was 0.75.)
         synthetic_lossless_ssim=0.45,
-        known_issues=(
-            KnownIssue("fp8dq", "torchao float8 per-row scaling turns all-zero rows into 0/0 = NaN, and "
-                                "Kandinsky3Pipeline feeds the UNet all-zero text embeddings for the unconditional "
-                                "branch when no negative prompt is given (encoder_hid_proj, the pooled-text "
-                                "attention; the zeros come from the pipeline, not the weights): all-NaN images on the "
-                                "H100, eager and compiled"),
-        ),
     ),
 )

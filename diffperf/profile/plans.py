@@ -505,8 +505,9 @@ def plan_kandinsky3(ctx: Context) -> Plan:
     cfg = s.guidance > 1
     n = 2 if cfg else 1
     ids, mask = tokenize(pipe.tokenizer, [s.prompt], L)
-    # the context is cut to the longest prompt's real tokens + 1; the negative branch gets zero
-    # embeddings and a zero mask (no negative prompt is encoded)
+    # the context is cut to the longest prompt's real tokens + 1 and multiplied by its mask (the
+    # padding row is zero); the negative branch gets zero embeddings and a zero mask (no negative
+    # prompt is encoded). The zero rows matter to float8 (see knobs/linear_rows.py)
     L_cut = min(real_tokens(mask) + 1, L)
     ctx_mask = mask[:, :L_cut].bool()
     den_mask = torch.cat([torch.zeros_like(ctx_mask), ctx_mask]) if cfg else ctx_mask
@@ -518,7 +519,7 @@ def plan_kandinsky3(ctx: Context) -> Plan:
 
     def den(d, dt):
         return (act((n, unet.in_channels, h, w), d, dt), full((n,), 500, d, torch.int64)), dict(
-            encoder_hidden_states=act((n, L_cut, unet.encoder_hid_dim), d, dt),
+            encoder_hidden_states=act((n, L_cut, unet.encoder_hid_dim), d, dt) * known(den_mask, d)[..., None].to(dt),
             encoder_attention_mask=known(den_mask, d),
             return_dict=False,
         )
