@@ -124,7 +124,8 @@ RUN_SPREAD_MARGIN = 1.5
 
 
 def run_spread_tolerance(run_medians: list[dict[str, Any]], floor: float) -> dict[str, Any] | None:
-    """A case's own latency tolerance from the medians of its runs in different sessions
+    """A case's own latency tolerance from the medians of its runs in separate processes (other
+    sessions or other machines)
     ({"median_s", "started", "source"} each): RUN_SPREAD_MARGIN x (slowest / fastest - 1), rounded
     up. None when fewer than two runs or when `floor` (the tolerance it has) already covers it."""
     medians = [r["median_s"] for r in run_medians]
@@ -135,8 +136,8 @@ def run_spread_tolerance(run_medians: list[dict[str, Any]], floor: float) -> dic
     if wanted <= floor:
         return None
     return {"latency": wanted,
-            "basis": f"{RUN_SPREAD_MARGIN:g} x the spread of its medians over {len(medians)} runs in different "
-                     f"sessions (slowest / fastest {spread:+.1%}), above {floor:.1%}",
+            "basis": f"{RUN_SPREAD_MARGIN:g} x the spread of its medians over {len(medians)} runs in separate "
+                     f"processes (slowest / fastest {spread:+.1%}), above {floor:.1%}",
             "run_medians": run_medians}
 
 

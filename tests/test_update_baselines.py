@@ -172,7 +172,7 @@ def test_history_of_other_sessions_widens_a_case_that_moved_between_them(tmp_pat
     assert "tolerances" not in data["cases"]["pixart-sigma/fp32"]  # same median in every session
     own = data["cases"]["sd21-base/fp32"]["tolerances"]
     # medians 1.0, 1.2, 0.9: slowest / fastest - 1 = 33.3%, x 1.5 = 50%
-    assert own["latency"] == pytest.approx(0.5) and "3 runs in different sessions" in own["basis"]
+    assert own["latency"] == pytest.approx(0.5) and "3 runs in separate processes" in own["basis"]
     assert [r["median_s"] for r in own["run_medians"]] == [1.0, 1.2, 0.9]
     assert "own latency tolerance 50.0%" in capsys.readouterr().out
 
