@@ -21,10 +21,11 @@ import torch  # noqa: E402
 
 from diffperf.build import build_case  # noqa: E402
 from diffperf.cases import Case  # noqa: E402
+from diffperf.knobs.linear_rows import zero_rows  # noqa: E402
 from diffperf.measure import generate  # noqa: E402
 from diffperf.options import PerfOptions  # noqa: E402
+from diffperf.prompts import Prompts  # noqa: E402
 from diffperf.recipes import parse_recipe  # noqa: E402
-from diffperf.runner import Prompts  # noqa: E402
 from diffperf.tiers import get_tier  # noqa: E402
 
 
@@ -47,10 +48,9 @@ def _describe(ts) -> str:
         f = t.detach().float()
         finite = torch.isfinite(f)
         amax = f[finite].abs().max().item() if finite.any() else float("nan")
-        rows = f.reshape(-1, f.shape[-1]) if f.dim() else f.reshape(1, 1)
-        zero_rows = int((rows == 0).all(dim=-1).sum())
+        zero, rows = zero_rows(f)
         parts.append(f"{tuple(t.shape)} {t.dtype} non-finite {int((~finite).sum())} max|finite| {amax:.4g} "
-                     f"all-zero rows {zero_rows} of {rows.shape[0]}")
+                     f"all-zero rows {zero} of {rows}")
     return "; ".join(parts) or "(no float tensors)"
 
 

@@ -27,6 +27,12 @@ class RowsSeen:
     zero_rows: int = 0  # all-zero rows, over all calls
 
 
+def zero_rows(x: torch.Tensor) -> tuple[int, int]:
+    """(all-zero rows, rows) of `x` taken as rows of its last dimension (a scalar is one row)."""
+    rows = x.reshape(-1, x.shape[-1]) if x.dim() else x.reshape(1, 1)
+    return int((rows == 0).all(dim=-1).sum()), rows.shape[0]
+
+
 def linear_rows(pipe, spec, size: str, component: str, prompts: Iterable[str]) -> dict[str, RowsSeen]:
     """{qualified name inside the component: what its inputs were} for every nn.Linear that ran,
     over the generation's calls of `component` with each prompt (text length changes the rows of
@@ -44,7 +50,7 @@ def linear_rows(pipe, spec, size: str, component: str, prompts: Iterable[str]) -
         x = args[0] if args else kwargs["input"]
         r = x.numel() // x.shape[-1]
         # meta tensors (the profile's full-size plans on no GPU) have no values to look at
-        zero = 0 if x.is_meta else int((x.reshape(r, x.shape[-1]) == 0).all(dim=-1).sum())
+        zero = 0 if x.is_meta else zero_rows(x)[0]
         was = rows.setdefault(names[m], RowsSeen(r))
         was.fewest = min(was.fewest, r)
         was.zero_rows += zero
