@@ -277,6 +277,9 @@ def compile_cache_counters() -> dict[str, Any]:
     from torch._dynamo import utils
 
     out: dict[str, Any] = {name: utils.counters[group][name] for group, name in _CACHE_COUNTERS}
+    # graph breaks split a compiled region (launch gaps, lost fusion): the reason texts are the keys
+    out["graph_breaks"] = dict(utils.counters["graph_break"])
+    out["unique_graphs"] = utils.counters["stats"]["unique_graphs"]
     # a private table of torch's: when a version lacks it, the phases are just not reported
     out["phases"] = {k: float(sum(v)) for k, v in getattr(utils, "compilation_time_metrics", {}).items()}
     return out
@@ -284,6 +287,13 @@ def compile_cache_counters() -> dict[str, Any]:
 
 PHASES_KEPT = 12  # the largest compiler phases of a cold call, enough to see where it went
 PHASE_MIN_S = 0.1
+BREAK_REASON_CHARS = 240
+
+
+def _reason(text: str) -> str:
+    """A graph break's reason in one line: its title and explanation, not the hints."""
+    lines = [x.strip() for x in text.strip().splitlines() if x.strip()]
+    return " / ".join(lines[:2])[:BREAK_REASON_CHARS]
 
 
 def cache_use(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -295,14 +305,18 @@ def cache_use(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     phases = {k: v - before["phases"].get(k, 0.0) for k, v in after["phases"].items()}
     top = sorted(((k, v) for k, v in phases.items() if v >= PHASE_MIN_S), key=lambda kv: -kv[1])[:PHASES_KEPT]
     graphs = delta["fxgraph_cache_hit"] + delta["fxgraph_cache_miss"]
+    breaks = {k: n - before["graph_breaks"].get(k, 0) for k, n in after["graph_breaks"].items()}
+    breaks = {_reason(k): n for k, n in breaks.items() if n > 0}
     return {**delta, "cache_dir": cache_dir(), "compile_phases_s": {k: round(v, 3) for k, v in top},
+            "graphs_traced": after["unique_graphs"] - before["unique_graphs"],
+            "graph_breaks": sum(breaks.values()), "graph_break_reasons": breaks,
             "state": "no graph compiled" if graphs == 0 else
                      "warm" if delta["fxgraph_cache_miss"] == 0 else
                      "cold" if delta["fxgraph_cache_hit"] == 0 else "partly warm"}
 
 
 @contextlib.contextmanager
-def _no_recompile(built: Built):
+def no_recompile(built: Built):
     # a recompilation inside the timed region would time the compiler, not the model
     if built.case.recipe.compile:
         with torch.compiler.set_stance("fail_on_recompile"):
@@ -337,7 +351,7 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
             if sampler:
                 sampler.start()
             try:
-                with _no_recompile(built):
+                with no_recompile(built):
                     for _ in range(iterations):
                         samples.append(timed_call())
                         stages.append(probe.stages())

@@ -32,6 +32,7 @@ class PerfOptions:
     timeout_scale: float = 1.0  # multiplies every case's time budget (diffperf/timeouts.py)
     # GPU: longest wait for a thermally throttled GPU to cool before (re-)taking a timed round
     cooldown_s: float = 120.0
+    kernel_profile: bool = False  # one more generation, a few steps under torch.profiler (kernel_time.py)
 
     def weights_dir(self, model: str) -> str | None:
         """A local checkpoint dir for `model`: --perf-weights-dir, else $DIFFPERF_WEIGHTS_<MODEL>."""
@@ -61,6 +62,9 @@ def add_options(parser) -> None:
     g.addoption("--perf-cooldown", type=float, default=120.0, metavar="SECONDS",
                 help="GPU: wait up to SECONDS for a thermally throttled GPU to cool before timing, and time a "
                      "throttled round once more after it cooled (0: never wait; default 120)")
+    g.addoption("--perf-kernel-profile", action="store_true", default=False,
+                help="after the timed calls, profile a few denoising steps of one more generation and record "
+                     "where a step's device time goes (GEMM, attention, quantization, ..., idle)")
     g.addoption("--perf-timeout-scale", type=float, default=1.0,
                 help="multiply each case's time budget (pytest-timeout; default 1; --timeout overrides)")
 
@@ -118,4 +122,5 @@ def parse_options(get) -> PerfOptions:
             kw[key] = Path(get(opt)).resolve()
     return PerfOptions(tier=tier, models=models, recipes=recipes, level=level, weights=weights,
                        weights_dirs=dirs, iterations=get("perf_iterations"), warmup=get("perf_warmup"),
-                       seed=get("perf_seed"), timeout_scale=scale, cooldown_s=cooldown, **kw)
+                       seed=get("perf_seed"), timeout_scale=scale, cooldown_s=cooldown,
+                       kernel_profile=bool(get("perf_kernel_profile")), **kw)

@@ -31,3 +31,24 @@ def test_second_compile_of_the_same_graph_is_served_warm(tmp_path, monkeypatch):
 def test_a_call_that_compiles_nothing_says_so():
     before = compile_cache_counters()
     assert cache_use(before, compile_cache_counters())["state"] == "no graph compiled"
+
+
+def test_graph_breaks_of_a_call_are_counted_with_their_reasons():
+    def f(x):
+        x = x * 2
+        print("a graph break")  # dynamo cannot trace print: two graphs
+        return x + 1
+
+    torch._dynamo.reset()
+    before = compile_cache_counters()
+    torch.compile(f)(torch.randn(4))
+    use = cache_use(before, compile_cache_counters())
+    assert use["graph_breaks"] == 1 and use["graphs_traced"] == 2
+    (reason,) = use["graph_break_reasons"]
+    assert "print" in reason and "\n" not in reason
+    # a second call of the compiled function traces nothing and breaks nothing more
+    before = compile_cache_counters()
+    torch.compile(f)(torch.randn(4))
+    use = cache_use(before, compile_cache_counters())
+    assert use["graph_breaks"] == 0 and use["graph_break_reasons"] == {}
+    torch._dynamo.reset()

@@ -14,7 +14,9 @@
 #   std      the default set of every model (GPU_DEFAULTS) for STD_RECIPES (default: the eager ones,
 #            bf16+te-int8wo,bf16+fuse-qkv) on STD_MODELS (default: all nine); STD_TAG names the
 #            results folder (results-std<TAG>) so that two std parts of one session stay apart; STD_K is
-#            a pytest -k expression that drops cases of the cross product (e.g. "fp8dq or kandinsky3")
+#            a pytest -k expression that drops cases of the cross product (e.g. "fp8dq or kandinsky3");
+#            STD_ITERS / STD_WARMUP: timed and warm-up calls (default 3 and 1)
+# PROFILE=1 adds --perf-kernel-profile to every suite part (where a denoising step's time goes)
 #   prewarm  fill the compile cache for STD_MODELS x STD_RECIPES, one process per recipe at once (a
 #            Kandinsky-3 float8 + compile ran > 418 s cold); the processes share the GPU, so their
 #            timings are not clean: results go to /tmp/prewarm-<n>, outside results.tar.gz
@@ -46,7 +48,7 @@ suite() {  # suite <part> <seconds> <pytest args...>: SIGINT at the limit, so th
     shift 2
     # a throttled GPU is waited on (--perf-cooldown); kept short here, where a command has 10 minutes
     timeout -s INT "$limit" python3 -m pytest perf_tests -p no:cacheprovider --perf-results "/tmp/results-$part" \
-        --perf-cooldown "${COOLDOWN:-45}" "$@" 2>&1
+        --perf-cooldown "${COOLDOWN:-45}" ${PROFILE:+--perf-kernel-profile} "$@" 2>&1
 }
 
 run_part() {
@@ -62,7 +64,7 @@ run_part() {
         std)
             suite "std${STD_TAG:-}" "$limit" -m h100 ${STD_MODELS:+--perf-models "$STD_MODELS"} \
                 --perf-recipes "${STD_RECIPES:-bf16+te-int8wo,bf16+fuse-qkv}" ${STD_K:+-k "$STD_K"} \
-                --perf-iterations 3 --perf-warmup 1 -q ;;
+                --perf-iterations "${STD_ITERS:-3}" --perf-warmup "${STD_WARMUP:-1}" -q ;;
         prewarm)
             local i=0
             for recipe in ${STD_RECIPES//,/ }; do

@@ -6,6 +6,7 @@ Everything here reads results files only (no model runs) and is deterministic fo
   tables      per-model tables, the run summary, CSV
   charts      ladder bar charts, image grids
   comparison  a run against an older run or a baselines file
+  kernels     where a denoising step goes (kernel profiles)
   document    several runs merged into the tier's results document
 """
 from ..record import load_results

@@ -1,0 +1,163 @@
+"""--perf-kernel-profile: kernel names to categories, the busy / idle arithmetic of a window, one
+profiled generation of a tiny model on the CPU, the results document's table, and the option
+through the plugin."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffperf.build import build_case
+from diffperf.cases import Case
+from diffperf.kernel_time import Span, breakdown, busy_time, classify, profile_denoising, window_steps
+from diffperf.options import PerfOptions
+from diffperf.recipes import parse_recipe
+from diffperf.report.kernels import kernel_profile_markdown
+from diffperf.tiers import get_tier
+
+ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["pytester"]
+
+
+@pytest.mark.parametrize("name, category", [
+    # kernel names as the CUDA profiler reports them (flash / cuDNN / cutlass attention, cuBLAS /
+    # nvjet / inductor GEMMs, cuDNN convolution, torchao's quantization fused by inductor)
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>, true>(Flash_fwd_params)",
+     "attention"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x128_4x1x1_kernel0_0", "attention"),
+    ("fmha_cutlassF_bf16_aligned_64x128_rf_sm80(PyTorchMemEffAttention::AttentionKernel<...>::Params)", "attention"),
+    ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64", "conv"),
+    ("nvjet_tst_128x256_64x4_1x2_h_bz_coopA_NNT", "gemm"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64_warpgroupsize2x1x1_execute_segment_k_off", "gemm"),
+    ("triton_tem_fused__scaled_mm_3", "gemm"),
+    ("triton_tem_fused_addmm_gelu_1", "gemm"),
+    ("triton_red_fused__to_copy_abs_amax_clamp_div_native_layer_norm_0", "quantize"),
+    ("void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)"
+     "::{lambda(c10::Float8_e4m3fn)#1}>", "quantize"),
+    ("Memcpy DtoD (Device -> Device)", "copy"),
+    ("Memset (Device)", "copy"),
+    ("triton_poi_fused_add_mul_silu_0", "norm/elementwise/other"),
+    # aten operators, as the CPU tier sees them
+    ("aten::addmm", "gemm"),
+    ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"),
+    ("aten::mkldnn_convolution", "conv"),
+    ("aten::copy_", "copy"),
+    ("aten::native_layer_norm", "norm/elementwise/other"),
+])
+def test_kernel_names_fall_in_their_category(name, category):
+    assert classify(name) == category
+
+
+def test_busy_time_is_the_union_of_overlapping_spans():
+    spans = [Span("a", 0, 10), Span("b", 5, 12), Span("c", 20, 25), Span("d", 21, 22)]
+    assert busy_time(spans) == 12 + 5
+    assert busy_time([]) == 0
+
+
+def test_breakdown_clips_to_the_window_and_splits_per_step():
+    kernels = [Span("nvjet_gemm", 0, 400), Span("flash_fwd", 400, 700), Span("triton_poi_fused_add", 800, 900),
+               Span("nvjet_gemm", 950, 1300), Span("flash_fwd", 1900, 2100)]  # the last one half outside
+    got = breakdown(kernels, start=100, end=2000, steps=2)
+    # window 1900 us; busy 300 + 300 + 100 + 350 + 100 = 1150 us; idle 750 us; per step / 2, in ms
+    assert got["window_ms_per_step"] == pytest.approx(0.95)
+    assert got["busy_ms_per_step"] == pytest.approx(0.575)
+    assert got["idle_ms_per_step"] == pytest.approx(0.375)
+    cats = got["categories_ms_per_step"]
+    assert cats["gemm"] == pytest.approx(0.325) and cats["attention"] == pytest.approx(0.2)
+    assert cats["norm/elementwise/other"] == pytest.approx(0.05) and cats["quantize"] == 0.0
+    assert got["kernels_per_step"] == 2.5
+    top = got["top_kernels"][0]
+    assert top["name"] == "nvjet_gemm" and top["calls_per_step"] == 1.0 and top["ms_per_step"] == pytest.approx(0.325)
+
+
+def test_breakdown_refuses_an_empty_window():
+    with pytest.raises(ValueError, match="steps=0"):
+        breakdown([], 0, 10, 0)
+    with pytest.raises(ValueError, match="end > start"):
+        breakdown([], 10, 10, 1)
+
+
+def test_window_leaves_out_the_first_step_when_there_are_enough():
+    assert window_steps(28) == (1, 5)
+    assert window_steps(4) == (1, 4)
+    assert window_steps(2) == (0, 2)
+    assert window_steps(1) == (0, 1)
+
+
+@pytest.fixture(scope="module")
+def built():
+    b = build_case(Case("pixart-sigma", parse_recipe("fp32"), "standard"), get_tier("cpu"), PerfOptions())
+    yield b
+    b.close()
+
+
+def test_a_profiled_generation_on_the_cpu(built):
+    pipe = built.pipe
+    patched_before = set(vars(pipe.scheduler))
+    got = profile_denoising(built, "a red cube", 0)
+    assert got["device"] == "cpu" and got["profiled_steps"] == 3 and got["window"] == "steps 2-4 of 4"
+    cats = got["categories_ms_per_step"]
+    # PixArt's denoiser: attention and linear layers, a patch-embedding convolution
+    assert cats["gemm"] > 0 and cats["attention"] > 0 and cats["conv"] > 0 and cats["quantize"] == 0
+    assert 0 < got["busy_ms_per_step"] <= got["window_ms_per_step"]
+    assert got["idle_ms_per_step"] == pytest.approx(got["window_ms_per_step"] - got["busy_ms_per_step"])
+    # one host thread: the operators' own times fit in the time it was busy
+    assert sum(cats.values()) <= got["busy_ms_per_step"] * 1.001
+    assert set(vars(pipe.scheduler)) == patched_before  # the wrappers are gone
+    assert not torch.autograd.profiler._is_profiler_enabled
+
+
+def test_a_failure_inside_the_window_stops_the_profiler_and_propagates(built):
+    denoiser = built.pipe.transformer
+    calls = {"n": 0}
+
+    def fail_on_third(module, args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("planted failure in step 3")
+
+    handle = denoiser.register_forward_pre_hook(fail_on_third)
+    try:
+        with pytest.raises(RuntimeError, match="planted failure in step 3"):
+            profile_denoising(built, "a red cube", 0)
+    finally:
+        handle.remove()
+    assert not torch.autograd.profiler._is_profiler_enabled
+    assert "step" not in vars(built.pipe.scheduler)
+
+
+def _case(kp=None, step=0.1, breaks=None):
+    r = {"model": "m", "recipe": "bf16", "status": "ok", "summary": {"step_median_s": step},
+         "timing": {"cold_compile_cache": breaks}}
+    if kp:
+        r["kernel_profile"] = kp
+    return r
+
+
+def test_document_table_of_the_kernel_profiles():
+    kp = {"window_ms_per_step": 120.0, "idle_ms_per_step": 12.0, "kernels_per_step": 640.0,
+          "categories_ms_per_step": {"gemm": 60.0, "attention": 30.0, "quantize": 6.0, "conv": 0.0, "copy": 0.0,
+                                     "norm/elementwise/other": 12.0},
+          "top_kernels": [{"name": "triton_tem_fused__scaled_mm_3", "category": "gemm", "ms_per_step": 20.0,
+                           "calls_per_step": 57.0}],
+          "kernels_are": "CUDA kernels, memcpy and memset"}
+    results = {"cases": {"flux-dev/bf16+fp8dq+compile": _case(kp, 0.102, {"graph_breaks": 0, "graphs_traced": 57}),
+                         "flux-dev/bf16": _case()}}
+    text = "\n".join(kernel_profile_markdown(results))
+    assert "| `flux-dev/bf16+fp8dq+compile` | 102.0 | 120.0 | 60.0 (50%) | 30.0 (25%) | 6.0 (5%) |" in text
+    assert "| 12.0 (10%) | 640 | 0 in 57 graphs |" in text
+    assert "flux-dev/bf16`" not in text  # no profile, no row
+    assert "`triton_tem_fused__scaled_mm_3` (gemm), 20.0 ms a step in 57 calls" in text
+    assert kernel_profile_markdown({"cases": {"flux-dev/bf16": _case()}}) == []
+
+
+def test_the_option_records_a_profile_with_the_case(pytester, tmp_path):
+    r = pytester.runpytest_subprocess(
+        str(ROOT / "perf_tests"), "-m", "cpu", "-p", "no:cacheprovider", "--perf-models", "sd21-base",
+        "--perf-recipes", "fp32", "--perf-iterations", "1", "--perf-warmup", "0", "--perf-kernel-profile",
+        "--perf-results", str(tmp_path / "results"), "--perf-baselines", str(tmp_path / "baselines"),
+        "-k", "memory")
+    r.assert_outcomes(skipped=2)  # no baselines here: the case is measured, its memory gates skip
+    case = json.loads((tmp_path / "results" / "cpu" / "results.json").read_text())["cases"]["sd21-base/fp32"]
+    kp = case["kernel_profile"]
+    assert kp["window"] == "steps 2-4 of 4" and kp["categories_ms_per_step"]["conv"] > 0  # a UNet
