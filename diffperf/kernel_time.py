@@ -4,40 +4,24 @@ One extra generation after the timed calls runs a few denoising steps under torc
 kernel of that window is put in a category (GEMM, attention, quantization, ...) and the time the
 device sat idle inside the window is counted: launch gaps, host-side work, syncs. Numbers are per
 step. On a GPU the kernels are the CUDA activities (kernels, memcpy, memset); on a CPU, where the
-profiler sees no kernels, the aten operators (their self time: addmm's own time is its GEMM). The profiler adds host-side cost
-to every launch, so the profiled window is slower than a timed step, more so for launch-bound
-cases: the record keeps both, and the shares are the useful part."""
+profiler sees no kernels, the aten operators (their self time: addmm's own time is its GEMM).
+Every kernel's time is kept (`kernels`), so that a report can re-derive the categories with newer
+rules (kernel_names.py). The profiler adds host-side cost to every launch, so the profiled window
+is longer than a timed step, more so for launch-bound cases; kernel durations barely change."""
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from typing import Any, Iterable, NamedTuple
 
 import torch
 
 from .build import Built
+from .kernel_names import CATEGORIES, classify
 from .measure import generate, no_recompile, patch_method
 
 PROFILED_STEPS = 4  # enough to average over; few enough that parsing the trace stays in seconds
 START, END = "diffperf::profile_window_start", "diffperf::profile_window_end"
-TOP_KERNELS = 10
 NAME_CHARS = 160  # C++ template kernel names run to kilobytes
-
-# first match wins: attention before conv (cuDNN's flash kernels say "fprop"), conv before GEMM
-# (cuDNN convolutions are "implicit_gemm"), GEMM before quantize (an int8 / float8 GEMM is a GEMM)
-RULES: tuple[tuple[str, re.Pattern], ...] = (
-    ("attention", re.compile(r"flash|fmha|attention|sdpa|\bmha|_mha", re.I)),
-    ("conv", re.compile(r"conv|fprop|dgrad|wgrad|winograd", re.I)),
-    ("gemm", re.compile(r"gemm|gemv|matmul|xmma|nvjet|cublas|cutlass|scaled_mm|int_mm|triton_mm|"
-                        r"triton_tem_fused_\w*mm|wgmma|splitk|^aten::(?:add|b|baddb)?mm$|^aten::linear$", re.I)),
-    # float8 / int8 activation quantization: the abs-max reduction and the scaled cast, also where
-    # inductor fused them with a norm (kernel names list the fused ops)
-    ("quantize", re.compile(r"amax|abs_max|float8|fp8|e4m3|e5m2|quantiz|int8|signed char", re.I)),
-    ("copy", re.compile(r"^memcpy|^memset|copy_kernel|CatArrayBatchedCopy|^aten::(?:copy_|cat|clone|contiguous)$",
-                        re.I)),
-)
-OTHER = "norm/elementwise/other"
-CATEGORIES = tuple(name for name, _ in RULES) + (OTHER,)
 
 
 class _WindowClosed(Exception):
@@ -49,13 +33,6 @@ class Span(NamedTuple):
     name: str
     start: float  # microseconds, the profiler's clock
     end: float
-
-
-def classify(name: str) -> str:
-    for category, pattern in RULES:
-        if pattern.search(name):
-            return category
-    return OTHER
 
 
 def busy_time(spans: Iterable[Span]) -> float:
@@ -99,7 +76,8 @@ def breakdown(kernels: Iterable[Span], start: float, end: float, steps: int,
     def ms(us: float) -> float:
         return us / 1000.0 / steps
 
-    top = sorted(per_name.items(), key=lambda kv: -kv[1][1])[:TOP_KERNELS]
+    kernels = [{"name": name[:NAME_CHARS], "category": cat, "ms_per_step": ms(t), "calls_per_step": n / steps}
+               for name, (cat, t, n) in sorted(per_name.items(), key=lambda kv: -kv[1][1])]
     return {
         "profiled_steps": steps,
         "window_ms_per_step": ms(window),
@@ -107,8 +85,7 @@ def breakdown(kernels: Iterable[Span], start: float, end: float, steps: int,
         "idle_ms_per_step": ms(window - busy),
         "kernels_per_step": len(inside) / steps,
         "categories_ms_per_step": {c: ms(per_cat.get(c, 0.0)) for c in CATEGORIES},
-        "top_kernels": [{"name": name[:NAME_CHARS], "category": cat, "ms_per_step": ms(t), "calls_per_step": n / steps}
-                        for name, (cat, t, n) in top],
+        "kernels": kernels,  # all of them, largest first
     }
 
 

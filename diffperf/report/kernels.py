@@ -2,10 +2,23 @@
 the graph breaks their cold call counted."""
 from __future__ import annotations
 
+from ..kernel_names import CATEGORIES, classify
 from .common import md_table
 
-# display names; a category a newer kernel_time.py adds shows under its own name
 SHORT = {"gemm": "GEMM", "norm/elementwise/other": "norm / elementwise / other"}
+COLUMNS = ("gemm", "attention", "quantize", "conv", "copy", "norm/elementwise/other")  # largest usually first
+assert set(COLUMNS) == set(CATEGORIES), "a new kernel category needs a column"
+
+
+def categories(kp: dict) -> dict[str, float]:
+    """ms per step per category: re-derived from the stored kernels with the current rules
+    (kernel_names.py), or as recorded where a profile kept only its totals."""
+    if not kp.get("kernels"):
+        return kp["categories_ms_per_step"]
+    out = dict.fromkeys(CATEGORIES, 0.0)
+    for k in kp["kernels"]:
+        out[classify(k["name"])] += k["ms_per_step"]
+    return out
 
 
 def _ms_share(ms: float, window: float) -> str:
@@ -26,31 +39,32 @@ def kernel_profile_markdown(results: dict) -> list[str]:
     profiled = {cid: r for cid, r in sorted(results["cases"].items()) if r.get("kernel_profile")}
     if not profiled:
         return []
-    # categories in the order kernel_time.py wrote them (the report does not import the profiler)
-    categories: list[str] = []
-    for r in profiled.values():
-        categories += [c for c in r["kernel_profile"]["categories_ms_per_step"] if c not in categories]
     rows, largest = [], []
     for cid, r in profiled.items():
         kp = r["kernel_profile"]
         w = kp["window_ms_per_step"]
-        cats = kp["categories_ms_per_step"]
+        cats = categories(kp)
         step = (r.get("summary") or {}).get("step_median_s")
-        top = (kp.get("top_kernels") or [{}])[0]
+        # timed step - busy: the idle time without the profiler's cost (kernel times barely change)
+        unprofiled = "" if step is None else f"{max(0.0, step * 1000 - kp['busy_ms_per_step']):.1f}"
         rows.append([f"`{cid}`", "" if step is None else f"{step * 1000:.1f}", f"{w:.1f}",
-                     *(_ms_share(cats.get(c, 0.0), w) for c in categories),
-                     _ms_share(kp["idle_ms_per_step"], w), f"{kp['kernels_per_step']:.0f}", graph_breaks_text(r)])
+                     *(_ms_share(cats.get(c, 0.0), w) for c in COLUMNS),
+                     _ms_share(kp["idle_ms_per_step"], w), unprofiled, f"{kp['kernels_per_step']:.0f}",
+                     graph_breaks_text(r)])
+        top = (kp.get("kernels") or kp.get("top_kernels") or [None])[0]
         if top:
-            largest.append(f"- `{cid}`: `{top['name']}` ({top['category']}), {top['ms_per_step']:.1f} ms a step in "
-                           f"{top['calls_per_step']:.0f} calls")
+            largest.append(f"- `{cid}`: `{top['name']}` ({classify(top['name'])}), {top['ms_per_step']:.1f} ms a "
+                           f"step in {top['calls_per_step']:.0f} calls")
     kinds = "; ".join(sorted({r["kernel_profile"].get("kernels_are", "?") for r in profiled.values()}))
-    headers = ["Case", "Timed step (ms)", "Profiled step (ms)", *(f"{SHORT.get(c, c)} (ms)" for c in categories),
-               "idle (ms)", "Kernels / step", "Graph breaks (cold call)"]
+    headers = ["Case", "Timed step (ms)", "Profiled step (ms)", *(f"{SHORT.get(c, c)} (ms)" for c in COLUMNS),
+               "idle, profiled (ms)", "timed step - busy (ms)", "Kernels / step", "Graph breaks (cold call)"]
     return ["## Where a denoising step goes (kernel profile)", "",
             "One more generation after the timed calls, a few of its steps under torch.profiler "
             "(`--perf-kernel-profile`, `diffperf/kernel_time.py`); per step, kernel time by category "
             f"and the time the device sat idle inside the window (share of the profiled step). Kernels: {kinds}. "
-            "The profiler slows the host's launches, so the profiled step is longer than the timed one, "
-            "and its idle time an upper bound of the unprofiled one; categories come from kernel names "
-            "(`kernel_time.RULES`).", "",
+            "The profiler slows the host's launches, so the profiled step is longer than the timed one and "
+            "its idle time an upper bound; kernel times barely change, so the timed step minus the busy time "
+            "estimates the idle time without the profiler. Categories come from kernel names "
+            "(`diffperf/kernel_names.py`): inductor's fused pointwise / reduction kernels count as quantize "
+            "when they compute a float8 / int8 operand or its scale, else as norm / elementwise.", "",
             *md_table(headers, rows), "", "Largest kernel of each profile:", "", *largest, ""]
