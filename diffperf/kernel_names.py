@@ -24,7 +24,9 @@ CATEGORIES = tuple(name for name, _ in RULES) + (OTHER,)
 # only feed (e.g. "triton_poi_fused__scaled_mm__to_copy_clamp_div_..." computes a GEMM's float8
 # operand, "..._scaled_dot_product_cudnn_attention_..." the RoPE'd query): never a GEMM or attention
 FUSED = re.compile(r"^(?:triton_(?:poi|red|per)_|cpp_fused_)")
-FUSED_QUANTIZE = re.compile(r"amax|amin|abs_max|_scaled_mm|_int_mm|float8|fp8|quantiz", re.I)
+# ... and the int8 / float8 cast: scale, clamp to the type's range (inductor lists fused ops in
+# alphabetical order, so "clamp" comes before "div")
+FUSED_QUANTIZE = re.compile(r"amax|amin|abs_max|_scaled_mm|_int_mm|float8|fp8|quantiz|clamp\w*_div", re.I)
 
 
 def classify(name: str) -> str:

@@ -37,6 +37,7 @@ pytest_plugins = ["pytester"]
     ("triton_poi_fused__scaled_mm__to_copy_cat_clamp_div_gelu_permute_t_unsqueeze_view_5", "quantize"),
     ("triton_red_fused__fused_rms_norm__scaled_dot_product_cudnn_attention__to_copy_add_mul_neg_permute_stack",
      "norm/elementwise/other"),
+    ("triton_poi_fused__to_copy_add_clamp_div_expand_maximum_minimum_mul_neg_view_zeros_like_5", "quantize"),
     ("void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)"
      "::{lambda(c10::Float8_e4m3fn)#1}>", "quantize"),
     ("Memcpy DtoD (Device -> Device)", "copy"),
@@ -157,11 +158,29 @@ def test_document_table_of_the_kernel_profiles():
     results = {"cases": {"flux-dev/bf16+fp8dq+compile": _case(kp, 0.102, {"graph_breaks": 0, "graphs_traced": 57}),
                          "flux-dev/bf16": _case()}}
     text = "\n".join(kernel_profile_markdown(results))
-    assert "| `flux-dev/bf16+fp8dq+compile` | 102.0 | 120.0 | 60.0 (50%) | 30.0 (25%) | 6.0 (5%) |" in text
+    assert "| `flux-dev/bf16+fp8dq+compile` |  | 102.0 | 120.0 | 60.0 (50%) | 30.0 (25%) | 6.0 (5%) |" in text
     assert "| 12.0 (10%) | 12.0 (10%) | 6.0 | 640 | 0 in 57 graphs |" in text  # idle; 102 - 96 busy
     assert "flux-dev/bf16`" not in text  # no profile, no row
     assert "`nvjet_sm90_qqtst_128x128` (gemm), 60.0 ms a step in 324 calls" in text
     assert kernel_profile_markdown({"cases": {"flux-dev/bf16": _case()}}) == []
+
+
+def test_a_later_run_without_a_profile_does_not_hide_it(tmp_path):
+    from diffperf.report.document import merge_results
+    from diffperf.storage import dump
+
+    kp = {"window_ms_per_step": 50.0, "busy_ms_per_step": 40.0, "idle_ms_per_step": 10.0, "kernels_per_step": 9.0,
+          "categories_ms_per_step": {"gemm": 40.0}, "kernels": []}
+    header = {"tier": "h100", "weights": "synthetic", "machine": {"gpu": {"name": "H100"}}}
+    for name, started, case in (("profiled", "2026-01-01T00:00:00", _case(kp, 0.045)),
+                                ("plain", "2026-01-02T00:00:00", _case(None, 0.030))):
+        dump(tmp_path / name / "results.json", "diffperf-results",
+             {**header, "started": started, "cases": {"flux-dev/bf16": case}})
+    merged = merge_results([tmp_path / "profiled", tmp_path / "plain"])
+    assert merged["cases"]["flux-dev/bf16"]["summary"]["step_median_s"] == 0.030  # the tables: the latest
+    text = "\n".join(kernel_profile_markdown(merged))
+    # the profile row: its own run and its own timed step (45 ms), with timed - busy = 5 ms
+    assert "| `flux-dev/bf16` | `profiled` | 45.0 | 50.0 | 40.0 (80%) |" in text and "| 5.0 |" in text
 
 
 def test_the_option_records_a_profile_with_the_case(pytester, tmp_path):

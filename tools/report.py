@@ -94,7 +94,8 @@ def _references_option(s) -> None:
 
 
 def cmd_doc(a) -> int:
-    print(f"wrote {rep.write_doc(a.results, a.out, a.assets_dir, a.prompt, a.baselines, a.references)}", file=sys.stderr)
+    print(f"wrote {rep.write_doc(a.results, a.out, a.assets_dir, a.prompt, a.baselines, a.references, a.targets)}",
+          file=sys.stderr)
     return 0
 
 
@@ -161,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baselines", type=Path, help="the tier's baselines file: its latency gate (tolerance, "
                                                   "measured spread, per-case tolerances) goes into the document")
     s.add_argument("--prompt", default="short", help="prompt id of the grid images (default short)")
+    s.add_argument("--targets", type=Path, help="the tier's targets file (e.g. fixtures/targets/h100.json): each "
+                                                "target against the best measured case it admits")
     _references_option(s)
 
     s = command("all", cmd_all, "CSV + tables + ladder PNGs + grids + summary in one directory")

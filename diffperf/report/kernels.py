@@ -2,6 +2,8 @@
 the graph breaks their cold call counted."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..kernel_names import CATEGORIES, classify
 from .common import md_table
 
@@ -21,6 +23,16 @@ def categories(kp: dict) -> dict[str, float]:
     return out
 
 
+def _profiled(r: dict) -> dict | None:
+    """The case's record if it has a kernel profile, else the latest earlier record of it that has
+    one (document.merge_results keeps replaced records): a later run without --perf-kernel-profile
+    does not hide the profile. Its own timed step goes with it."""
+    for rec in [r, *reversed(r.get("_earlier") or [])]:
+        if rec.get("kernel_profile"):
+            return rec
+    return None
+
+
 def _ms_share(ms: float, window: float) -> str:
     return f"{ms:.1f} ({ms / window:.0%})" if window else f"{ms:.1f}"
 
@@ -29,16 +41,18 @@ def graph_breaks_text(r: dict) -> str:
     c = (r.get("timing") or {}).get("cold_compile_cache") or {}
     if "graph_breaks" not in c:
         return ""
-    return f"{c['graph_breaks']} in {c.get('graphs_traced', '?')} graphs"
+    n = c.get("graphs_traced", "?")
+    return f"{c['graph_breaks']} in {n} graph{'' if n == 1 else 's'}"
 
 
 def kernel_profile_markdown(results: dict) -> list[str]:
-    """One row per case with a kernel profile: the timed median step, the profiled window per step,
-    each category's kernel time and the idle time in ms per step (share of the profiled window),
-    the largest kernel and the cold call's graph breaks."""
-    profiled = {cid: r for cid, r in sorted(results["cases"].items()) if r.get("kernel_profile")}
+    """One row per case with a kernel profile, from the run that took it: the timed median step, the
+    profiled window per step, each category's kernel time and the idle time in ms per step (share
+    of the profiled window), the largest kernel and the cold call's graph breaks."""
+    profiled = {cid: r for cid, r in sorted((cid, _profiled(r)) for cid, r in results["cases"].items()) if r}
     if not profiled:
         return []
+    runs = results.get("_runs") or []
     rows, largest = [], []
     for cid, r in profiled.items():
         kp = r["kernel_profile"]
@@ -47,7 +61,9 @@ def kernel_profile_markdown(results: dict) -> list[str]:
         step = (r.get("summary") or {}).get("step_median_s")
         # timed step - busy: the idle time without the profiler's cost (kernel times barely change)
         unprofiled = "" if step is None else f"{max(0.0, step * 1000 - kp['busy_ms_per_step']):.1f}"
-        rows.append([f"`{cid}`", "" if step is None else f"{step * 1000:.1f}", f"{w:.1f}",
+        source = r.get("_source")
+        run = Path(runs[source]["path"]).name if source is not None and source < len(runs) else ""
+        rows.append([f"`{cid}`", f"`{run}`" if run else "", "" if step is None else f"{step * 1000:.1f}", f"{w:.1f}",
                      *(_ms_share(cats.get(c, 0.0), w) for c in COLUMNS),
                      _ms_share(kp["idle_ms_per_step"], w), unprofiled, f"{kp['kernels_per_step']:.0f}",
                      graph_breaks_text(r)])
@@ -56,7 +72,7 @@ def kernel_profile_markdown(results: dict) -> list[str]:
             largest.append(f"- `{cid}`: `{top['name']}` ({classify(top['name'])}), {top['ms_per_step']:.1f} ms a "
                            f"step in {top['calls_per_step']:.0f} calls")
     kinds = "; ".join(sorted({r["kernel_profile"].get("kernels_are", "?") for r in profiled.values()}))
-    headers = ["Case", "Timed step (ms)", "Profiled step (ms)", *(f"{SHORT.get(c, c)} (ms)" for c in COLUMNS),
+    headers = ["Case", "Run", "Timed step (ms)", "Profiled step (ms)", *(f"{SHORT.get(c, c)} (ms)" for c in COLUMNS),
                "idle, profiled (ms)", "timed step - busy (ms)", "Kernels / step", "Graph breaks (cold call)"]
     return ["## Where a denoising step goes (kernel profile)", "",
             "One more generation after the timed calls, a few of its steps under torch.profiler "

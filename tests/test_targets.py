@@ -1,0 +1,68 @@
+"""Targets file -> the results document's Targets section: the best admitted case, met or missed,
+its kernel profile; a bad targets file is refused naming the problem."""
+import pytest
+
+from diffperf.errors import StoredFileError
+from diffperf.report.common import ReportError
+from diffperf.report.targets import load_targets, targets_markdown
+from diffperf.storage import dump
+
+LOSSLESS = {"id": "e2e", "title": "FLUX end to end, lossless", "model": "flux-dev", "select": "lossless",
+            "metric": "median_s", "at_most": 3.0, "limits": "GEMM-bound", "would_close": "FA3"}
+FP8_STEP = {"id": "step", "title": "float8 step", "model": "flux-dev", "select": "float8+compile",
+            "metric": "step_median_s", "at_most": 0.085}
+
+
+def case(recipe, median, step=0.1, profile=None, model="flux-dev"):
+    r = {"model": model, "recipe": recipe, "status": "ok", "summary": {"median_s": median, "step_median_s": step}}
+    if profile:
+        r["kernel_profile"] = profile
+    return r
+
+
+def test_best_lossless_case_and_a_met_target():
+    kp = {"window_ms_per_step": 80.0, "busy_ms_per_step": 78.0, "idle_ms_per_step": 2.0, "kernels_per_step": 1.0,
+          "categories_ms_per_step": {}, "kernels": [{"name": "nvjet_sm90_qqtst", "ms_per_step": 50.0,
+                                                     "calls_per_step": 1.0}]}
+    results = {"cases": {
+        "flux-dev/bf16": case("bf16", 5.2),
+        "flux-dev/bf16+compile": case("bf16+compile", 3.9),
+        "flux-dev/bf16+fp8dq+compile": case("bf16+fp8dq+compile", 2.9, step=0.080, profile=kp),  # lossy
+        "flux-dev/bf16+fbcache-0.3": case("bf16+fbcache-0.3", 1.7),  # skips steps: lossy
+        "sd3-medium/bf16": case("bf16", 1.6, model="sd3-medium"),  # another model
+    }}
+    text = "\n".join(targets_markdown(results, [LOSSLESS, FP8_STEP]))
+    assert "| FLUX end to end, lossless | <= 3.000 s | `flux-dev/bf16+compile` | 3.900 s | **missed** (x1.30) |" in text
+    assert "| float8 step | <= 85.0 ms | `flux-dev/bf16+fp8dq+compile` | 80.0 ms | **met** |" in text
+    assert "what limits it: GEMM-bound" in text and "what would close it: FA3" in text
+    assert "no kernel profile of `flux-dev/bf16+compile`" in text
+    assert "per step: GEMM 50.0 ms; idle about 2.0 ms" in text  # 80 ms timed - 78 ms busy
+
+
+def test_a_target_with_nothing_measured_says_so():
+    text = "\n".join(targets_markdown({"cases": {}}, [FP8_STEP]))
+    assert "| float8 step | <= 85.0 ms | not measured |  | not measured |" in text
+
+
+def test_a_bad_targets_file_is_refused(tmp_path):
+    path = tmp_path / "h100.json"
+    dump(path, "diffperf-targets", {"tier": "h100", "targets": [{**LOSSLESS, "select": "fastest"}]})
+    with pytest.raises(StoredFileError, match="selects 'fastest'; valid: lossless, float8\\+compile"):
+        load_targets(path, "h100")
+    dump(path, "diffperf-targets", {"tier": "h100", "targets": [{**LOSSLESS, "metric": "p99"}]})
+    with pytest.raises(StoredFileError, match="measures 'p99'"):
+        load_targets(path, "h100")
+    dump(path, "diffperf-targets", {"tier": "h100", "targets": [LOSSLESS]})
+    with pytest.raises(ReportError, match="tier 'h100', not 'cpu'"):
+        load_targets(path, "cpu")
+    assert load_targets(path, "h100") == [LOSSLESS]
+    path.write_text('{"kind": "diffperf-targets", "schema_version": 9, "targets": []}')
+    with pytest.raises(StoredFileError, match="schema_version 9"):
+        load_targets(path, "h100")
+
+
+def test_the_committed_targets_file_loads():
+    from pathlib import Path
+
+    targets = load_targets(Path(__file__).resolve().parent.parent / "fixtures" / "targets" / "h100.json", "h100")
+    assert {t["id"] for t in targets} == {"flux-dev-lossless-e2e", "flux-dev-float8-step"}
