@@ -22,6 +22,7 @@ from .measure import generate, no_recompile, patch_method
 PROFILED_STEPS = 4  # enough to average over; few enough that parsing the trace stays in seconds
 START, END = "diffperf::profile_window_start", "diffperf::profile_window_end"
 NAME_CHARS = 160  # C++ template kernel names run to kilobytes
+HOST_OPS = 12
 
 
 class _WindowClosed(Exception):
@@ -127,6 +128,26 @@ def _cpu_spans(events) -> tuple[list[Span], list[Span]]:
     return busy, own
 
 
+def host_ops(events, start: float, end: float, steps: int, top: int = HOST_OPS) -> list[dict[str, Any]]:
+    """The host-side events of the window (aten operators, CUDA runtime calls, record_function
+    ranges such as a compiled region's wrapper) with the most self time, per step: where the host
+    spends a step when the GPU waits on it."""
+    from torch.autograd import DeviceType
+
+    per: dict[str, list] = {}
+    for e in events:
+        if e.device_type != DeviceType.CPU or e.is_async or e.name.startswith("diffperf::"):
+            continue
+        if not start <= e.time_range.start < end:
+            continue
+        entry = per.setdefault(e.name, [0.0, 0])
+        entry[0] += e.self_cpu_time_total
+        entry[1] += 1
+    ranked = sorted(per.items(), key=lambda kv: -kv[1][0])[:top]
+    return [{"name": name[:NAME_CHARS], "self_ms_per_step": t / 1000.0 / steps, "calls_per_step": n / steps}
+            for name, (t, n) in ranked]
+
+
 def _marker_time(events, name: str) -> float:
     times = [e.time_range.start for e in events if e.name == name]
     if not times:
@@ -217,6 +238,7 @@ def profile_denoising(built: Built, prompt: str, seed: int, profiled: int = PROF
     else:
         busy, own = _cpu_spans(events)
         out = breakdown(busy, start, end, steps, costs=own)
+    out["host_ops"] = host_ops(events, start, end, steps)
     out.update(window=f"steps {first + 1}-{first + steps} of {total}", device=built.device.type,
                kernels_are="CUDA kernels, memcpy and memset" if cuda else
                "aten operators on the host: busy = outermost operators, categories = each operator's self time")

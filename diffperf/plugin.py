@@ -226,7 +226,8 @@ def pytest_report_header(config):
     tiers = [t.name for t in selected_tiers(config)]
     lines = [
         f"diffperf: machine tier {detect_tier()!r} (GPU: {gpu}); running tiers {tiers or 'none'}; "
-        f"weights {options.weights}; level {options.level}; results -> {options.results_dir}",
+        f"weights {options.weights}; level {options.level}; results -> {options.results_dir}"
+        + ("; kernel profile of a few steps after each case's timed calls" if options.kernel_profile else ""),
     ]
     for name in tiers:
         why = machine_mismatch(get_tier(name))

@@ -110,6 +110,9 @@ def test_a_profiled_generation_on_the_cpu(built):
     assert got["idle_ms_per_step"] == pytest.approx(got["window_ms_per_step"] - got["busy_ms_per_step"])
     # one host thread: the operators' own times fit in the time it was busy
     assert sum(cats.values()) <= got["busy_ms_per_step"] * 1.001
+    host = got["host_ops"]  # where the host spent the window, largest self time first
+    assert host and [h["self_ms_per_step"] for h in host] == sorted((h["self_ms_per_step"] for h in host), reverse=True)
+    assert any(h["name"] == "aten::addmm" for h in host)
     assert set(vars(pipe.scheduler)) == patched_before  # the wrappers are gone
     assert not torch.autograd.profiler._is_profiler_enabled
 
@@ -163,6 +166,12 @@ def test_document_table_of_the_kernel_profiles():
     assert "flux-dev/bf16`" not in text  # no profile, no row
     assert "`nvjet_sm90_qqtst_128x128` (gemm), 60.0 ms a step in 324 calls" in text
     assert kernel_profile_markdown({"cases": {"flux-dev/bf16": _case()}}) == []
+    assert "Host-bound" not in text  # 6 ms of a 102 ms step waits on the host
+
+    host = {**kp, "busy_ms_per_step": 20.0,
+            "host_ops": [{"name": "cudaLaunchKernel", "self_ms_per_step": 30.0, "calls_per_step": 900.0}]}
+    text = "\n".join(kernel_profile_markdown({"cases": {"sd21-base/bf16+fp8dq+compile": _case(host, 0.080)}}))
+    assert "Host-bound profiles" in text and "- `sd21-base/bf16+fp8dq+compile`: `cudaLaunchKernel` 30.0 ms" in text
 
 
 def test_a_later_run_without_a_profile_does_not_hide_it(tmp_path):
@@ -190,6 +199,7 @@ def test_the_option_records_a_profile_with_the_case(pytester, tmp_path):
         "--perf-results", str(tmp_path / "results"), "--perf-baselines", str(tmp_path / "baselines"),
         "-k", "memory")
     r.assert_outcomes(skipped=2)  # no baselines here: the case is measured, its memory gates skip
+    assert "kernel profile of a few steps after each case's timed calls" in r.stdout.str()  # the header says so
     case = json.loads((tmp_path / "results" / "cpu" / "results.json").read_text())["cases"]["sd21-base/fp32"]
     kp = case["kernel_profile"]
     assert kp["window"] == "steps 2-4 of 4" and kp["categories_ms_per_step"]["conv"] > 0  # a UNet

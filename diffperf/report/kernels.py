@@ -8,6 +8,8 @@ from ..kernel_names import CATEGORIES, classify
 from .common import md_table
 
 SHORT = {"gemm": "GEMM", "norm/elementwise/other": "norm / elementwise / other"}
+HOST_BOUND = 0.25  # share of the timed step the GPU waits on the host, from which the host's side is listed
+HOST_SHOWN = 5
 COLUMNS = ("gemm", "attention", "quantize", "conv", "copy", "norm/elementwise/other")  # largest usually first
 assert set(COLUMNS) == set(CATEGORIES), "a new kernel category needs a column"
 
@@ -53,7 +55,7 @@ def kernel_profile_markdown(results: dict) -> list[str]:
     if not profiled:
         return []
     runs = results.get("_runs") or []
-    rows, largest = [], []
+    rows, largest, host = [], [], []
     for cid, r in profiled.items():
         kp = r["kernel_profile"]
         w = kp["window_ms_per_step"]
@@ -67,6 +69,9 @@ def kernel_profile_markdown(results: dict) -> list[str]:
                      *(_ms_share(cats.get(c, 0.0), w) for c in COLUMNS),
                      _ms_share(kp["idle_ms_per_step"], w), unprofiled, f"{kp['kernels_per_step']:.0f}",
                      graph_breaks_text(r)])
+        if step and kp.get("host_ops") and step * 1000 - kp["busy_ms_per_step"] >= HOST_BOUND * step * 1000:
+            ops = ", ".join(f"`{h['name']}` {h['self_ms_per_step']:.1f} ms" for h in kp["host_ops"][:HOST_SHOWN])
+            host.append(f"- `{cid}`: {ops}")
         top = (kp.get("kernels") or kp.get("top_kernels") or [None])[0]
         if top:
             largest.append(f"- `{cid}`: `{top['name']}` ({classify(top['name'])}), {top['ms_per_step']:.1f} ms a "
@@ -83,4 +88,7 @@ def kernel_profile_markdown(results: dict) -> list[str]:
             "estimates the idle time without the profiler. Categories come from kernel names "
             "(`diffperf/kernel_names.py`): inductor's fused pointwise / reduction kernels count as quantize "
             "when they compute a float8 / int8 operand or its scale, else as norm / elementwise.", "",
-            *md_table(headers, rows), "", "Largest kernel of each profile:", "", *largest, ""]
+            *md_table(headers, rows), "", *(["Largest kernel of each profile:", "", *largest, ""] if largest else []),
+            *([f"Host-bound profiles (timed step - busy >= {HOST_BOUND:.0%} of the timed step): the host-side events "
+               "with the most self time per step (aten operators, CUDA runtime calls, a compiled region's "
+               "wrapper), under the profiler:", "", *host, ""] if host else [])]
