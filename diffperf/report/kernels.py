@@ -35,6 +35,19 @@ def _profiled(r: dict) -> dict | None:
     return None
 
 
+def idle_unprofiled_ms(rec: dict) -> float | None:
+    """Timed median step - busy time of its profile: the idle time without the profiler's cost
+    (kernel times barely change under the profiler); None without a timed step."""
+    step = (rec.get("summary") or {}).get("step_median_s")
+    return None if step is None else max(0.0, step * 1000 - rec["kernel_profile"]["busy_ms_per_step"])
+
+
+def run_name(rec: dict, runs: list[dict]) -> str:
+    """The results source a merged record came from (its folder name), '' when not known."""
+    source = rec.get("_source")
+    return Path(runs[source]["path"]).name if source is not None and source < len(runs) else ""
+
+
 def _ms_share(ms: float, window: float) -> str:
     return f"{ms:.1f} ({ms / window:.0%})" if window else f"{ms:.1f}"
 
@@ -61,15 +74,13 @@ def kernel_profile_markdown(results: dict) -> list[str]:
         w = kp["window_ms_per_step"]
         cats = categories(kp)
         step = (r.get("summary") or {}).get("step_median_s")
-        # timed step - busy: the idle time without the profiler's cost (kernel times barely change)
-        unprofiled = "" if step is None else f"{max(0.0, step * 1000 - kp['busy_ms_per_step']):.1f}"
-        source = r.get("_source")
-        run = Path(runs[source]["path"]).name if source is not None and source < len(runs) else ""
+        idle = idle_unprofiled_ms(r)
+        run = run_name(r, runs)
         rows.append([f"`{cid}`", f"`{run}`" if run else "", "" if step is None else f"{step * 1000:.1f}", f"{w:.1f}",
                      *(_ms_share(cats.get(c, 0.0), w) for c in COLUMNS),
-                     _ms_share(kp["idle_ms_per_step"], w), unprofiled, f"{kp['kernels_per_step']:.0f}",
-                     graph_breaks_text(r)])
-        if step and kp.get("host_ops") and step * 1000 - kp["busy_ms_per_step"] >= HOST_BOUND * step * 1000:
+                     _ms_share(kp["idle_ms_per_step"], w), "" if idle is None else f"{idle:.1f}",
+                     f"{kp['kernels_per_step']:.0f}", graph_breaks_text(r)])
+        if step and kp.get("host_ops") and idle >= HOST_BOUND * step * 1000:
             ops = ", ".join(f"`{h['name']}` {h['self_ms_per_step']:.1f} ms" for h in kp["host_ops"][:HOST_SHOWN])
             host.append(f"- `{cid}`: {ops}")
         top = (kp.get("kernels") or kp.get("top_kernels") or [None])[0]

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from .. import storage
 from ..errors import StoredFileError
 from .common import ReportError, display_path, md_table, measured
-from .kernels import COLUMNS, SHORT, _profiled, categories
+from .kernels import COLUMNS, SHORT, _profiled, categories, idle_unprofiled_ms, run_name
 from .tables import parsed_recipe
 
 TARGETS_KIND = "diffperf-targets"
@@ -65,14 +65,12 @@ def _step_text(cid: str, r: dict, runs: list[dict]) -> str:
     rec = _profiled(r)
     if rec is None:
         return f"no kernel profile of `{cid}` (run it with `--perf-kernel-profile`)"
-    kp = rec["kernel_profile"]
-    cats = categories(kp)
+    cats = categories(rec["kernel_profile"])
     parts = [f"{SHORT.get(c, c)} {cats[c]:.1f} ms" for c in COLUMNS if cats.get(c, 0.0) >= 0.05]
-    step = (rec.get("summary") or {}).get("step_median_s")
-    idle = "" if step is None else f"; idle about {max(0.0, step * 1000 - kp['busy_ms_per_step']):.1f} ms (timed step - busy)"
-    source = rec.get("_source")
-    run = f" (run `{Path(runs[source]['path']).name}`)" if source is not None and source < len(runs) else ""
-    return f"kernel profile of `{cid}`{run}, per step: " + ", ".join(parts) + idle
+    idle, run = idle_unprofiled_ms(rec), run_name(rec, runs)
+    idle_text = "" if idle is None else f"; idle about {idle:.1f} ms (timed step - busy)"
+    run_text = f" (run `{run}`)" if run else ""
+    return f"kernel profile of `{cid}`{run_text}, per step: " + ", ".join(parts) + idle_text
 
 
 def targets_markdown(results: dict, targets: list[dict]) -> list[str]:
