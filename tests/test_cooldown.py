@@ -1,14 +1,8 @@
 """A thermally throttled GPU: wait for it to cool, keep the throttled round aside, time once more
 (NVML faked: these machines have no GPU)."""
-import pytest
 
-from diffperf.build import build_case
-from diffperf.cases import Case
 from diffperf.machine import COOL_MARGIN_C, inconclusive_reasons, wait_until_cool
 from diffperf.measure import measure
-from diffperf.options import PerfOptions
-from diffperf.recipes import parse_recipe
-from diffperf.tiers import get_tier
 
 
 def nvml(temp, throttle=()):
@@ -72,16 +66,9 @@ HOT = [nvml(86), nvml(88, ["sw_thermal_slowdown"])]
 COOL = [nvml(70), nvml(72)]
 
 
-@pytest.fixture(scope="module")
-def built():
-    b = build_case(Case("pixart-sigma", parse_recipe("fp32"), "standard"), get_tier("cpu"), PerfOptions())
-    yield b
-    b.close()
-
-
-def test_throttled_round_is_kept_aside_and_retaken_after_cooling(built):
+def test_throttled_round_is_kept_aside_and_retaken_after_cooling(tiny_pixart):
     sampler = FakeSampler([HOT, COOL])
-    m = measure(built, "a red cube", 0, warmup=0, iterations=2, sampler=sampler, cooldown_s=30)
+    m = measure(tiny_pixart, "a red cube", 0, warmup=0, iterations=2, sampler=sampler, cooldown_s=30)
     assert sampler.waits == [(30, None), (30, 88)]  # a look before timing; then down from the hottest reading
     assert len(m.discarded_rounds) == 1
     kept = m.discarded_rounds[0]
@@ -92,14 +79,14 @@ def test_throttled_round_is_kept_aside_and_retaken_after_cooling(built):
     assert [c["before"] for c in m.cooldowns] == ["timed round 2"]  # the first look waited 0 s
 
 
-def test_throttled_again_stays_inconclusive_after_one_retake(built):
+def test_throttled_again_stays_inconclusive_after_one_retake(tiny_pixart):
     sampler = FakeSampler([HOT, HOT])
-    m = measure(built, "a red cube", 0, warmup=0, iterations=2, sampler=sampler, cooldown_s=30)
+    m = measure(tiny_pixart, "a red cube", 0, warmup=0, iterations=2, sampler=sampler, cooldown_s=30)
     assert len(m.discarded_rounds) == 1  # one retake, not a loop
     assert inconclusive_reasons(m.nvml_samples) == ["throttled: sw_thermal_slowdown"]
 
 
-def test_no_cooldown_means_no_wait_and_no_retake(built):
+def test_no_cooldown_means_no_wait_and_no_retake(tiny_pixart):
     sampler = FakeSampler([HOT])
-    m = measure(built, "a red cube", 0, warmup=0, iterations=2, sampler=sampler, cooldown_s=0)
+    m = measure(tiny_pixart, "a red cube", 0, warmup=0, iterations=2, sampler=sampler, cooldown_s=0)
     assert sampler.waits == [] and m.discarded_rounds == [] and m.nvml_samples == HOT

@@ -7,14 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffperf.build import build_case
-from diffperf.cases import Case
 from diffperf.kernel_names import classify
 from diffperf.kernel_time import Span, breakdown, busy_time, profile_denoising, window_steps
-from diffperf.options import PerfOptions
-from diffperf.recipes import parse_recipe
 from diffperf.report.kernels import kernel_profile_markdown
-from diffperf.tiers import get_tier
 
 ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["pytester"]
@@ -91,17 +86,10 @@ def test_window_leaves_out_the_first_step_when_there_are_enough():
     assert window_steps(1) == (0, 1)
 
 
-@pytest.fixture(scope="module")
-def built():
-    b = build_case(Case("pixart-sigma", parse_recipe("fp32"), "standard"), get_tier("cpu"), PerfOptions())
-    yield b
-    b.close()
-
-
-def test_a_profiled_generation_on_the_cpu(built):
-    pipe = built.pipe
+def test_a_profiled_generation_on_the_cpu(tiny_pixart):
+    pipe = tiny_pixart.pipe
     patched_before = set(vars(pipe.scheduler))
-    got = profile_denoising(built, "a red cube", 0)
+    got = profile_denoising(tiny_pixart, "a red cube", 0)
     assert got["device"] == "cpu" and got["profiled_steps"] == 3 and got["window"] == "steps 2-4 of 4"
     cats = got["categories_ms_per_step"]
     # PixArt's denoiser: attention and linear layers, a patch-embedding convolution
@@ -117,8 +105,8 @@ def test_a_profiled_generation_on_the_cpu(built):
     assert not torch.autograd.profiler._is_profiler_enabled
 
 
-def test_a_failure_inside_the_window_stops_the_profiler_and_propagates(built):
-    denoiser = built.pipe.transformer
+def test_a_failure_inside_the_window_stops_the_profiler_and_propagates(tiny_pixart):
+    denoiser = tiny_pixart.pipe.transformer
     calls = {"n": 0}
 
     def fail_on_third(module, args):
@@ -129,11 +117,11 @@ def test_a_failure_inside_the_window_stops_the_profiler_and_propagates(built):
     handle = denoiser.register_forward_pre_hook(fail_on_third)
     try:
         with pytest.raises(RuntimeError, match="planted failure in step 3"):
-            profile_denoising(built, "a red cube", 0)
+            profile_denoising(tiny_pixart, "a red cube", 0)
     finally:
         handle.remove()
     assert not torch.autograd.profiler._is_profiler_enabled
-    assert "step" not in vars(built.pipe.scheduler)
+    assert "step" not in vars(tiny_pixart.pipe.scheduler)
 
 
 def _case(kp=None, step=0.1, breaks=None):
