@@ -267,8 +267,13 @@ class RecompiledInTimedRegion(RuntimeError):
 
 # inductor's FX graph cache and AOTAutograd's cache (TORCHINDUCTOR_CACHE_DIR, persisted by the GPU
 # workflow): with a warm cache a compiled case's cold call loads kernels instead of compiling them
+# a graph inductor cannot cache (freezing, some custom ops) counts as a bypass: compiled cold;
+# select_algorithm_autotune counts the ops max-autotune benchmarked: its autotune cache (same dir)
+# missed; 0 in a cold graph means the timings came from the cache (tools/prewarm_autotune.py)
 _CACHE_COUNTERS = (("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cache_miss"),
-                   ("aot_autograd", "autograd_cache_hit"), ("aot_autograd", "autograd_cache_miss"))
+                   ("inductor", "fxgraph_cache_bypass"),
+                   ("aot_autograd", "autograd_cache_hit"), ("aot_autograd", "autograd_cache_miss"),
+                   ("inductor", "select_algorithm_autotune"))
 
 
 def compile_cache_counters() -> dict[str, Any]:
@@ -304,14 +309,15 @@ def cache_use(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     delta = {name: after[name] - before[name] for _, name in _CACHE_COUNTERS}
     phases = {k: v - before["phases"].get(k, 0.0) for k, v in after["phases"].items()}
     top = sorted(((k, v) for k, v in phases.items() if v >= PHASE_MIN_S), key=lambda kv: -kv[1])[:PHASES_KEPT]
-    graphs = delta["fxgraph_cache_hit"] + delta["fxgraph_cache_miss"]
+    compiled = delta["fxgraph_cache_miss"] + delta["fxgraph_cache_bypass"]
+    graphs = delta["fxgraph_cache_hit"] + compiled
     breaks = {k: n - before["graph_breaks"].get(k, 0) for k, n in after["graph_breaks"].items()}
     breaks = {_reason(k): n for k, n in breaks.items() if n > 0}
     return {**delta, "cache_dir": cache_dir(), "compile_phases_s": {k: round(v, 3) for k, v in top},
             "graphs_traced": after["unique_graphs"] - before["unique_graphs"],
             "graph_breaks": sum(breaks.values()), "graph_break_reasons": breaks,
             "state": "no graph compiled" if graphs == 0 else
-                     "warm" if delta["fxgraph_cache_miss"] == 0 else
+                     "warm" if compiled == 0 else
                      "cold" if delta["fxgraph_cache_hit"] == 0 else "partly warm"}
 
 

@@ -20,9 +20,14 @@
 #   prewarm  fill the compile cache for STD_MODELS x STD_RECIPES, one process per recipe at once (a
 #            Kandinsky-3 float8 + compile ran > 418 s cold); the processes share the GPU, so their
 #            timings are not clean: results go to /tmp/prewarm-<n>, outside results.tar.gz
+#   autotune fill inductor's autotune cache for STD_MODELS x STD_RECIPES from shallow copies of the
+#            denoiser (tools/prewarm_autotune.py), one after another; a stopped run keeps the shapes it
+#            finished, so a later command on the same held machine goes on from there; summaries go to
+#            $OUT/autotune-<model>-<recipe>.json
 #   ladder   FLUX.1-dev flux-fast ladder rungs, cold compile cache (issue 4); RUNGS=2 or RUNGS=2,3
 #            picks rungs of $LADDER by position (sed addresses: 2 or 2,3)
-#   cache    the first compiled rung again in a new process: cold start from the warm cache (issue 4)
+#   cache    the first compiled rung (or CACHE_RECIPE) again in a new process: cold start from the warm
+#            cache (issue 4)
 #   noise    false alarms / detection power (issue 8)
 #   profile  FLOPs on real tensors vs meta; verify overhead (issue 5)
 #   multi    2 GPUs: xdist pinning + context parallel (issue 7; needs nvidia-h200-x2)
@@ -84,6 +89,25 @@ for path in sorted(glob.glob("/tmp/prewarm-*/h100/cases/*.json")):
     print(path, c.get("status"), "cold_s", t.get("cold_s"), "cache", t.get("cold_compile_cache"))
 EOF
             ;;
+        autotune)
+            local end=$((SECONDS + limit)) model recipe
+            for model in ${STD_MODELS//,/ }; do
+                for recipe in ${STD_RECIPES//,/ }; do
+                    [ $((end - SECONDS)) -gt 5 ] || break 2
+                    echo "-- $model $recipe $(date -u +%H:%M:%S)"
+                    # seconds since the part began on each line: when each shape's benchmark ended
+                    timeout -s INT $((end - SECONDS)) python3 tools/prewarm_autotune.py --model "$model" \
+                        --recipe "$recipe" --out "$out/autotune-$model-$recipe.json" 2>&1 |
+                        grep -v "DEBUG torch" | while IFS= read -r line; do echo "$((SECONDS - end + limit)) $line"; done
+                done
+            done
+            python3 - <<'EOF'
+import glob, json, os
+for path in glob.glob(os.path.join(os.environ["TORCHINDUCTOR_CACHE_DIR"], "cache", "*")):
+    cache = json.load(open(path))["cache"]
+    print(path, {op: len(shapes) for op, shapes in cache.items()}, "benchmarked shapes by op")
+EOF
+            ;;
         ladder)
             # a full-graph max-autotune compile of FLUX took > 400 s cold: RUNGS=2 runs one rung alone
             local rungs=$LADDER
@@ -91,7 +115,7 @@ EOF
             suite ladder "$limit" -m h100 --perf-models flux-dev --perf-recipes "$rungs" \
                 --perf-iterations 5 --perf-warmup 1 -q ;;
         cache)
-            suite cache "$limit" -m h100 --perf-models flux-dev --perf-recipes "${LADDER%%,*}" \
+            suite cache "$limit" -m h100 --perf-models flux-dev --perf-recipes "${CACHE_RECIPE:-${LADDER%%,*}}" \
                 --perf-iterations 2 --perf-warmup 0 -q
             python3 - <<'EOF'
 import json
@@ -117,7 +141,7 @@ EOF
             # one xdist worker per GPU (two models, one per worker), then context parallel vs one GPU
             suite xdist "$limit" -m "h200 and smoke" -n 2 --perf-models sana-1600m,pixart-sigma -q
             suite multi 300 -m h200x2 -q ;;
-        *) echo "unknown part $part (smoke oom table std prewarm ladder cache noise profile multi)" >&2; return 2 ;;
+        *) echo "unknown part $part (smoke oom table std prewarm autotune ladder cache noise profile multi)" >&2; return 2 ;;
     esac
 }
 
