@@ -43,6 +43,8 @@ FLUX_FAST_LADDER = [
     "bf16+compile-full+max-autotune-no-cudagraphs",
     "bf16+fuse-qkv+compile-full+max-autotune-no-cudagraphs",
     "bf16+fuse-qkv+channels-last+compile-full+max-autotune-no-cudagraphs",
+    # the float8 rung without FA3, for machines without flash-attn 3 (the H100 runner has none)
+    "bf16+fuse-qkv+channels-last+fp8dq+compile-full+max-autotune-no-cudagraphs",
     "bf16+fa3+fuse-qkv+channels-last+compile-full+max-autotune-no-cudagraphs",
     "bf16+fa3+fuse-qkv+channels-last+fp8dq+compile-full+max-autotune-no-cudagraphs",
     "bf16+fa3+fuse-qkv+channels-last+fp8dq+compile-full+max-autotune-no-cudagraphs+inductor-flux-fast",

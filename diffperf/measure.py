@@ -269,7 +269,8 @@ class RecompiledInTimedRegion(RuntimeError):
 # workflow): with a warm cache a compiled case's cold call loads kernels instead of compiling them
 # a graph inductor cannot cache (freezing, some custom ops) counts as a bypass: compiled cold;
 # select_algorithm_autotune counts the ops max-autotune benchmarked: its autotune cache (same dir)
-# missed; 0 in a cold graph means the timings came from the cache (tools/prewarm_autotune.py)
+# missed; 0 in a cold graph means the timings came from the cache (tools/prewarm_autotune.py). A
+# graph loaded from the FX graph cache replays the counts of the compile that stored it
 _CACHE_COUNTERS = (("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cache_miss"),
                    ("inductor", "fxgraph_cache_bypass"),
                    ("aot_autograd", "autograd_cache_hit"), ("aot_autograd", "autograd_cache_miss"),

@@ -28,6 +28,15 @@ from .tiers import Tier
 class CaseOutcome:
     result: dict[str, Any]
     images: dict[str, np.ndarray]
+    # writes the case's stored file again (RunRecorder.add); None: not recorded
+    save: Callable[[], None] | None = None
+
+    def add(self, key: str, value: Any) -> None:
+        """A later test's finding (fidelity, regression scores): into the result, and into the
+        case's own file at once, which is all that a run stopped before its end leaves."""
+        self.result[key] = value
+        if self.save is not None:
+            self.save()
 
 
 def _cache_report(state) -> dict[str, Any] | None:
@@ -62,7 +71,7 @@ def record_outcome(case: Case, result: dict[str, Any], images: dict[str, np.ndar
             accuracy.save_png(img, full)
             result.setdefault("full_images", {})[pid] = str(full.relative_to(recorder.dir))
     recorder.add(case.id, result)
-    return CaseOutcome(result, images)
+    return CaseOutcome(result, images, save=lambda: recorder.add(case.id, result))
 
 
 def measure_case(case: Case, tier: Tier, options: PerfOptions,

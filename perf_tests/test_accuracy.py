@@ -47,7 +47,7 @@ def test_regression(perf_outcome, perf_case, perf_options):
     ref_latents = stored["projections"]
     for pid, proj in perf_outcome.result["latent_projections"].items():
         scores[pid]["latent_distance"] = accuracy.latent_distance(proj, ref_latents[pid])
-    perf_outcome.result["regression"] = scores
+    perf_outcome.add("regression", scores)
     bad = {pid: s for pid, s in scores.items()
            if s["ssim"] < thr["ssim"] or s["psnr"] < thr["psnr"] or not s["latent_distance"] <= thr["latent"]}
     assert not bad, (f"{perf_case.id} differs from its reference in {ref_dir}: "
@@ -83,9 +83,9 @@ def test_fidelity(perf_outcome, perf_case, perf_options, perf_state):
             scores[pid]["latent_distance"] = accuracy.latent_distance(
                 perf_outcome.result["latent_projections"][pid], ref_outcome.result["latent_projections"][pid])
     worst = min(s["ssim"] for s in scores.values())
-    perf_outcome.result["fidelity"] = {"reference_recipe": ref_recipe.name,
-                                       "ssim": worst, "psnr": min(s["psnr"] for s in scores.values()),
-                                       "per_prompt": scores}
+    perf_outcome.add("fidelity", {"reference_recipe": ref_recipe.name,
+                                  "ssim": worst, "psnr": min(s["psnr"] for s in scores.values()),
+                                  "per_prompt": scores})
     floor = get_model(perf_case.case.model).synthetic_lossless_ssim if perf_options.weights == "synthetic" else None
     thr = fidelity_threshold(perf_case.tier.device, recipe, floor)
     assert worst >= thr, (f"{perf_case.id} vs its reference recipe {ref_recipe.name}: worst SSIM {worst:.4f} "

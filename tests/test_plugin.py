@@ -48,6 +48,9 @@ def test_baseline_lifecycle(pytester, tmp_path):
     assert json.loads(path.read_text())["cases"]["sd21-base/fp32"]["median_s"] > 0
     r = run(pytester, dirs)
     r.assert_outcomes(passed=5, skipped=1)  # fidelity skips: fp32 is its own reference
+    # the regression test's scores reach the case's own file too: all a run stopped early leaves
+    case_file = json.loads((dirs["results"] / "cpu" / "cases" / "sd21-base__fp32.json").read_text())
+    assert set(case_file["regression"]) == {"short", "long"}
     original = path.read_text()
 
     def divide(data):

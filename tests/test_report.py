@@ -136,6 +136,20 @@ def test_ladder_follows_cases_py_order(tmp_path):
     assert [c[1]["recipe"] for c in ladder] == rungs + ["fp32"]
 
 
+def test_a_rung_recorded_before_cases_py_listed_it_joins_the_ladder(tmp_path):
+    from diffperf.cases import FLUX_FAST_LADDER
+
+    d = tmp_path / "results"
+    cases = {f"flux-dev/{r}": {**case("flux-dev", r, i), "groups": ["flux-fast-ladder"]}
+             for i, r in enumerate(FLUX_FAST_LADDER[:2])}
+    late = FLUX_FAST_LADDER[4]
+    cases[f"flux-dev/{late}"] = {**case("flux-dev", late, 2), "groups": ["requested"]}  # run by name
+    cases["sd21-base/bf16"] = {**case("sd21-base", "bf16", 3), "groups": ["requested"]}  # a listed recipe, other model
+    storage.dump(d / "results.json", RESULTS_KIND, {"tier": "cpu", "weights": "synthetic", "cases": cases})
+    _, ladder, _ = report.ladder_cases(report.load_results(d), "flux-fast-ladder")
+    assert [c[0] for c in ladder] == [f"flux-dev/{r}" for r in FLUX_FAST_LADDER[:2]] + [f"flux-dev/{late}"]
+
+
 def test_ladder_falls_back_to_all_cases_by_latency(results, tmp_path, capsys):
     out = tmp_path / "ladder.png"
     assert run("ladder", results, "--group", "no-such-group", "--model", "pixart-sigma", "--out", out) == 0
@@ -328,6 +342,21 @@ def test_doc_shows_the_cold_compile_and_the_warm_cache_start_of_a_case_measured_
     out = tmp_path / "doc.md"
     assert run("doc", warm, cold, "--out", out) == 0  # the cold compile listed last: its run is the row
     assert "281.800 (cold cache); 28.400 (warm cache)" in out.read_text()
+
+
+def test_doc_says_how_many_ops_a_cold_max_autotune_compile_benchmarked(tmp_path):
+    def compiled(cold_s, state, autotuned):
+        r = {**case("flux-dev", COMPILED, 2), "groups": ["flux-fast-ladder"]}
+        r["timing"] = {**r["timing"], "cold_s": cold_s,
+                       "cold_compile_cache": {"state": state, "select_algorithm_autotune": autotuned}}
+        return {f"flux-dev/{COMPILED}": r}
+
+    # the warm load replays the stored compile's count: not shown there
+    warm = write_source(tmp_path / "warm", compiled(38.3, "warm", 2), started="2025-01-01T00:10:00+00:00")
+    cold = write_source(tmp_path / "cold", compiled(482.9, "cold", 2), started="2025-01-01T00:00:00+00:00")
+    out = tmp_path / "doc.md"
+    assert run("doc", warm, cold, "--out", out) == 0
+    assert "482.900 (cold cache, 2 ops autotuned); 38.300 (warm cache)" in out.read_text()
 
 
 def test_doc_runs_table_lists_each_source(results, tmp_path):

@@ -23,7 +23,7 @@
 #   autotune fill inductor's autotune cache for STD_MODELS x STD_RECIPES from shallow copies of the
 #            denoiser (tools/prewarm_autotune.py), one after another; a stopped run keeps the shapes it
 #            finished, so a later command on the same held machine goes on from there; summaries go to
-#            $OUT/autotune-<model>-<recipe>.json
+#            $OUT/autotune-<model>-<recipe, + as _>.json (the device does not bring back names with +)
 #   ladder   FLUX.1-dev flux-fast ladder rungs, cold compile cache (issue 4); RUNGS=2 or RUNGS=2,3
 #            picks rungs of $LADDER by position (sed addresses: 2 or 2,3)
 #   cache    the first compiled rung (or CACHE_RECIPE) again in a new process: cold start from the warm
@@ -97,7 +97,7 @@ EOF
                     echo "-- $model $recipe $(date -u +%H:%M:%S)"
                     # seconds since the part began on each line: when each shape's benchmark ended
                     timeout -s INT $((end - SECONDS)) python3 tools/prewarm_autotune.py --model "$model" \
-                        --recipe "$recipe" --out "$out/autotune-$model-$recipe.json" 2>&1 |
+                        --recipe "$recipe" --out "$out/autotune-$model-${recipe//+/_}.json" 2>&1 |
                         grep -v "DEBUG torch" | while IFS= read -r line; do echo "$((SECONDS - end + limit)) $line"; done
                 done
             done

@@ -38,6 +38,11 @@ def ladder_cases(results: dict, group: str, model: str | None = None) -> tuple[s
     group has no case of the model, every case of the model by latency (the note says so)."""
     in_group = [(cid, r) for cid, r in results["cases"].items()
                 if group in (r.get("groups") or []) and (model is None or r.get("model") == model)]
+    # a rung listed in cases.py after its run was recorded (stored groups are the run's) still joins
+    # the ladder of the model(s) already in it
+    listed, models = set(group_order(group) or []), {r.get("model") for _, r in in_group}
+    in_group += [(cid, r) for cid, r in results["cases"].items()
+                 if group not in (r.get("groups") or []) and r.get("recipe") in listed and r.get("model") in models]
     if in_group:
         model = model or in_group[0][1]["model"]
         in_group = [c for c in in_group if c[1]["model"] == model]

@@ -60,22 +60,30 @@ def percentile_table(cases: list[Case]) -> list[str]:
     return md_table(headers, rows)
 
 
-def _cold_and_cache(r: dict) -> tuple[float | None, str | None]:
+def _cold_and_cache(r: dict) -> tuple[float | None, str | None, str]:
+    """(first call's seconds, its compile-cache state, how the table says it)."""
     t = r.get("timing") or {}
-    cache = (t.get("cold_compile_cache") or {}).get("state")
-    return t.get("cold_s"), cache if cache in ("warm", "cold", "partly warm") else None
+    use = t.get("cold_compile_cache") or {}
+    cache = use.get("state") if use.get("state") in ("warm", "cold", "partly warm") else None
+    label = f" ({cache} cache)" if cache else ""
+    # a compiled graph's count (a warm load replays the stored compile's): how many ops max-autotune
+    # benchmarked in this call, the rest coming from its autotune cache (tools/prewarm_autotune.py)
+    autotuned = use.get("select_algorithm_autotune")
+    if cache in ("cold", "partly warm") and autotuned is not None and "max-autotune" in r.get("recipe", ""):
+        label = f" ({cache} cache, {autotuned} ops autotuned)"
+    return t.get("cold_s"), cache, label
 
 
 def _cold_text(r: dict) -> str:
     """The first call's time and its compile-cache state; a merged case adds the cold start of a
     replaced run whose cache was in another state (the compile from scratch and from a warm cache)."""
-    cold, cache = _cold_and_cache(r)
-    parts, seen = [_fmt_s(cold) + (f" ({cache} cache)" if cache else "")], {cache}
+    cold, cache, label = _cold_and_cache(r)
+    parts, seen = [_fmt_s(cold) + label], {cache}
     for other in reversed(r.get("_earlier", [])):
-        cold, cache = _cold_and_cache(other)
+        cold, cache, label = _cold_and_cache(other)
         if cache and cache not in seen and cold is not None and other.get("status") == "ok":
             seen.add(cache)
-            parts.append(f"{_fmt_s(cold)} ({cache} cache)")
+            parts.append(_fmt_s(cold) + label)
     return "; ".join(parts)
 
 
@@ -97,7 +105,9 @@ def model_tables(results: dict, model: str, level: int = 2, heading: bool = True
 
 
 TABLES_NOTE = ("Latency = median of the timed calls; memory = peak allocated during the timed calls "
-               "(GiB/MiB = 2^30/2^20 bytes); cold = the first call (compilation, autotuning, lazy init).")
+               "(GiB/MiB = 2^30/2^20 bytes); cold = the first call (compilation, autotuning, lazy init); "
+               "'N ops autotuned': the ops a max-autotune compile benchmarked in that call, the others "
+               "came from inductor's autotune cache (filled e.g. by tools/prewarm_autotune.py).")
 
 
 def tables_markdown(results: dict, models: list[str] | None = None, level: int = 2) -> str:
