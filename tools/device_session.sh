@@ -112,6 +112,8 @@ EOF
             # a full-graph max-autotune compile of FLUX took > 400 s cold: RUNGS=2 runs one rung alone
             local rungs=$LADDER
             [ -n "${RUNGS:-}" ] && rungs=$(echo "$LADDER" | tr ',' '\n' | sed -n "${RUNGS}p" | paste -sd,)
+            # an empty --perf-recipes would run the model's default set instead (RUNGS=5 once did)
+            [ -n "$rungs" ] || { echo "RUNGS=$RUNGS picks no rung of the $(echo "$LADDER" | tr ',' '\n' | wc -l) in LADDER" >&2; return 2; }
             suite ladder "$limit" -m h100 --perf-models flux-dev --perf-recipes "$rungs" \
                 --perf-iterations 5 --perf-warmup 1 -q ;;
         cache)
