@@ -33,22 +33,24 @@ def in_cases_py_order(cases: list[Case], order: list[str]) -> list[Case]:
     return sorted(cases, key=lambda c: rank.get(c[1]["recipe"], len(rank)))
 
 
+def group_members(cases: list[Case], group: str) -> list[Case]:
+    """The group's cases among one model's, in diffperf/cases.py order: those tagged with the group,
+    and those whose recipe the group lists (a case asked for by --perf-recipes, or recorded before
+    cases.py listed its recipe, is tagged 'requested' only)."""
+    order = group_order(group) or []
+    return in_cases_py_order([c for c in cases if group in (c[1].get("groups") or []) or c[1].get("recipe") in order],
+                             order)
+
+
 def ladder_cases(results: dict, group: str, model: str | None = None) -> tuple[str, list[Case], str | None]:
     """(model, cases in ladder order, note): the group's cases in cases.py order, or, when the
     group has no case of the model, every case of the model by latency (the note says so)."""
-    in_group = [(cid, r) for cid, r in results["cases"].items()
-                if group in (r.get("groups") or []) and (model is None or r.get("model") == model)]
-    # a rung listed in cases.py after its run was recorded (stored groups are the run's) still joins
-    # the ladder of the model(s) already in it
-    listed, models = set(group_order(group) or []), {r.get("model") for _, r in in_group}
-    in_group += [(cid, r) for cid, r in results["cases"].items()
-                 if group not in (r.get("groups") or []) and r.get("recipe") in listed and r.get("model") in models]
-    if in_group:
-        model = model or in_group[0][1]["model"]
-        in_group = [c for c in in_group if c[1]["model"] == model]
-        in_group = in_cases_py_order(in_group, group_order(group) or [])
+    tagged = [r for r in results["cases"].values()
+              if group in (r.get("groups") or []) and (model is None or r.get("model") == model)]
+    if tagged:
+        model = model or tagged[0]["model"]
+        cases = group_members([(cid, r) for cid, r in results["cases"].items() if r.get("model") == model], group)
         note = None
-        cases = in_group
     else:
         models = models_of(results)
         model = model or ("flux-dev" if "flux-dev" in models else models[0])

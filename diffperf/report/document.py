@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..compare import load_baselines
 from ..record import commit_label, load_results, safe_name
-from .charts import LADDER_GROUPS, grid_image, group_order, in_cases_py_order, ladder_png
+from .charts import LADDER_GROUPS, grid_image, group_members, group_order, ladder_png
 from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _peak, _ssim_text, display_path,
                      md_table, measured, model_cases, models_of, results_dir, truncate_markdown)
 from .comparison import _fingerprint_diff
@@ -117,13 +117,11 @@ GROUP_NOTE = ("Speedup vs bf16 = the eager bf16 median / this median; SSIM vs th
 
 
 def group_cases(cases: list[Case], group: str) -> tuple[list[Case], list[str]]:
-    """(the group's cases in diffperf/cases.py order, the group's recipes not among them). A case
-    belongs when it is tagged with the group or its recipe is listed in it (a case asked for by
-    --recipe is tagged 'requested' only)."""
-    order = group_order(group) or []
-    members = [c for c in cases if group in (c[1].get("groups") or []) or c[1]["recipe"] in order]
+    """(the group's cases in diffperf/cases.py order, charts.group_members, and the group's recipes
+    not among them)."""
+    members = group_members(cases, group)
     measured = {r["recipe"] for _, r in members}
-    return in_cases_py_order(members, order), [name for name in order if name not in measured]
+    return members, [name for name in group_order(group) or [] if name not in measured]
 
 
 def _speedup_text(ref: float | None, median: float | None) -> str:
