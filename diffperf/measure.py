@@ -211,9 +211,10 @@ class Measurement:
         }
 
 
-def call_kwargs(built: Built, prompt: str, seed: int) -> dict[str, Any]:
+def call_kwargs(built: Built, prompt: str, seed: int, steps: int | None = None) -> dict[str, Any]:
+    """The pipeline call at the model's defaults; `steps` overrides its denoising steps."""
     d = built.spec.defaults(built.tier.size)
-    kw = dict(prompt=prompt, height=d.height, width=d.width, num_inference_steps=d.steps,
+    kw = dict(prompt=prompt, height=d.height, width=d.width, num_inference_steps=steps or d.steps,
               guidance_scale=d.guidance, output_type="np",
               generator=torch.Generator(device="cpu").manual_seed(seed))
     if d.max_sequence_length is not None:
@@ -245,10 +246,10 @@ class LatentCapture:
         return latent_projection(self.latents)
 
 
-def generate(built: Built, prompt: str, seed: int) -> np.ndarray:
-    """One image as float32 HxWx3 in [0, 1]."""
+def generate(built: Built, prompt: str, seed: int, steps: int | None = None) -> np.ndarray:
+    """One image as float32 HxWx3 in [0, 1] (on the host: the device's work has ended)."""
     with torch.inference_mode(), built.call_context():
-        out = built.pipe(**call_kwargs(built, prompt, seed))
+        out = built.pipe(**call_kwargs(built, prompt, seed, steps))
     return np.asarray(out.images[0], dtype=np.float32)
 
 

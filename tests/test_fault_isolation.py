@@ -199,9 +199,9 @@ def test_recompile_in_timed_region_fails_the_case(monkeypatch):
     calls = []
     real_kwargs = measure_mod.call_kwargs
 
-    def call_kwargs(built, prompt, seed):
+    def call_kwargs(built, prompt, seed, steps=None):
         calls.append(1)
-        kw = real_kwargs(built, prompt, seed)
+        kw = real_kwargs(built, prompt, seed, steps)
         if len(calls) == 3:  # cold call, 1st timed call, then 2nd timed call at another resolution
             kw["height"] = kw["width"] = 64
         return kw

@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from diffperf.build import build_case  # noqa: E402
 from diffperf.cases import Case  # noqa: E402
-from diffperf.measure import cache_use, call_kwargs, compile_cache_counters  # noqa: E402
+from diffperf.measure import cache_use, compile_cache_counters, generate  # noqa: E402
 from diffperf.models import get_model  # noqa: E402
 from diffperf.options import PerfOptions  # noqa: E402
 from diffperf.prompts import Prompts  # noqa: E402
@@ -49,14 +49,9 @@ def prewarm(model: str, recipe_text: str, tier_name: str, keep: int, steps: int,
         cut = cut_block_stacks(built.denoiser, keep)
         if built.device.type == "cuda":
             torch.cuda.empty_cache()  # the cut blocks' weights
-        kwargs = call_kwargs(built, Prompts.load(options.prompts_file).timing_prompt, seed)
-        kwargs["num_inference_steps"] = steps
         before = compile_cache_counters()
         t0 = time.perf_counter()
-        with torch.inference_mode(), built.call_context():
-            built.pipe(**kwargs)
-        if built.device.type == "cuda":
-            torch.cuda.synchronize()
+        generate(built, Prompts.load(options.prompts_file).timing_prompt, seed, steps)
         seconds = time.perf_counter() - t0
         return {"model": model, "recipe": recipe.name, "tier": tier.name, "blocks_kept": cut,
                 "steps": steps, "seconds": round(seconds, 3),
