@@ -45,22 +45,25 @@ def load_png(path: Path, expect_shape: tuple[int, ...] | None = None) -> np.ndar
         # before SSIM, which would fail on the shapes with a message naming neither file nor sizes
         raise StoredFileError(f"reference {path} is {arr.shape[1]}x{arr.shape[0]}, image is "
                               f"{expect_shape[1]}x{expect_shape[0]} (width x height; shapes {arr.shape} vs "
-                              f"{tuple(expect_shape)}); regenerate it with tools/update_baselines.py --references")
+                              f"{tuple(expect_shape)}); regenerate it with tools/update_baselines.py --references, or "
+                              f"downscale a larger one with --compact-references")
     return arr
 
 
 # Full-size images are stored (references, device results) at most this many pixels on a side:
-# random-weight images are noise that PNG cannot compress (2.5 MB at 1024 px), and the sharp
-# regression check is on the latents anyway; the image check only has to catch gross damage.
-REFERENCE_MAX_SIDE = 256
+# random-weight images are noise that PNG cannot compress (2.5 MB at 1024 px, ~160 KB at 256 px,
+# ~45 KB at 128 px), and the sharp regression check is on the latents anyway; the image check only
+# has to catch gross damage. What 256 -> 128 px does to SSIM, measured on the H100 references:
+# README "Reference images of full-size models" (tools/update_baselines.py --compact-references).
+REFERENCE_MAX_SIDE = 128
 
 
-def reference_view(img: np.ndarray) -> np.ndarray:
-    """The image as references store it: downscaled (area-averaging) to REFERENCE_MAX_SIDE."""
+def reference_view(img: np.ndarray, side: int = REFERENCE_MAX_SIDE) -> np.ndarray:
+    """The image as references store it: downscaled (area-averaging) to `side` pixels at most."""
     from skimage.transform import resize
 
     h, w = img.shape[:2]
-    scale = REFERENCE_MAX_SIDE / max(h, w)
+    scale = side / max(h, w)
     if scale >= 1:
         return img
     shape = (max(1, round(h * scale)), max(1, round(w * scale))) + img.shape[2:]

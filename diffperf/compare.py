@@ -1,6 +1,7 @@
 """Judge a measured case against its stored baseline."""
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ def load_baselines(path: Path) -> dict[str, Any]:
             raise StoredFileError(f"baseline file {path} lacks {key!r}")
     tol = data["tolerances"]
     # latency tolerance and p-value must be > 0 (a zero would flag every sample); memory may be exact
-    for key, low_ok in (("latency", False), ("p_value", False), ("memory", True), ("memory_slack_bytes", True)):
+    for key, low_ok in (("latency", False), ("p_value", False), ("memory", True), ("memory_slack_bytes", True),
+                        ("device", False)):
+        if key == "device" and key not in tol:  # files made before device time was measured
+            continue
         v = tol.get(key)
         if not isinstance(v, (int, float)) or v < 0 or (v == 0 and not low_ok):
             raise StoredFileError(f"baseline file {path}: tolerance {key!r} must be a "
@@ -40,10 +44,14 @@ def load_baselines(path: Path) -> dict[str, Any]:
             if not isinstance(v, (int, float)) or v <= 0:
                 raise StoredFileError(f"baseline file {path}: case {cid!r} has {key}={v!r}; budgets must be "
                                       f"positive numbers (regenerate with tools/update_baselines.py)")
-        own = (case.get("tolerances") or {}).get("latency")
-        if own is not None and (not isinstance(own, (int, float)) or own <= 0):
-            raise StoredFileError(f"baseline file {path}: case {cid!r} has its own latency tolerance {own!r}; "
-                                  f"it must be a positive number")
+        for kind in ("latency", "device"):
+            own = (case.get("tolerances") or {}).get(kind)
+            if own is not None and (not isinstance(own, (int, float)) or own <= 0):
+                raise StoredFileError(f"baseline file {path}: case {cid!r} has its own {kind} tolerance {own!r}; "
+                                      f"it must be a positive number")
+        dev = case.get("device_time")
+        if dev is not None and (not isinstance(dev.get("total_ms"), (int, float)) or dev["total_ms"] <= 0):
+            raise StoredFileError(f"baseline file {path}: case {cid!r} has device_time without a positive total_ms")
         samples = case.get("samples_s")
         if not samples or any((not isinstance(s, (int, float))) or s <= 0 for s in samples):
             raise StoredFileError(f"baseline file {path}: case {cid!r} has missing or non-positive samples_s")
@@ -162,3 +170,162 @@ def judge_memory(peak: int, base_peak: int, tolerance: float, slack: int, what: 
             f"+{tolerance:.1%} + {slack / 2**20:.2f} MiB -> limit {limit / 2**20:.2f} MiB")
     stale = peak < base_peak * (1 - tolerance) - slack
     return Verdict(peak > limit, stale, text)
+
+
+# -- the latency verdict of a case: device time apart from host time ---------------------------
+
+DEVICE_TOLERANCE = 0.02  # busy device time repeats within ~0.1-0.6% across H200 hosts (docs/reliability.md)
+DEVICE_KEYS = ("total_ms", "text_encode_ms", "step_ms", "steps_ms", "denoise_ms", "vae_decode_ms", "other_ms")
+DEVICE_STAGES = (("text_encode_ms", "text encode"), ("step_ms", "denoiser step"), ("vae_decode_ms", "VAE decode"),
+                 ("other_ms", "other"))
+
+
+def host_ratio(now: dict[str, Any] | None, base: dict[str, Any] | None) -> float | None:
+    """How much slower this host is than the baseline's, by the host benchmark (diffperf.hostspeed):
+    now / base host time per operator (> 1: slower). None when either side lacks it."""
+    a, b = (now or {}).get("op_us"), (base or {}).get("op_us")
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or a <= 0 or b <= 0:
+        return None
+    return a / b
+
+
+@dataclass(frozen=True)
+class LatencyVerdict:
+    """One case's latency verdict. status: passed, failed, inconclusive (host drift: neither a pass
+    nor a failure), unclear (over the limit without significance) or stale (clearly faster).
+    kind: what decided it: 'device' (busy GPU time), 'host' (wall time with the device time holding)
+    or 'wall' (no device time on one side: wall time alone)."""
+
+    status: str
+    kind: str
+    message: str
+    tolerance: float
+    device_tolerance: float | None = None
+    p_value: float | None = None
+    host_ratio: float | None = None
+    notes: tuple[str, ...] = ()
+    device: dict[str, Any] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def warnings(self, case_id: str) -> list[str]:
+        out = [f"{case_id}: {n}" for n in self.notes]
+        if self.status == "unclear":
+            out.append(f"{case_id}: median over the limit, but the samples scatter too much to call it a regression: "
+                       f"{self.message}; re-run it, with more --perf-iterations")
+        elif self.status == "stale":
+            out.append(f"{case_id}: clearly faster than its baseline, the baseline is stale: {self.message}; refresh "
+                       f"it with tools/update_baselines.py")
+        elif self.status == "inconclusive":
+            out.append(f"{case_id}: {self.message}")
+        return out
+
+    def record(self) -> dict[str, Any]:
+        return {"status": self.status, "kind": self.kind, "message": self.message, "p_value": self.p_value,
+                "tolerance": self.tolerance, "device_tolerance": self.device_tolerance,
+                "host_ratio": self.host_ratio, "notes": list(self.notes), "device": self.device}
+
+
+def _device_stage_changes(now: dict[str, Any], base: dict[str, Any]) -> str:
+    parts = []
+    for key, label in DEVICE_STAGES:
+        new, old = now.get(key), base.get(key)
+        if isinstance(new, (int, float)) and isinstance(old, (int, float)) and old > 0:
+            parts.append(f"{label} {new:.2f} vs {old:.2f} ms (x{new / old:.3f})")
+    return "; ".join(parts)
+
+
+def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, alpha: float) -> dict[str, Any]:
+    """Busy device time per generation against the baseline's. Fails when the total exceeds
+    base x (1 + tolerance) and, where the excess lies in the denoising steps, a one-sided
+    Mann-Whitney U test of the per-step device times against the baseline's x (1 + tolerance)
+    agrees; an excess in text encoding or VAE decoding (one measurement each, which repeats within
+    ~0.1%) needs no test. Returns {'status': passed | failed | stale, 'message', 'p_value', 'ratio'}."""
+    total, base_total = now["total_ms"], base["total_ms"]
+    limit = base_total * (1 + tolerance)
+    steps, base_steps = now.get("steps_ms") or [], base.get("steps_ms") or []
+    p = None
+    if len(steps) >= 2 and len(base_steps) >= 2:
+        p = float(mannwhitneyu(steps, [s * (1 + tolerance) for s in base_steps], alternative="greater").pvalue)
+    in_steps = (now.get("denoise_ms") or 0) - (base.get("denoise_ms") or 0)
+    excess = total - base_total
+    significant = (p is not None and p < alpha) or in_steps < 0.5 * excess
+    failed = total > limit and significant
+    ratio = total / base_total
+    text = (f"device time {total:.1f} vs baseline {base_total:.1f} ms (x{ratio:.4f}); tolerance +{tolerance:.1%} -> "
+            f"limit {limit:.1f} ms" + (f"; per-step Mann-Whitney U p={p:.4f} (alpha {alpha})" if p is not None else "")
+            + f"; by stage: {_device_stage_changes(now, base)}")
+    stale = not failed and total < base_total * (1 - tolerance)
+    return {"status": "failed" if failed else "stale" if stale else "passed", "message": text, "p_value": p,
+            "ratio": ratio}
+
+
+def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolerances: dict[str, Any]) -> LatencyVerdict:
+    """The latency rule, in one place (perf_tests/test_latency.py and tools/report.py compare):
+    1. device time over its baseline (tolerance, significance): failed, naming the stage;
+    2. wall time over its limit while the device time holds: when the growth is the device's own
+       (within its tolerance) it passes; when the host benchmark says this host is slower than the
+       baseline's by as much (wall <= baseline wall x host ratio x (1 + tolerance)), inconclusive;
+       otherwise failed as a host-side regression;
+    3. a side without device time (an old baseline, the cpu tier): wall time alone, as before, noted."""
+    alpha = file_tolerances["p_value"]
+    tol = (base.get("tolerances") or {}).get("latency", file_tolerances["latency"])
+    dev_tol = (base.get("tolerances") or {}).get("device", file_tolerances.get("device", DEVICE_TOLERANCE))
+    summary = result.get("summary") or {}
+    samples = result["timing"]["samples_s"]
+    wall = judge_latency(samples, base, tol, alpha)
+    stages = stage_changes(summary, base)
+    wall_text = wall.message + (f"; by stage (wall): {stages}" if stages else "")
+    dev_now, dev_base = result.get("device_time"), base.get("device_time")
+    hr = host_ratio(result.get("host_speed"), base.get("host_speed"))
+    notes = []
+    if result.get("inconclusive"):
+        notes.append(f"inconclusive run conditions: {', '.join(result['inconclusive'])}")
+    common = dict(tolerance=tol, p_value=wall.p_value, host_ratio=hr)
+    if not dev_now or not dev_base:
+        if dev_now and not dev_base:
+            notes.append("the baseline has no device time (made by an older suite): judged on wall time alone; "
+                         "re-baseline to gate device time")
+        status = wall.status
+        return LatencyVerdict(status, "wall", wall_text, notes=tuple(notes), **common)
+    dev = judge_device(dev_now, dev_base, dev_tol, alpha)
+    host_text = "" if hr is None else f"; host benchmark x{hr:.3f} of the baseline's host"
+    if dev["status"] == "failed":
+        return LatencyVerdict("failed", "device", f"{dev['message']}. Wall: {wall_text}", device_tolerance=dev_tol,
+                              notes=tuple(notes), device=dev, **common)
+    if wall.status != "failed":
+        status = "stale" if dev["status"] == "stale" and wall.status == "stale" else \
+            "unclear" if wall.status == "unclear" else "passed"
+        return LatencyVerdict(status, "device", f"{dev['message']}. Wall: {wall_text}{host_text}",
+                              device_tolerance=dev_tol, notes=tuple(notes), device=dev, **common)
+    now_ms, base_ms = statistics.median(samples) * 1000.0, base["median_s"] * 1000.0
+    grew_on_device = dev_now["total_ms"] - dev_base["total_ms"]
+    if now_ms - grew_on_device <= base_ms * (1 + tol):
+        return LatencyVerdict("passed", "device",
+                              f"the wall time grew with the device time, which holds within its tolerance: "
+                              f"{dev['message']}. Wall: {wall_text}", device_tolerance=dev_tol,
+                              notes=tuple(notes), device=dev, **common)
+    exposed_base, exposed_now = base_ms - dev_base["total_ms"], now_ms - dev_now["total_ms"]
+    exposure = (f"host-exposed time (wall - device) {exposed_now:.1f} vs {exposed_base:.1f} ms per generation")
+    if hr is None:
+        return LatencyVerdict("failed", "host", f"host-side regression: {exposure} while the device time holds "
+                              f"({dev['message']}); no host benchmark on one side to tell host drift. Wall: {wall_text}",
+                              device_tolerance=dev_tol, notes=tuple(notes), device=dev, **common)
+    # the host's work per call scales with its speed and the wall time is at most that work (where it
+    # overlaps the GPU's it is hidden): on a host hr times slower the wall time may reach base x hr
+    expected = max(dev_now["total_ms"], base_ms * hr)
+    if now_ms <= expected * (1 + tol):
+        return LatencyVerdict("inconclusive", "host",
+                              f"inconclusive: host {hr - 1:+.0%} vs the baseline's host (benchmark op "
+                              f"{result['host_speed']['op_us']:.2f} vs {base['host_speed']['op_us']:.2f} us); {exposure}, "
+                              f"which that explains (wall up to {expected:.1f} ms x (1 + {tol:.1%}) expected, measured "
+                              f"{now_ms:.1f}); the device "
+                              f"time holds ({dev['message']})", device_tolerance=dev_tol, notes=tuple(notes),
+                              device=dev, **common)
+    return LatencyVerdict("failed", "host",
+                          f"host-side regression: {exposure} (x{exposed_now / exposed_base if exposed_base > 0 else float('inf'):.2f}), "
+                          f"more than this host's speed explains (host benchmark x{hr:.3f}: at most "
+                          f"{expected:.1f} ms x (1 + {tol:.1%}) expected, measured {now_ms:.1f}); the device time holds ({dev['message']}). "
+                          f"Wall: {wall_text}", device_tolerance=dev_tol, notes=tuple(notes), device=dev, **common)

@@ -11,6 +11,7 @@ from .recipes import parse_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_MODES = ("synthetic", "pretrained")
+DEVICE_TIME_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class PerfOptions:
     # GPU: longest wait for a thermally throttled GPU to cool before (re-)taking a timed round
     cooldown_s: float = 120.0
     kernel_profile: bool = False  # one more generation, a few steps under torch.profiler (kernel_time.py)
+    device_time: str = "auto"  # one more generation under the profiler: busy device time per stage (device_time.py)
+    require_baselines: bool = False  # a case without baseline or reference fails instead of skipping
+
+    def measures_device_time(self, device_type: str) -> bool:
+        return self.device_time == "on" or (self.device_time == "auto" and device_type == "cuda")
 
     def weights_dir(self, model: str) -> str | None:
         """A local checkpoint dir for `model`: --perf-weights-dir, else $DIFFPERF_WEIGHTS_<MODEL>."""
@@ -65,6 +71,12 @@ def add_options(parser) -> None:
     g.addoption("--perf-kernel-profile", action="store_true", default=False,
                 help="after the timed calls, profile a few denoising steps of one more generation and record "
                      "where a step's device time goes (GEMM, attention, quantization, ..., idle)")
+    g.addoption("--perf-device-time", default="auto", choices=DEVICE_TIME_MODES,
+                help="busy device time per stage from one more generation under the profiler: auto (GPU tiers, "
+                     "the default), on (also the cpu tier, where it is host time), off")
+    g.addoption("--perf-require-baselines", action="store_true", default=False,
+                help="a case without a baseline or a reference image fails instead of skipping (CI on a tier "
+                     "whose baselines exist)")
     g.addoption("--perf-timeout-scale", type=float, default=1.0,
                 help="multiply each case's time budget (pytest-timeout; default 1; --timeout overrides)")
 
@@ -123,4 +135,5 @@ def parse_options(get) -> PerfOptions:
     return PerfOptions(tier=tier, models=models, recipes=recipes, level=level, weights=weights,
                        weights_dirs=dirs, iterations=get("perf_iterations"), warmup=get("perf_warmup"),
                        seed=get("perf_seed"), timeout_scale=scale, cooldown_s=cooldown,
-                       kernel_profile=bool(get("perf_kernel_profile")), **kw)
+                       kernel_profile=bool(get("perf_kernel_profile")), device_time=get("perf_device_time"),
+                       require_baselines=bool(get("perf_require_baselines")), **kw)

@@ -263,7 +263,34 @@ def pytest_sessionfinish(session, exitstatus):
             write_run_summary(path)
 
 
+NOT_JUDGED = "not judged: "
+INCONCLUSIVE = "inconclusive: "
+
+
+def not_judged(options: PerfOptions, message: str):
+    """A check with nothing to judge against: skipped, counted at the end of the run, or failed
+    under --perf-require-baselines."""
+    if options.require_baselines:
+        pytest.fail(f"{NOT_JUDGED}{message} (--perf-require-baselines)", pytrace=False)
+    pytest.skip(NOT_JUDGED + message)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """No silent green: the run's last lines count the cases that were not judged or inconclusive."""
+    from .verdict_summary import summary_lines
+
+    reports = [r for key in ("skipped", "failed", "error") for r in terminalreporter.stats.get(key, [])]
+    for line in summary_lines(reports, NOT_JUDGED, INCONCLUSIVE):
+        terminalreporter.write_line(line, yellow=True, bold=True)
+
+
 # -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def perf_not_judged(perf_options):
+    """not_judged() for a test: `perf_not_judged("no reference image ...")`."""
+    return lambda message: not_judged(perf_options, message)
 
 
 @pytest.fixture(scope="session")
@@ -279,6 +306,8 @@ def perf_state(request) -> SessionState:
 @pytest.fixture
 def perf_outcome(perf_case: PerfCase, perf_state: SessionState):
     """The measured case (built and measured once, shared by all tests of the case)."""
+    from .build import device_for
+    from .hostspeed import measure_host_speed
     from .knobs.skip import CaseSkip
     from .machine import machine_state
     from .record import RunRecorder
@@ -298,6 +327,7 @@ def perf_outcome(perf_case: PerfCase, perf_state: SessionState):
         options = perf_state.options
         if perf_state.machine is None:
             perf_state.machine = machine_state()
+            perf_state.machine["host_speed_at_start"] = measure_host_speed(device_for(perf_case.tier))
         name = perf_case.tier.name
         if name not in perf_state.recorders:
             perf_state.recorders[name] = RunRecorder(options.results_dir, name, options.weights, perf_state.machine,
@@ -355,8 +385,8 @@ def perf_baseline(perf_case: PerfCase, perf_state: SessionState):
         raise data
     entry = None if data is None else data["cases"].get(perf_case.case.id)
     if entry is None:
-        pytest.skip(f"no baseline for {perf_case.case.id} on {perf_case.tier.name} ({path.name}); "
-                    f"run tools/update_baselines.py --tier {perf_case.tier.name}")
+        not_judged(options, f"no baseline for {perf_case.case.id} on {perf_case.tier.name} ({path.name}); "
+                            f"run tools/update_baselines.py --tier {perf_case.tier.name}")
     if data["fingerprint"].get("weights") != options.weights:
         pytest.skip(f"baseline {path.name} was measured with {data['fingerprint'].get('weights')} weights, "
                     f"this run uses {options.weights}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .recipes import Recipe
+from .recipes import Recipe, parse_recipe
 
 
 def reference_dir(root: Path, tier: str, weights: str, model: str, recipe: str) -> Path:
@@ -62,3 +62,50 @@ def fidelity_threshold(tier_device: str, recipe: Recipe, model_floor: float | No
     """model_floor: the model's own lossless floor (ModelSpec.synthetic_lossless_ssim), which can only lower it."""
     thr = FIDELITY["cpu" if tier_device == "cpu" else "gpu"][recipe_class(recipe)]
     return thr if model_floor is None else min(thr, model_floor)
+
+
+def compact_references(tier_dir: Path, side: int) -> list[Path]:
+    """Downscale every reference image under `tier_dir` larger than `side` pixels (the view the
+    tests compare at, accuracy.reference_view); returns the files rewritten."""
+    from . import accuracy
+
+    done = []
+    for path in sorted(Path(tier_dir).rglob("*.png")):
+        img = accuracy.load_png(path)
+        if max(img.shape[:2]) <= side:
+            continue
+        tmp = path.with_name(f".tmp-{path.name}")  # keeps .png: PIL picks the format by it
+        accuracy.save_png(accuracy.reference_view(img, side), tmp)
+        tmp.replace(path)
+        done.append(path)
+    return done
+
+
+def view_sensitivity(tier_dir: Path, side: int) -> list[dict]:
+    """What a smaller view does to SSIM: for every recipe of a model with images of its reference
+    recipe, the worst SSIM over prompts against that reference at the stored size and at `side`."""
+    from . import accuracy
+
+    rows = []
+    for model_dir in sorted(p for p in Path(tier_dir).iterdir() if p.is_dir()):
+        recipes = {p.name: p for p in model_dir.iterdir() if p.is_dir()}
+        for name, rdir in sorted(recipes.items()):
+            try:
+                ref_name = parse_recipe(name).reference.name
+            except Exception as exc:  # a folder that is no recipe: named, not skipped silently
+                raise ValueError(f"{rdir} is not a recipe folder: {exc}") from exc
+            if ref_name == name or ref_name not in recipes:
+                continue
+            stored, small = [], []
+            for png in sorted(rdir.glob("*.png")):
+                other = recipes[ref_name] / png.name
+                if not other.exists():
+                    continue
+                a, b = accuracy.load_png(png), accuracy.load_png(other)
+                stored.append(accuracy.compare(a, b)["ssim"])
+                small.append(accuracy.compare(accuracy.reference_view(a, side), accuracy.reference_view(b, side))["ssim"])
+            if stored:
+                rows.append({"model": model_dir.name, "recipe": name, "reference_recipe": ref_name,
+                             "class": recipe_class(parse_recipe(name)), "stored_px": max(a.shape[:2]),
+                             "ssim_stored": min(stored), "view_px": side, "ssim_view": min(small)})
+    return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import re
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -16,6 +17,8 @@ from .build import build_case, device_for
 from .cases import Case
 from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
+from .device_time import host_exposed, measure_device_time
+from .hostspeed import measure_host_speed
 from .machine import NvmlSampler, cpu_class, inconclusive_reasons
 from .measure import generate_with_latents, measure
 from .options import PerfOptions
@@ -52,6 +55,8 @@ def run_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, rec
         result, images = launch(case, tier, options)
         if options.kernel_profile:  # said, not silently left out
             result["kernel_profile_skipped"] = "not supported for cases that run under torchrun"
+        if options.measures_device_time(tier.device):
+            result["device_time_skipped"] = "not measured for cases that run under torchrun"
     else:
         result, images = measure_case(case, tier, options, prompts)
     return record_outcome(case, result, images, recorder)
@@ -102,7 +107,9 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
         sampler = NvmlSampler() if cuda else None
         warmup = options.warmup if options.warmup is not None else tier.warmup
         iterations = options.iterations if options.iterations is not None else tier.iterations
+        host_before = measure_host_speed(device)
         m = measure(built, prompts.timing_prompt, prompts.seed, warmup, iterations, sampler, options.cooldown_s)
+        host_after = measure_host_speed(device)
         cache_state = built.knobs.get("cache_state")
         timed_cache = _cache_report(cache_state)
         # the timed calls already produced the timing prompt's image (same prompt and seed)
@@ -134,11 +141,14 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             "knobs": knobs,
             "nvml": m.nvml_samples,
             "inconclusive": inconclusive_reasons(m.nvml_samples),
+            "host_speed": both_sides(host_before, host_after),
             "images": {},
             "latent_projections": latents,
         }
         if cuda:
             result["mfu"] = denoiser_mfu(case, tier, result, d.height, d.width)
+        if options.measures_device_time(device.type):  # after the timed calls and the images, like the profile
+            result["device_time"] = device_time_of(built, prompts, result["summary"])
         if options.kernel_profile:  # after the timed calls and the images: it measures nothing they use
             from .kernel_time import profile_denoising
 
@@ -154,6 +164,21 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
+
+
+def both_sides(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The host benchmark taken before and after a case's timed calls; op_us is their mean."""
+    return {"op_us": (before["op_us"] + after["op_us"]) / 2, "before": before, "after": after}
+
+
+def device_time_of(built, prompts: Prompts, summary: dict[str, Any]) -> dict[str, Any]:
+    """Busy device time per stage of one more generation, with the host-exposed time beside it and
+    what the measurement cost (seconds of wall time: the overhead it adds to a run)."""
+    started = time.perf_counter()
+    out = measure_device_time(built, prompts.timing_prompt, prompts.seed)
+    out["host_exposed_ms"] = host_exposed(out, summary)
+    out["measure_s"] = time.perf_counter() - started
+    return out
 
 
 def denoiser_mfu(case: Case, tier: Tier, result: dict[str, Any], height: int, width: int) -> dict[str, Any]:

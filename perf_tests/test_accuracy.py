@@ -21,7 +21,7 @@ def test_images_valid(perf_outcome, perf_case):
         accuracy.check_image(img, f"{perf_case.id} prompt {pid!r}")
 
 
-def test_regression(perf_outcome, perf_case, perf_options):
+def test_regression(perf_outcome, perf_case, perf_options, perf_not_judged):
     ref_dir = _ref_dir(perf_case, perf_options, perf_case.case.recipe.name)
     thr = regression_threshold(perf_case.tier.device, perf_case.case.recipe)
     scores = {}
@@ -29,13 +29,13 @@ def test_regression(perf_outcome, perf_case, perf_options):
         accuracy.check_image(img, f"{perf_case.id} prompt {pid!r}")
         path = ref_dir / f"{pid}.png"
         if not path.exists():
-            pytest.skip(f"no reference image {path}; create it with tools/update_baselines.py --tier "
+            perf_not_judged(f"no reference image {path}; create it with tools/update_baselines.py --tier "
                         f"{perf_case.tier.name} --references")
         view = accuracy.reference_view(img)  # references of full-size images are stored downscaled
         scores[pid] = accuracy.compare(view, accuracy.load_png(path, view.shape))
     latents_path = ref_dir / LATENTS_FILE
     if not latents_path.exists():
-        pytest.skip(f"no reference latents {latents_path}; create them with tools/update_baselines.py --tier "
+        perf_not_judged(f"no reference latents {latents_path}; create them with tools/update_baselines.py --tier "
                     f"{perf_case.tier.name} --references")
     stored = storage.load(latents_path, LATENTS_KIND)
     if perf_case.tier.device == "cpu" and cpu_class_sensitive(perf_case.case.recipe):
@@ -56,7 +56,7 @@ def test_regression(perf_outcome, perf_case, perf_options):
                                  f"(threshold {thr['latent']:.0e})" for pid, s in bad.items()))
 
 
-def test_fidelity(perf_outcome, perf_case, perf_options, perf_state):
+def test_fidelity(perf_outcome, perf_case, perf_options, perf_state, perf_not_judged):
     recipe = perf_case.case.recipe
     ref_recipe = recipe.reference
     if ref_recipe.name == recipe.name:
@@ -74,7 +74,7 @@ def test_fidelity(perf_outcome, perf_case, perf_options, perf_state):
         else:
             path = _ref_dir(perf_case, perf_options, ref_recipe.name) / f"{pid}.png"
             if not path.exists():
-                pytest.skip(f"no image of the reference recipe {ref_recipe.name!r}: run it in this session "
+                perf_not_judged(f"no image of the reference recipe {ref_recipe.name!r}: run it in this session "
                             f"(--perf-recipes {ref_recipe.name}) or store its reference ({path})")
             img = accuracy.reference_view(img)  # stored references are downscaled
             ref = accuracy.load_png(path, img.shape)

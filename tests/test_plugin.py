@@ -70,6 +70,12 @@ def test_baseline_lifecycle(pytester, tmp_path):
     r = run(pytester, dirs, "-k", "latency")
     r.assert_outcomes(skipped=1)
     assert "no baseline for sd21-base/fp32 on cpu" in r.stdout.str()
+    # no silent green: the last lines count what was not judged; required, it fails naming the case
+    assert "diffperf: 1 case not judged: no baseline on cpu (1)" in r.stdout.str()
+    r = run(pytester, dirs, "-k", "latency", "--perf-require-baselines")
+    r.assert_outcomes(errors=1)
+    out = r.stdout.str()
+    assert "not judged: no baseline for sd21-base/fp32 on cpu" in out and "(--perf-require-baselines)" in out
 
     path.write_text(original[: len(original) // 2])
     r = run(pytester, dirs, "-k", "latency")

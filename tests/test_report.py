@@ -209,7 +209,7 @@ def test_compare_flags_slowed_case(tmp_path, capsys):
     md = capsys.readouterr().out
     slow_row = next(line for line in md.splitlines() if "`flux-dev/bf16`" in line)
     assert "**slower**" in slow_row and "x1.500" in slow_row
-    assert sum("| same |" in line for line in md.splitlines()) == 6
+    assert sum("| same (wall) |" in line for line in md.splitlines()) == 6
     assert "Missing cases" in md and "`pixart-sigma/bf16`" in md.split("Missing cases")[1]
 
 

@@ -24,11 +24,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diffperf import storage  # noqa: E402
-from diffperf.compare import BASELINE_KIND, baseline_path, noise_tolerance, run_spread_tolerance  # noqa: E402
+from diffperf.compare import (BASELINE_KIND, DEVICE_KEYS, DEVICE_TOLERANCE, baseline_path, noise_tolerance,  # noqa: E402
+                              run_spread_tolerance)
 from diffperf.errors import StoredFileError  # noqa: E402
 from diffperf.options import ROOT  # noqa: E402
 from diffperf.record import NOT_MEASURED, load_results, not_measured_why, now  # noqa: E402
-from diffperf.references import LATENTS_FILE, LATENTS_KIND, reference_dir  # noqa: E402
+from diffperf.accuracy import REFERENCE_MAX_SIDE  # noqa: E402
+from diffperf.references import (LATENTS_FILE, LATENTS_KIND, compact_references, reference_dir,  # noqa: E402
+                                 view_sensitivity)
 from diffperf.report.common import display_path, measured  # noqa: E402
 from diffperf.tiers import TIERS, get_tier  # noqa: E402
 
@@ -94,6 +97,10 @@ def entry_from_result(cid: str, r: dict) -> dict:
         raise Refused(f"{cid}: non-finite values at {', '.join(r['non_finite'][:3])}: a broken result is no baseline")
     if r.get("inconclusive"):
         raise Refused(f"{cid}: inconclusive result ({'; '.join(r['inconclusive'])}); re-measure on a quiet GPU")
+    verdict = r.get("latency_verdict") or {}
+    if verdict.get("status") == "inconclusive":
+        raise Refused(f"{cid}: its latency verdict was inconclusive ({verdict.get('message', '')[:160]}): a run on a "
+                      f"host slower than the baseline's is no baseline; re-measure on a quiet host")
     s, mem, t = r.get("summary") or {}, r.get("memory") or {}, r.get("timing") or {}
     entry = {
         "model": r["model"],
@@ -113,6 +120,13 @@ def entry_from_result(cid: str, r: dict) -> dict:
             raise Refused(f"{cid}: {key} is {v!r}; a baseline needs a positive measured value")
     if not entry["samples_s"] or any(x <= 0 for x in entry["samples_s"]):
         raise Refused(f"{cid}: missing or non-positive timing samples")
+    dev = r.get("device_time")
+    if dev:  # busy device time per stage: the tight gate that host speed cannot move
+        entry["device_time"] = {k: dev[k] for k in DEVICE_KEYS if k in dev}
+    host = r.get("host_speed")
+    if host:  # the host benchmark beside the case: tells host drift from a host-side regression
+        entry["host_speed"] = {"op_us": host["op_us"], **{k: v for k, v in (host.get("before") or {}).items()
+                                                         if k in ("dispatch_us", "launch_us", "fp32_gflops")}}
     if r.get("fidelity"):
         entry["fidelity"] = {k: r["fidelity"][k] for k in ("reference_recipe", "ssim", "psnr")}
     return entry
@@ -133,6 +147,23 @@ def print_diff(cid: str, old: dict | None, new: dict) -> None:
           f"({_pct(old['peak_memory_bytes'], new['peak_memory_bytes'])})")
 
 
+def compact(tier_dir: Path, dry_run: bool) -> int:
+    if not tier_dir.is_dir():
+        print(f"no references under {tier_dir}", file=sys.stderr)
+        return 2
+    rows = view_sensitivity(tier_dir, REFERENCE_MAX_SIDE)
+    print(f"worst SSIM over prompts against the model's reference recipe, stored size -> {REFERENCE_MAX_SIDE} px:")
+    for r in rows:
+        print(f"  {r['model']}/{r['recipe']} ({r['class']}) vs {r['reference_recipe']}: "
+              f"{r['ssim_stored']:.4f} at {r['stored_px']} px -> {r['ssim_view']:.4f} at {r['view_px']} px")
+    if dry_run:
+        print("dry run: nothing written")
+        return 0
+    done = compact_references(tier_dir, REFERENCE_MAX_SIDE)
+    print(f"downscaled {len(done)} reference image(s) under {display_path(tier_dir)} to {REFERENCE_MAX_SIDE} px")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tier", required=True, choices=sorted(TIERS))
@@ -151,9 +182,15 @@ def main(argv=None) -> int:
     p.add_argument("--history", type=Path, nargs="+", default=[], metavar="RESULTS",
                    help="earlier runs (results.json or directories) of the same tier and GPU from other sessions: "
                         "a case's tolerance covers the spread of its medians across them and --results")
+    p.add_argument("--compact-references", action="store_true",
+                   help="downscale the tier's stored reference images to the size the tests compare at "
+                        f"(accuracy.REFERENCE_MAX_SIDE = {REFERENCE_MAX_SIDE} px), printing first what that does to "
+                        "SSIM between each recipe and its reference recipe; nothing else is changed")
     args = p.parse_args(argv)
 
     tier = get_tier(args.tier)
+    if args.compact_references:
+        return compact(args.references_dir / tier.name, args.dry_run)
     results_path = args.results or (ROOT / "results" / tier.name)
     try:
         results = load_results(results_path)
@@ -209,6 +246,11 @@ def main(argv=None) -> int:
         "note": TOLERANCE_NOTE.get(tier.name, "initial GPU tolerance (+3% latency); not yet derived from a "
                                                  "measured spread of repeated medians on this GPU"),
     }
+    if tier.device == "cuda" and "device" not in tolerances:  # busy device time, judged apart from the wall
+        tolerances = {**tolerances, "device": DEVICE_TOLERANCE,
+                      "device_note": "busy device time per generation (diffperf.device_time); it repeats within "
+                                     "~0.1-0.6% across hosts of one GPU model, so +2% is a tight gate that host "
+                                     "speed cannot move (docs/reliability.md)"}
     if args.latency_tolerance is not None:
         if not args.latency_tolerance > 0:
             p.error(f"--latency-tolerance must be > 0, got {args.latency_tolerance}")

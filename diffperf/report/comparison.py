@@ -7,7 +7,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..compare import BASELINE_KIND, judge_latency, load_baselines
+from ..compare import BASELINE_KIND, DEVICE_TOLERANCE, judge_case_latency, load_baselines
 from ..record import commit_label, load_results
 from .common import _median, _mem_unit, _peak, md_table
 
@@ -28,13 +28,17 @@ def load_old(path: Path) -> tuple[str, dict]:
 
 
 def _old_entries(kind: str, data: dict) -> dict[str, dict]:
-    """case id -> {median_s, samples_s, peak} of the old side."""
+    """case id -> a baseline-like entry of the old side (median_s, samples_s, stage medians, device
+    time, host speed, own tolerances) and its peak memory."""
     out = {}
     for cid, c in data["cases"].items():
         if kind == "baselines":
-            out[cid] = {"median_s": c["median_s"], "samples_s": c["samples_s"], "peak": c.get("peak_memory_bytes")}
+            out[cid] = {**c, "peak": c.get("peak_memory_bytes")}
         elif (c.get("timing") or {}).get("samples_s") and _median(c):
-            out[cid] = {"median_s": _median(c), "samples_s": c["timing"]["samples_s"], "peak": _peak(c)}
+            s = c.get("summary") or {}
+            out[cid] = {"median_s": _median(c), "samples_s": c["timing"]["samples_s"], "peak": _peak(c),
+                        "device_time": c.get("device_time"), "host_speed": c.get("host_speed"),
+                        **{k: s.get(k) for k in ("step_median_s", "text_encode_median_s", "vae_decode_median_s")}}
     return out
 
 
@@ -45,11 +49,13 @@ class CaseChange:
     new_median: float
     p_slower: float
     p_faster: float
-    verdict: str  # "slower", "faster" or "same"
+    verdict: str  # "slower", "faster", "same" or "inconclusive" (host drift)
     n_new: int
     n_old: int
     old_peak: int | None
     new_peak: int | None
+    kind: str = "wall"  # what decided: device time, host-exposed time or wall time alone
+    message: str = ""
 
     @property
     def ratio(self) -> float:
@@ -81,8 +87,10 @@ def compare_runs(new: dict, old_kind: str, old: dict, tolerance: float | None = 
     file brings its own tolerance and p-value; otherwise tolerance/alpha (defaults 0.05)."""
     from scipy.stats import mannwhitneyu
 
+    device_tolerance = DEVICE_TOLERANCE
     if old_kind == "baselines":
         tolerance, alpha = old["tolerances"]["latency"], old["tolerances"]["p_value"]
+        device_tolerance = old["tolerances"].get("device", DEVICE_TOLERANCE)
     tolerance = 0.05 if tolerance is None else tolerance
     alpha = 0.05 if alpha is None else alpha
     old_cases = _old_entries(old_kind, old)
@@ -95,16 +103,16 @@ def compare_runs(new: dict, old_kind: str, old: dict, tolerance: float | None = 
             unmeasured.append(cid)
             continue
         base = old_cases[cid]
-        v = judge_latency(samples, base, tolerance, alpha)
-        # judge_latency reports p for "slower"; the mirror test for "faster" uses its same lower bound
+        v = judge_case_latency(r, base, {"latency": tolerance, "p_value": alpha, "device": device_tolerance})
+        # the verdict reports p for "slower"; the mirror test for "faster" uses its same lower bound
         lower = [s * (1 - tolerance) if tolerance < 1 else s / (1 + tolerance) for s in base["samples_s"]]
         p_fast = float(mannwhitneyu(samples, lower, alternative="less").pvalue)
-        verdict = "slower" if v.failed else "faster" if v.stale else "same"
+        verdict = {"failed": "slower", "stale": "faster", "inconclusive": "inconclusive"}.get(v.status, "same")
         new_median = _median(r) if _median(r) is not None else statistics.median(samples)
         changes.append(CaseChange(cid, base["median_s"], float(new_median),
                                   v.p_value, p_fast, verdict, len(samples), len(base["samples_s"]),
-                                  base["peak"], _peak(r)))
-    order = {"slower": 0, "faster": 1, "same": 2}
+                                  base["peak"], _peak(r), kind=v.kind, message=v.message))
+    order = {"slower": 0, "inconclusive": 1, "faster": 2, "same": 3}
     changes.sort(key=lambda c: (order[c.verdict], -c.ratio if c.verdict == "slower" else c.ratio, c.case))
     return Comparison(changes, sorted(set(new["cases"]) - set(old_cases) - set(unmeasured)),
                       sorted(set(old_cases) - set(new["cases"])), unmeasured, tolerance, alpha)
@@ -116,18 +124,23 @@ def _fingerprint_diff(new: dict, old: dict) -> list[str]:
 
 
 def comparison_markdown(cmp: Comparison, new: dict, new_path: str, old_kind: str, old: dict, old_path: str) -> str:
-    n = {v: sum(c.verdict == v for c in cmp.changes) for v in ("slower", "faster", "same")}
+    n = {v: sum(c.verdict == v for c in cmp.changes) for v in ("slower", "faster", "same", "inconclusive")}
     head = "**REGRESSION**" if n["slower"] else "no significant slowdown"
     src = "the baselines file" if old_kind == "baselines" else "--tolerance/--alpha"
     lines = [
         "## diffperf latency comparison", "",
-        f"{head}: {n['slower']} slower, {n['faster']} faster, {n['same']} same of {len(cmp.changes)} compared cases.", "",
+        f"{head}: {n['slower']} slower, {n['faster']} faster, {n['same']} same"
+        + (f", {n['inconclusive']} inconclusive (host drift)" if n["inconclusive"] else "")
+        + f" of {len(cmp.changes)} compared cases.", "",
         f"New: `{new_path}` (tier {new.get('tier')}, commit {commit_label(new)}, {new.get('finished')}). "
         f"Old: `{old_path}` ({old_kind}; tier {old.get('tier')}, commit "
         f"{old.get('commit') or (old.get('provenance') or {}).get('commit') or 'unknown'}).", "",
         f"A case is **slower** when its median exceeds the old median x{1 + cmp.tolerance:g} and a one-sided "
         f"Mann-Whitney U test of its samples against the old samples x{1 + cmp.tolerance:g} gives p < {cmp.alpha:g}; "
-        f"**faster** is the mirror test (tolerance +{cmp.tolerance:.0%} and alpha {cmp.alpha:g} from {src}).", "",
+        f"**faster** is the mirror test (tolerance +{cmp.tolerance:.0%} and alpha {cmp.alpha:g} from {src}). "
+        f"Where both sides measured busy device time, it is judged first and the wall time apart from it "
+        f"(diffperf.compare.judge_case_latency): a slower wall time with the device time holding is a host-side "
+        f"regression, or **inconclusive** when the host benchmark says the host itself is that much slower.", "",
     ]
     diff = _fingerprint_diff(new, old)
     if diff:
@@ -139,13 +152,17 @@ def comparison_markdown(cmp: Comparison, new: dict, new_path: str, old_kind: str
                   f"{cmp.underpowered[0].n_old}); they can never be judged slower. Measure more iterations.", ""]
     if cmp.changes:
         unit, div = _mem_unit([c.old_peak for c in cmp.changes] + [c.new_peak for c in cmp.changes])
-        rows = [[f"**{c.verdict}**" if c.verdict != "same" else c.verdict, f"`{c.case}`", f"{c.old_median:.4f}",
+        rows = [[(f"**{c.verdict}**" if c.verdict != "same" else c.verdict) + f" ({c.kind})", f"`{c.case}`",
+                 f"{c.old_median:.4f}",
                  f"{c.new_median:.4f}", f"x{c.ratio:.3f}", f"{c.p_slower:.4f}", f"{c.p_faster:.4f}",
                  f"{c.n_new}/{c.n_old}",
                  "" if c.old_peak is None or c.new_peak is None else f"{c.old_peak / div:.3f} -> {c.new_peak / div:.3f}"]
                 for c in cmp.changes]
-        lines += md_table(["verdict", "case", "old median (s)", "new median (s)", "new/old", "p slower", "p faster",
+        lines += md_table(["verdict (by)", "case", "old median (s)", "new median (s)", "new/old", "p slower", "p faster",
                            "n new/old", f"peak memory ({unit})"], rows) + [""]
+    flagged = [c for c in cmp.changes if c.verdict in ("slower", "inconclusive")]
+    if flagged:
+        lines += ["### Why", "", *(f"- `{c.case}` ({c.verdict}): {c.message}" for c in flagged), ""]
     for title, ids in (("New cases (not in the old run)", cmp.new_only),
                        ("Missing cases (in the old run, not in the new)", cmp.missing),
                        ("Not compared (no timing samples in the new run)", cmp.unmeasured)):

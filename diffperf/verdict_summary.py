@@ -1,0 +1,51 @@
+"""The run's closing count of cases that were not judged (no baseline, no reference) or whose
+latency verdict was inconclusive (host drift): a run that judged nothing must not read as green."""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+_PARAM = re.compile(r"\[(?:[^:\]]+:)?([^\]]+)\]$")
+
+
+def _text(report) -> str:
+    lr = report.longrepr
+    if isinstance(lr, tuple) and len(lr) == 3:  # a skip: (path, line, "Skipped: ...")
+        return str(lr[2])
+    return str(lr or "")
+
+
+def _case(nodeid: str) -> str:
+    m = _PARAM.search(nodeid)
+    return m.group(1) if m else nodeid
+
+
+def _why(text: str, prefix: str) -> str:
+    """'no baseline on h200' / 'no reference image' ...: the reason up to its first detail."""
+    rest = text.split(prefix, 1)[1]
+    if rest.startswith("no baseline"):
+        m = re.search(r" on (\S+?)[ (;]", rest)
+        return f"no baseline on {m.group(1)}" if m else "no baseline"
+    if rest.startswith("no reference"):
+        return "no reference"
+    if rest.startswith("no image of the reference recipe"):
+        return "no image of the reference recipe"
+    return rest.split(";")[0][:80]
+
+
+def summary_lines(reports, not_judged: str, inconclusive: str) -> list[str]:
+    """['12 cases not judged: no baseline on h200 (9), no reference (3)', '2 cases inconclusive: ...']"""
+    lines = []
+    for prefix, label in ((not_judged, "not judged"), (inconclusive, "inconclusive")):
+        cases: dict[str, set[str]] = defaultdict(set)
+        for r in reports:
+            text = _text(r)
+            if prefix in text:
+                cases[_why(text, prefix) if prefix == not_judged else "host slower than the baseline's"].add(
+                    _case(r.nodeid))
+        every = set().union(*cases.values()) if cases else set()
+        if every:
+            parts = ", ".join(f"{why} ({len(ids)})" for why, ids in sorted(cases.items(), key=lambda kv: -len(kv[1])))
+            lines.append(f"diffperf: {len(every)} case{'s' if len(every) != 1 else ''} {label}: {parts}")
+            lines.append("  " + ", ".join(sorted(every)[:12]) + (" ..." if len(every) > 12 else ""))
+    return lines

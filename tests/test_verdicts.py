@@ -1,0 +1,160 @@
+"""The latency rule with device time apart from host time (diffperf.compare.judge_case_latency):
+every branch, on numbers shaped like the H200 measurements of launch-bound and GPU-bound models."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from diffperf.compare import judge_case_latency, judge_device, load_baselines
+from diffperf.device_time import stage_times
+from diffperf.kernel_time import Span
+from diffperf.verdict_summary import summary_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+FILE_TOL = {"latency": 0.03, "p_value": 0.05, "device": 0.02}
+STEPS = 20
+
+
+def device(step_ms=22.7, te_ms=40.0, vae_ms=50.0):
+    steps = [step_ms * (1 + 0.0005 * (i % 3)) for i in range(STEPS)]
+    return {"total_ms": te_ms + sum(steps) + vae_ms + 2.0, "text_encode_ms": te_ms, "steps_ms": steps,
+            "step_ms": sorted(steps)[STEPS // 2], "denoise_ms": sum(steps), "vae_decode_ms": vae_ms, "other_ms": 2.0}
+
+
+def sana_like(wall_s, dev, op_us=5.0):
+    """A launch-bound case: wall 0.65 s of which the device is busy ~0.55 s."""
+    samples = [wall_s * f for f in (0.998, 1.0, 1.001, 0.999, 1.002)]
+    return {"timing": {"samples_s": samples}, "device_time": dev, "host_speed": {"op_us": op_us},
+            "summary": {"median_s": wall_s, "step_median_s": wall_s / 25, "text_encode_median_s": 0.05,
+                        "vae_decode_median_s": 0.06}, "inconclusive": []}
+
+
+def baseline(wall_s=0.65, dev=None, op_us=5.0, **extra):
+    r = sana_like(wall_s, dev or device(), op_us)
+    return {"median_s": wall_s, "samples_s": r["timing"]["samples_s"], "device_time": r["device_time"],
+            "host_speed": {"op_us": op_us}, **r["summary"], **extra}
+
+
+def test_same_case_passes_on_device_time():
+    v = judge_case_latency(sana_like(0.651, device()), baseline(), FILE_TOL)
+    assert v.status == "passed" and v.kind == "device"
+
+
+def test_device_regression_fails_naming_the_step():
+    v = judge_case_latency(sana_like(0.68, device(step_ms=22.7 * 1.05)), baseline(), FILE_TOL)
+    assert v.failed and v.kind == "device"
+    assert "denoiser step" in v.message and "x1.050" in v.message and "device time" in v.message
+
+
+def test_two_percent_device_slowdown_fails_with_a_wider_wall_gate():
+    """The device gate stays tight whatever the case's own (wall) tolerance."""
+    base = baseline(tolerances={"latency": 0.40})
+    v = judge_case_latency(sana_like(0.66, device(step_ms=22.7 * 1.03)), base, FILE_TOL)
+    assert v.failed and v.kind == "device"
+
+
+def test_a_vae_regression_fails_without_a_step_test():
+    v = judge_case_latency(sana_like(0.70, device(vae_ms=80.0)), baseline(), FILE_TOL)
+    assert v.failed and v.kind == "device" and "VAE decode 80.00 vs 50.00 ms" in v.message
+
+
+def test_host_drift_is_inconclusive():
+    """Wall +23% with the device time equal and a host 40% slower: host drift, not the code."""
+    v = judge_case_latency(sana_like(0.80, device(), op_us=7.0), baseline(), FILE_TOL)
+    assert v.status == "inconclusive" and v.kind == "host"
+    assert v.message.startswith("inconclusive: host +40%")
+
+
+def test_host_side_regression_fails_on_an_equally_fast_host():
+    """Wall +23% with the device time equal on a host as fast as the baseline's: the code's host side."""
+    v = judge_case_latency(sana_like(0.80, device(), op_us=5.05), baseline(), FILE_TOL)
+    assert v.failed and v.kind == "host" and "host-side regression" in v.message
+
+
+def test_a_wall_change_that_is_the_devices_own_passes():
+    """Device +1.5% (inside its 2%) with the wall over a 1% wall tolerance: judged by the device gate."""
+    tol = {**FILE_TOL, "latency": 0.01}
+    v = judge_case_latency(sana_like(0.65 * 1.014, device(step_ms=22.7 * 1.015)), baseline(), tol)
+    assert v.status == "passed" and v.kind == "device" and "grew with the device time" in v.message
+
+
+def test_old_baseline_without_device_time_is_judged_on_wall_time_with_a_note():
+    base = baseline()
+    del base["device_time"], base["host_speed"]
+    ok = judge_case_latency(sana_like(0.651, device()), base, {"latency": 0.03, "p_value": 0.05})
+    assert ok.status == "passed" and ok.kind == "wall" and "no device time" in ok.notes[0]
+    slow = judge_case_latency(sana_like(0.80, device()), base, {"latency": 0.03, "p_value": 0.05})
+    assert slow.failed and slow.kind == "wall"
+
+
+def test_the_h100_baselines_file_without_device_time_still_loads():
+    data = load_baselines(ROOT / "baselines" / "h100.json")
+    assert "device" not in data["tolerances"] and data["cases"]
+
+
+def test_judge_device_stale_when_clearly_faster():
+    assert judge_device(device(step_ms=15.0), device(), 0.02, 0.05)["status"] == "stale"
+
+
+def test_stage_times_split_kernels_at_markers():
+    ms = 1_000_000  # the profiler's clock is in nanoseconds
+    marks = [("gen_start", 0), ("te_start", 1 * ms), ("te_end", 5 * ms), ("steps_start", 6 * ms),
+             ("step_end", 10 * ms), ("step_end", 14 * ms), ("vae_start", 15 * ms), ("vae_end", 20 * ms),
+             ("gen_end", 21 * ms)]
+    kernels = [Span("te", 1 * ms, 4 * ms), Span("a", 6 * ms, 8 * ms), Span("b", 7 * ms, 9 * ms),  # overlap: 3 ms
+               Span("c", 11 * ms, 12 * ms), Span("vae", 16 * ms, 19 * ms), Span("prep", int(5.5 * ms), 6 * ms)]
+    out = stage_times(kernels, marks)
+    assert out["text_encode_ms"] == 3.0 and out["steps_ms"] == [3.0, 1.0] and out["vae_decode_ms"] == 3.0
+    assert out["total_ms"] == 10.5 and out["other_ms"] == pytest.approx(0.5)
+    with pytest.raises(RuntimeError, match="markers incomplete"):
+        stage_times(kernels, marks[:-1])
+
+
+def test_device_time_of_a_tiny_generation(tiny_pixart):
+    from diffperf.device_time import measure_device_time
+
+    out = measure_device_time(tiny_pixart, "a red bicycle", 0)
+    steps = tiny_pixart.spec.defaults("tiny").steps
+    assert len(out["steps_ms"]) == steps and all(s > 0 for s in out["steps_ms"])
+    assert out["text_encode_ms"] > 0 and out["vae_decode_ms"] > 0
+    assert out["total_ms"] >= out["text_encode_ms"] + out["denoise_ms"] + out["vae_decode_ms"] - 1e-6
+
+
+class _Report:
+    def __init__(self, nodeid, text, skipped=True):
+        self.nodeid = nodeid
+        self.longrepr = ("x.py", 1, "Skipped: " + text) if skipped else text
+
+
+def test_summary_counts_cases_not_judged():
+    reports = [_Report("perf_tests/test_latency.py::test_latency[h200:sana-1600m/bf16]",
+                       "not judged: no baseline for sana-1600m/bf16 on h200 (h200.json); run ..."),
+               _Report("perf_tests/test_memory.py::test_peak_memory[h200:sana-1600m/bf16]",
+                       "not judged: no baseline for sana-1600m/bf16 on h200 (h200.json); run ..."),
+               _Report("perf_tests/test_accuracy.py::test_regression[h200:flux-dev/bf16]",
+                       "not judged: no reference image /x/short.png; create it"),
+               _Report("perf_tests/test_latency.py::test_latency[h200:sd21-base/bf16]",
+                       "inconclusive: host +31% vs the baseline's host ...")]
+    lines = summary_lines(reports, "not judged: ", "inconclusive: ")
+    assert lines[0] == "diffperf: 2 cases not judged: no baseline on h200 (1), no reference (1)"
+    assert "sana-1600m/bf16" in lines[1]
+    assert lines[2].startswith("diffperf: 1 case inconclusive")
+
+
+sys.path.insert(0, str(ROOT / "tools"))
+import update_baselines  # noqa: E402
+
+
+def test_update_baselines_refuses_an_inconclusive_verdict():
+    r = {"status": "ok", "model": "m", "recipe": "bf16", "inconclusive": [],
+         "latency_verdict": {"status": "inconclusive", "message": "inconclusive: host +40%"},
+         "summary": {"median_s": 1.0}, "timing": {"samples_s": [1.0]},
+         "memory": {"run_peak_allocated_bytes": 1, "weights_bytes": 1}}
+    with pytest.raises(update_baselines.Refused, match="inconclusive"):
+        update_baselines.entry_from_result("m/bf16", r)
+    r["latency_verdict"]["status"] = "passed"
+    r["device_time"], r["host_speed"] = device(), {"op_us": 5.0, "before": {"op_us": 5.0, "launch_us": 5.0}}
+    entry = update_baselines.entry_from_result("m/bf16", r)
+    assert entry["device_time"]["total_ms"] == r["device_time"]["total_ms"] and entry["host_speed"]["op_us"] == 5.0
+    json.dumps(entry)
