@@ -26,6 +26,39 @@ METHOD = ("union of the kernel intervals on the device timeline (torch.profiler,
           "generation after the timed calls, split at synchronized stage markers")
 
 
+class _Event:
+    """The few fields read from the profiler's raw events (its C++ objects, read once: building
+    torch's FunctionEvent tree for a whole FLUX.1-dev generation would take minutes)."""
+
+    __slots__ = ("_name", "_device", "_start", "_end", "_annotation", "_async")
+
+    @classmethod
+    def of(cls, e) -> "_Event":
+        self = cls()
+        self._name, self._device, self._start = e.name(), e.device_type(), e.start_ns()
+        self._end = e.start_ns() + e.duration_ns()
+        self._annotation, self._async = bool(e.is_user_annotation()), bool(e.is_async())
+        return self
+
+    def name(self) -> str:
+        return self._name
+
+    def device_type(self):
+        return self._device
+
+    def start_ns(self) -> int:
+        return self._start
+
+    def end_ns(self) -> int:
+        return self._end
+
+    def is_user_annotation(self) -> bool:
+        return self._annotation
+
+    def is_async(self) -> bool:
+        return self._async
+
+
 def _kernel_spans(events, cuda: bool) -> list[Span]:
     """Device work as spans in nanoseconds: CUDA kernels / memcpy / memset on a GPU (the profiler's
     mirrored user ranges left out), the outermost aten operators on the CPU."""
@@ -131,7 +164,7 @@ def measure_device_time(built: Built, prompt: str, seed: int) -> dict[str, Any]:
     finally:
         for u in reversed(undo):
             u()
-    events = prof.profiler.kineto_results.events()
+    events = [_Event.of(e) for e in prof.profiler.kineto_results.events()]
     out = stage_times(_kernel_spans(events, cuda), _markers(events))
     out["method"] = METHOD if cuda else "union of the outermost aten operators on the host (CPU: no device timeline)"
     return out

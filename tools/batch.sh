@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Run a batch of named parts on a GPU machine, each under its own time limit, and pack what they
+# measured: for a machine you reach for a limited time (a CI runner, a rented or shared GPU).
+#
+#   OUT_DIR=/tmp/out bash tools/batch.sh tools/batches/h200-gauntlet.txt [PART ...]
+#
+# The batch file has one part per line, `NAME SECONDS COMMAND...` (# comments). A part's command
+# runs under `timeout -s INT SECONDS` (a pytest run stopped so still writes its results), with
+# RESULTS=$WORK/results-NAME (for --perf-results), BASELINES (for --perf-baselines; default the
+# repository's baselines/) and WORK exported. PART names pick parts (default: all, in order); a
+# part whose name ends in '!' stops the batch when it fails (a sanity check before long parts).
+# At the end: $OUT_DIR/results.tar.gz (every $WORK/results-*), and a log per part, <NAME>.log.
+# Extra wheels (a machine without a package index): put them in .whl/; they are installed first.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+batch=${1:?usage: OUT_DIR=DIR bash tools/batch.sh BATCH_FILE [PART ...]}
+shift
+export OUT_DIR=${OUT_DIR:-/tmp/diffperf-out} WORK=${WORK:-/tmp/diffperf-work}
+export BASELINES=${BASELINES:-$PWD/baselines} PYTHONUNBUFFERED=1
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$WORK/inductor-cache}
+mkdir -p "$OUT_DIR" "$WORK"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .whl/*.whl \
+        || { echo "wheel install failed" >&2; exit 1; }
+    export PYTHONPATH=$WORK/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,uuid,driver_version,clocks.sm,power.draw \
+    --format=csv > "$OUT_DIR/gpu.txt" 2>&1
+wanted=" $* "
+status=0
+while read -r name seconds cmd; do
+    [[ -z "$name" || "$name" == \#* ]] && continue
+    stop=0; [[ "$name" == *! ]] && { stop=1; name=${name%!}; }
+    [[ "$wanted" != "  " && "$wanted" != *" $name "* ]] && continue
+    export RESULTS=$WORK/results-$name
+    echo "== $name (${seconds}s): $cmd" | tee "$OUT_DIR/$name.log"
+    start=$(date +%s)
+    timeout -s INT "$seconds" bash -c "$cmd" >> "$OUT_DIR/$name.log" 2>&1
+    rc=$?
+    echo "== $name: exit $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT_DIR/$name.log"
+    tail -4 "$OUT_DIR/$name.log" | head -3
+    if (( rc != 0 )); then status=$rc; (( stop )) && { echo "stopping: $name failed"; break; }; fi
+done < "$batch"
+# full-resolution images stay behind (~2.5 MB each); the 128-px views and everything else travel
+tar -C "$WORK" --exclude="*.full.png" -czf "$OUT_DIR/results.tar.gz" $(cd "$WORK" && ls -d results-* 2>/dev/null)
+exit $status
