@@ -3,10 +3,12 @@
 A wall-clock sample of a launch-bound model (SANA, SD 2.1, Kandinsky-3) follows the host CPU the
 runner got: the GPU waits for the host between kernels. The union of the kernels' intervals on the
 device's timeline does not: it is what the code asks of the GPU. One more generation after the
-timed calls runs under torch.profiler (CUDA activity); at every stage boundary (text encode,
-each denoising step, VAE decode) the host synchronizes and drops a marker, so every kernel falls
-inside one stage and the busy time of each stage is exact. The markers' synchronizations change
-nothing on the device; the profiler's host cost lengthens only the gaps, which are not counted.
+timed calls runs its text encoding, a window of a few denoising steps (all of them with a step
+cache) and its VAE decode under torch.profiler (CUDA activity); at every boundary the host
+synchronizes and drops a marker, so every kernel falls inside one segment and each segment's busy
+time is exact. The markers' synchronizations change nothing on the device; the profiler's host
+cost lengthens only the gaps, which are not counted. The rest of the steps run unprofiled (the
+profiler's host cost on a whole FLUX.1-dev generation was ~2.5 generations' time on an H200).
 
 On the CPU (tests) the "kernels" are the outermost aten operators, as in kernel_time.py.
 """
@@ -22,8 +24,10 @@ from .kernel_time import Span, busy_time
 from .measure import generate, no_recompile, patch_method
 
 MARK = "diffperf::stage::"
+PROFILED_STEPS = 6  # denoising steps in the window: enough for a per-step test, few for the profiler's cost
 METHOD = ("union of the kernel intervals on the device timeline (torch.profiler, CUDA activity) of one "
-          "generation after the timed calls, split at synchronized stage markers")
+          "generation after the timed calls: its text encoding, a window of denoising steps and its VAE "
+          "decode, split at synchronized markers; total = text encode + median step x steps + VAE decode")
 
 
 class _Event:
@@ -89,83 +93,135 @@ def _busy_ms(spans: list[Span], start: int, end: int) -> float:
     return busy_time(inside) / 1e6
 
 
-def stage_times(spans: list[Span], markers: list[tuple[str, int]]) -> dict[str, Any]:
-    """Busy milliseconds per stage from the ordered markers: 'gen_start', 'te_start' / 'te_end'
-    (repeated when a pipeline encodes more than once), 'steps_start', 'step_end' (one per step),
-    'vae_start' / 'vae_end', 'gen_end'."""
-    names = [n for n, _ in markers]
-    if "gen_start" not in names or "gen_end" not in names:
-        raise RuntimeError(f"device-time markers incomplete: {names[:6]}...; the generation did not run through")
-    at = dict(markers)  # last occurrence of each name
-    first = {n: t for n, t in reversed(markers)}
-    te = [(a, b) for (na, a), (nb, b) in zip(markers, markers[1:]) if na == "te_start" and nb == "te_end"]
-    steps, prev = [], None
-    for name, t in markers:
-        if name == "steps_start":
-            prev, steps = t, []  # a pipeline that sets timesteps again starts over
-        elif name == "step_end" and prev is not None:
-            steps.append(_busy_ms(spans, prev, t))
-            prev = t
-    vae = [(a, b) for (na, a), (nb, b) in zip(markers, markers[1:]) if na == "vae_start" and nb == "vae_end"]
-    total = _busy_ms(spans, first["gen_start"], at["gen_end"])
-    out = {
-        "total_ms": total,
-        "text_encode_ms": sum(_busy_ms(spans, a, b) for a, b in te) if te else None,
-        "steps_ms": steps,
-        "step_ms": statistics.median(steps) if steps else None,
-        "denoise_ms": sum(steps) if steps else None,
-        "vae_decode_ms": sum(_busy_ms(spans, a, b) for a, b in vae) if vae else None,
-        "kernels": sum(1 for s in spans if s.end > first["gen_start"] and s.start < at["gen_end"]),
-    }
-    known = sum(v for k, v in out.items() if k in ("text_encode_ms", "denoise_ms", "vae_decode_ms") and v)
-    out["other_ms"] = max(0.0, total - known)  # latent preparation, scheduler set-up, post-processing
+def segments(spans: list[Span], markers: list[tuple[str, int]]) -> list[tuple[str, float]]:
+    """(closing marker's name, busy milliseconds since the marker before it) for each pair of
+    consecutive markers of one profiled window."""
+    return [(b[0], _busy_ms(spans, a[1], b[1])) for a, b in zip(markers, markers[1:])]
+
+
+def window_steps(total_steps: int, cache: bool) -> tuple[int, int]:
+    """(steps completed when the step window opens, when it closes): PROFILED_STEPS steps after
+    the first (which may do one-time work), all of them for a step cache (computed and skipped
+    steps alternate) or when there are few."""
+    if cache or total_steps <= PROFILED_STEPS + 1:
+        return 0, total_steps
+    return 1, 1 + PROFILED_STEPS
+
+
+def stage_times(closed: list[tuple[str, float]], total_steps: int) -> dict[str, Any]:
+    """Busy milliseconds per stage from the segments of the profiled windows; the generation's
+    device time is text encode + median step x steps + VAE decode."""
+    te = [ms for name, ms in closed if name == "te_end"]
+    steps = [ms for name, ms in closed if name == "step_end"]
+    vae = [ms for name, ms in closed if name == "vae_end"]
+    if not steps:
+        raise RuntimeError("no denoising step was profiled (scheduler.step never completed inside the window)")
+    step = statistics.median(steps)
+    out = {"text_encode_ms": sum(te) if te else None, "steps_ms": steps, "step_ms": step,
+           "denoise_ms": step * total_steps, "vae_decode_ms": sum(vae) if vae else None, "steps": total_steps}
+    out["total_ms"] = (out["text_encode_ms"] or 0.0) + out["denoise_ms"] + (out["vae_decode_ms"] or 0.0)
     return out
 
 
-def measure_device_time(built: Built, prompt: str, seed: int) -> dict[str, Any]:
-    """One generation under the profiler with synchronized stage markers; stage_times() of it."""
-    from torch.profiler import ProfilerActivity, profile, record_function
+class _Windows:
+    """Profiler sessions opened and closed around the stages of one generation; each keeps the
+    busy time between its synchronized markers."""
 
-    cuda = built.device.type == "cuda"
+    def __init__(self, cuda: bool):
+        from torch.profiler import ProfilerActivity
 
-    def mark(name: str) -> None:
-        if cuda:
+        self.cuda = cuda
+        self.activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        self.prof = None
+        self.closed: list[tuple[str, float]] = []
+
+    def mark(self, name: str) -> None:
+        from torch.profiler import record_function
+
+        if self.cuda:
             torch.cuda.synchronize()  # what was queued before the marker has run before it
         with record_function(MARK + name):
             pass
 
-    def around(before: str | None, after: str):
+    def open(self, name: str) -> None:
+        from torch.profiler import profile
+
+        if self.prof is None:
+            if self.cuda:
+                torch.cuda.synchronize()
+            self.prof = profile(activities=self.activities)
+            self.prof.start()
+        self.mark(name)
+
+    def close(self, name: str) -> None:
+        self.mark(name)
+        prof, self.prof = self.prof, None
+        prof.stop()
+        events = [_Event.of(e) for e in prof.profiler.kineto_results.events()]
+        self.closed += segments(_kernel_spans(events, self.cuda), _markers(events))
+
+    def abandon(self) -> None:
+        if self.prof is not None:  # the generation failed inside a window: its error is what counts
+            prof, self.prof = self.prof, None
+            prof.stop()
+
+
+def measure_device_time(built: Built, prompt: str, seed: int) -> dict[str, Any]:
+    """One generation with its text encoding, a window of denoising steps and its VAE decode under
+    the profiler (synchronized markers at every boundary); stage_times() of them."""
+    cuda = built.device.type == "cuda"
+    total = built.spec.defaults(built.tier.size).steps
+    first, last = window_steps(total, bool(built.case.recipe.cache))
+    win = _Windows(cuda)
+    done = {"steps": 0}
+
+    def around(open_name: str, close_name: str):
         def make(original):
             def wrapper(*args, **kwargs):
-                if before:
-                    mark(before)
+                win.open(open_name)
                 out = original(*args, **kwargs)
-                mark(after)
+                win.close(close_name)
                 return out
             return wrapper
         return make
 
+    def on_set_timesteps(original):
+        def wrapper(*args, **kwargs):
+            out = original(*args, **kwargs)
+            done["steps"] = 0
+            if first == 0:
+                win.open("steps_start")
+            return out
+        return wrapper
+
+    def on_step(original):
+        def wrapper(*args, **kwargs):
+            out = original(*args, **kwargs)
+            done["steps"] += 1
+            n = done["steps"]
+            if n == first and first > 0:
+                win.open("steps_start")
+            elif first < n < last:
+                win.mark("step_end")
+            elif n == last:
+                win.close("step_end")
+            return out
+        return wrapper
+
     pipe = built.pipe
     undo = [patch_method(pipe, "encode_prompt", around("te_start", "te_end")),
-            patch_method(pipe.scheduler, "set_timesteps", around(None, "steps_start")),
-            patch_method(pipe.scheduler, "step", around(None, "step_end")),
+            patch_method(pipe.scheduler, "set_timesteps", on_set_timesteps),
+            patch_method(pipe.scheduler, "step", on_step),
             patch_method(getattr(pipe, built.spec.vae), "decode", around("vae_start", "vae_end"))]
-    activities = [ProfilerActivity.CUDA] if cuda else []
-    prof = profile(activities=[ProfilerActivity.CPU, *activities])
     try:
         with no_recompile(built):
-            prof.start()
-            try:
-                mark("gen_start")
-                generate(built, prompt, seed)
-                mark("gen_end")
-            finally:
-                prof.stop()
+            generate(built, prompt, seed)
     finally:
+        win.abandon()
         for u in reversed(undo):
             u()
-    events = [_Event.of(e) for e in prof.profiler.kineto_results.events()]
-    out = stage_times(_kernel_spans(events, cuda), _markers(events))
+    out = stage_times(win.closed, total)
+    out["profiled_steps"] = f"{first + 1}-{last} of {total}"
     out["method"] = METHOD if cuda else "union of the outermost aten operators on the host (CPU: no device timeline)"
     return out
 
