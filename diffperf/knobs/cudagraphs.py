@@ -52,6 +52,28 @@ class GraphBackend(Protocol):
         """Memory the captured graphs keep to themselves, beyond their live outputs."""
 
 
+def input_signature(args: tuple, kwargs: dict, device: torch.device) -> tuple[tuple, list[Any], Any]:
+    """(key, flattened leaves, tree spec) of a call: the key is the tree structure of (args, kwargs),
+    each tensor's shape, stride and dtype, and every non-tensor leaf's value. Every tensor must be
+    on `device`; a non-tensor leaf must be hashable."""
+    leaves, spec = pytree.tree_flatten((args, kwargs))
+    parts = []
+    for i, leaf in enumerate(leaves):
+        if isinstance(leaf, torch.Tensor):
+            if leaf.device != device:
+                raise RuntimeError(f"input {i} of {pytree.treespec_pprint(spec)} is on {leaf.device}; a "
+                                   f"program made for {device} needs every tensor input there")
+            parts.append(("tensor", tuple(leaf.shape), leaf.stride(), leaf.dtype))
+        else:
+            try:
+                hash(leaf)
+            except TypeError:
+                raise RuntimeError(f"input {i} ({type(leaf).__name__}) is neither a tensor nor a hashable "
+                                   f"value to key a graph or package by") from None
+            parts.append(("value", leaf))
+    return (spec, tuple(parts)), leaves, spec
+
+
 @dataclass
 class _Graph:
     inputs: list[torch.Tensor | None]  # static buffer per flattened leaf (None: a non-tensor leaf)
@@ -71,26 +93,8 @@ class GraphedForward:
     state: dict[str, Any] = field(default_factory=lambda: {"captured_signatures": [], "replays": 0,
                                                            "pool_held_bytes": 0})
 
-    def _signature(self, args, kwargs) -> tuple[tuple, list[Any], Any]:
-        leaves, spec = pytree.tree_flatten((args, kwargs))
-        parts = []
-        for i, leaf in enumerate(leaves):
-            if isinstance(leaf, torch.Tensor):
-                if leaf.device != self.device:
-                    raise RuntimeError(f"cudagraphs: input {i} of {pytree.treespec_pprint(spec)} is on {leaf.device}; "
-                                       f"a graph captured on {self.device} needs every tensor input there")
-                parts.append(("tensor", tuple(leaf.shape), leaf.stride(), leaf.dtype))
-            else:
-                try:
-                    hash(leaf)
-                except TypeError:
-                    raise RuntimeError(f"cudagraphs: input {i} ({type(leaf).__name__}) is neither a tensor "
-                                       f"nor a hashable value to key a graph by") from None
-                parts.append(("value", leaf))
-        return (spec, tuple(parts)), leaves, spec
-
     def __call__(self, *args, **kwargs):
-        key, leaves, spec = self._signature(args, kwargs)
+        key, leaves, spec = input_signature(args, kwargs, self.device)
         graph = self.graphs.get(key)
         if graph is None:
             graph = self._capture(key, leaves, spec)
@@ -106,7 +110,7 @@ class GraphedForward:
         if len(self.graphs) >= self.max_graphs:
             raise RuntimeError(
                 f"cudagraphs: {len(self.graphs)} graphs captured and another input signature came: an input "
-                f"changes every call (captured: {self.state['captured_signatures']}; new: {_describe(key)})")
+                f"changes every call (captured: {self.state['captured_signatures']}; new: {describe_signature(key)})")
         # empty_like keeps a dense input's strides (channels-last stays so); an expanded one (a
         # timestep broadcast over the batch, stride 0) gets a dense buffer of the same values
         inputs = [torch.empty_like(x).copy_(x) if isinstance(x, torch.Tensor) else None for x in leaves]
@@ -114,12 +118,12 @@ class GraphedForward:
             [b if b is not None else x for b, x in zip(inputs, leaves)], spec)
         replay, outputs = self.backend.capture(lambda: self.fn(*static_args, **static_kwargs))
         graph = self.graphs[key] = _Graph(inputs, replay, outputs)
-        self.state["captured_signatures"].append(_describe(key))
+        self.state["captured_signatures"].append(describe_signature(key))
         self.state["pool_held_bytes"] = self.backend.held_bytes()
         return graph
 
 
-def _describe(key: tuple) -> list:
+def describe_signature(key: tuple) -> list:
     """A signature for the record (JSON): shapes and dtypes of the tensors, the other values."""
     return [[list(p[1]), str(p[3]).removeprefix("torch.")] if p[0] == "tensor" else repr(p[1]) for p in key[1]]
 
