@@ -155,3 +155,25 @@ def test_the_package_directory_comes_from_the_environment(monkeypatch, tmp_path)
 def test_what_cannot_be_exported_skips(recipe, reason):
     with pytest.raises(CaseSkip, match=reason):
         check_recipe(parse_recipe(recipe), get_model("flux-dev"), CPU)
+
+
+def test_a_tiny_pipeline_runs_from_its_package_and_gives_the_eager_image(tmp_path, monkeypatch):
+    import numpy as np
+
+    from diffperf.build import build_case
+    from diffperf.cases import Case
+    from diffperf.measure import generate
+    from diffperf.options import PerfOptions
+    from diffperf.tiers import get_tier
+
+    monkeypatch.setenv(aoti.ENV_DIR, str(tmp_path))
+
+    def run(recipe):
+        b = build_case(Case("pixart-sigma", parse_recipe(recipe), "standard"), get_tier("cpu"), PerfOptions())
+        return generate(b, "a red cube", 0), b.knobs.get("aoti")
+
+    reference, _ = run("fp32")
+    for action in ("built", "loaded"):  # the second build is a later run: it loads the stored package
+        image, state = run("fp32+aoti")
+        assert [e["action"] for e in state["packages"]] == [action] and state["dir"] == str(tmp_path)
+        np.testing.assert_allclose(image.astype(float), reference.astype(float), atol=2.0)
