@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 
 from .cases import Case
-from .knobs import attention, cache, compile as compile_knob, quantize, verify
+from .knobs import aoti, attention, cache, compile as compile_knob, cudagraphs, quantize, verify
 from .knobs.linear_rows import linear_rows
 from .knobs.skip import CaseSkip
 from . import parallel
@@ -68,6 +68,11 @@ def check_recipe(recipe: Recipe, spec: ModelSpec, device: torch.device) -> None:
         raise CaseSkip(f"fuse_qkv_projections fuses nothing on {spec.name}")
     if recipe.verify:
         verify.check(recipe.quant, recipe.te_quant)
+    if recipe.aoti:
+        aoti.check(device, recipe.cache, recipe.verify, recipe.parallel)
+    if recipe.cudagraphs or recipe.compile_mode == "reduce-overhead":
+        cudagraphs.check(device, recipe.cache, recipe.verify, recipe.parallel,
+                         "cudagraphs" if recipe.cudagraphs else "compile mode 'reduce-overhead'")
 
 
 def load_pipeline(spec: ModelSpec, tier: Tier, options: PerfOptions, device: torch.device, dtype: torch.dtype):
@@ -176,4 +181,15 @@ def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
             built.contexts.append(lambda: torch._inductor.config.patch(flags))
             built.knobs["inductor_flags"] = flags
         built.knobs["compiled_modules"] = compile_knob.apply(denoiser, recipe.compile, recipe.compile_mode, device)
+        if recipe.compile_mode == "reduce-overhead":
+            graph_flags = cudagraphs.reduce_overhead_flags()
+            built.contexts.append(lambda: torch._inductor.config.patch(graph_flags))
+            built.knobs["cudagraph_flags"] = graph_flags
+    if recipe.aoti:  # in place of compile: the package is built (or loaded) at the first call of each signature
+        flags = INDUCTOR_PRESETS[recipe.inductor] if recipe.inductor else {}
+        if flags:
+            built.knobs["inductor_flags"] = flags
+        built.knobs["aoti"] = aoti.apply(denoiser, spec.name, recipe.name, device, flags)
+    if recipe.cudagraphs:  # last: it captures the forward as every other knob left it
+        built.knobs["cudagraphs"] = cudagraphs.apply(denoiser, device)
     return built

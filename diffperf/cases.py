@@ -35,6 +35,7 @@ GPU_DEFAULTS = [  # every model
     ("bf16+int8dq+compile", "standard"),
     ("bf16+te-int8wo", "standard"),
     ("bf16+fuse-qkv", "standard"),  # only where fused QKV applies
+    ("bf16+cudagraphs", "standard"),  # the eager denoiser replayed from CUDA graphs (skips where it cannot be captured)
 ]
 
 # flux-fast's ladder, each rung adding one optimization (flux-fast-readme.md)
@@ -48,6 +49,20 @@ FLUX_FAST_LADDER = [
     "bf16+fa3+fuse-qkv+channels-last+compile-full+max-autotune-no-cudagraphs",
     "bf16+fa3+fuse-qkv+channels-last+fp8dq+compile-full+max-autotune-no-cudagraphs",
     "bf16+fa3+fuse-qkv+channels-last+fp8dq+compile-full+max-autotune-no-cudagraphs+inductor-flux-fast",
+    # the last rung: torch.export + AOTInductor package + CUDA graphs, with and without float8
+    # (and FA3: those skip without flash-attn 3)
+    "bf16+fuse-qkv+channels-last+aoti+cudagraphs",
+    "bf16+fuse-qkv+channels-last+fp8dq+aoti+cudagraphs",
+    "bf16+fa3+fuse-qkv+channels-last+aoti+cudagraphs",
+    "bf16+fa3+fuse-qkv+channels-last+fp8dq+inductor-flux-fast+aoti+cudagraphs",
+]
+
+# FLUX.1-dev's denoiser replayed from CUDA graphs: eager (cudagraphs), compiled (inductor's
+# reduce-overhead mode) and compiled on top of the lossless ladder knobs
+FLUX_CUDA_GRAPHS = [
+    "bf16+cudagraphs",
+    "bf16+compile-full+reduce-overhead",
+    "bf16+fuse-qkv+channels-last+compile-full+reduce-overhead",
 ]
 
 # rows of flux-optimization-benchmarks.md (FLUX.1-dev, 1024x1024, 28 steps)
@@ -133,6 +148,8 @@ def cases_for_tier(tier: Tier) -> list[Case]:
             _add(cases, model, text, level, "defaults")
     for text in FLUX_FAST_LADDER:
         _add(cases, "flux-dev", text, "full", "flux-fast-ladder")
+    for text in FLUX_CUDA_GRAPHS:
+        _add(cases, "flux-dev", text, "full", "cuda-graphs")
     for text in FLUX_OPT_TABLE:
         _add(cases, "flux-dev", text, "full", "flux-optimization-table")
     for model in QUANT_GRID_MODELS:

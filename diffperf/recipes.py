@@ -56,6 +56,8 @@ class Recipe:
     compile: str | None = None  # None, "regional" (compile_repeated_blocks) or "full"
     compile_mode: str = "default"
     inductor: str | None = None  # key of INDUCTOR_PRESETS
+    aoti: bool = False  # the denoiser exported and compiled ahead of time (AOTInductor package)
+    cudagraphs: bool = False  # the (eager or AOTI) denoiser's forward replayed from CUDA graphs
     verify: bool = False  # Freivalds check of every Linear output
     parallel: str | None = None  # "ulysses" or "ring": context parallelism over `parallel_degree` processes
     parallel_degree: int = 1
@@ -85,6 +87,10 @@ class Recipe:
             t.append(self.compile_mode)
         if self.inductor:
             t.append("inductor-" + self.inductor)
+        if self.aoti:
+            t.append("aoti")
+        if self.cudagraphs:
+            t.append("cudagraphs")
         if self.verify:
             t.append("verify")
         if self.parallel:
@@ -102,8 +108,15 @@ class Recipe:
         return Recipe(dtype=self.dtype)
 
     def validate(self) -> None:
-        if (self.compile_mode != "default" or self.inductor) and not self.compile:
-            raise UsageError(f"recipe {self.name!r}: a compile mode or inductor preset needs 'compile'")
+        if self.compile_mode != "default" and not self.compile:
+            raise UsageError(f"recipe {self.name!r}: a compile mode needs 'compile'")
+        if self.inductor and not (self.compile or self.aoti):
+            raise UsageError(f"recipe {self.name!r}: an inductor preset needs 'compile' or 'aoti'")
+        if self.aoti and self.compile:
+            raise UsageError(f"recipe {self.name!r}: 'aoti' and 'compile' both compile the denoiser; choose one")
+        if self.cudagraphs and self.compile:
+            raise UsageError(f"recipe {self.name!r}: 'cudagraphs' captures the eager or AOTI denoiser; for a "
+                             f"compiled one with CUDA graphs use 'compile-full+reduce-overhead'")
 
 
 def _flag(field: str, value) -> Callable[[Recipe], Recipe]:
@@ -128,6 +141,8 @@ KNOBS["channels-last"] = _flag("channels_last", True)
 KNOBS["compile"] = _flag("compile", "regional")
 KNOBS["compile-full"] = _flag("compile", "full")
 KNOBS["verify"] = _flag("verify", True)
+KNOBS["aoti"] = _flag("aoti", True)
+KNOBS["cudagraphs"] = _flag("cudagraphs", True)
 
 _CACHE_TOKEN = re.compile(r"^(%s)(?:-(\d+(?:\.\d+)?))?$" % "|".join(CACHES))
 _PARALLEL_TOKEN = re.compile(r"^cp-(%s)-(\d+)$" % "|".join(PARALLEL))

@@ -16,7 +16,8 @@ from .tiers import Tier
 # shared with other jobs was seen 30x slower.
 BASE_S = {"cpu": 180.0, "cuda": 600.0}
 # Added for a compiled recipe: flux-dev bf16+fp8dq+compile took 295 s cold on h100; max-autotune
-# modes benchmark kernels on top (twice the allowance). Tiny flux compiles in 4 s on the cpu tier.
+# modes benchmark kernels on top (twice the allowance). An AOTI case gets the same allowance (its
+# package is built cold on a machine's first run). Tiny flux compiles in 4 s on the cpu tier.
 COMPILE_S = {"cpu": 300.0, "cuda": 1200.0}
 AUTOTUNE_FACTOR = 2.0
 # Full-size models relative to FLUX.1-dev: h100 bf16 seconds per image / flux-dev's 5.3 s, rounded
@@ -30,7 +31,7 @@ MODEL_FACTOR = {
 def case_timeout(tier: Tier, case: Case, scale: float = 1.0, cooldown_s: float = 0.0) -> float:
     """Seconds the first test of `case` may take on `tier` (setup included: it builds the case)."""
     seconds = BASE_S[tier.device]
-    if case.recipe.compile:
+    if case.recipe.compile or case.recipe.aoti:  # an AOTI package built cold compiles like compile-full
         autotune = AUTOTUNE_FACTOR if "max-autotune" in case.recipe.compile_mode else 1.0
         seconds += COMPILE_S[tier.device] * autotune
     factor = MODEL_FACTOR.get(case.model, 1.0) if tier.size == "full" else 1.0

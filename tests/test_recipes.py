@@ -6,7 +6,9 @@ from diffperf.recipes import KNOBS, Recipe, parse_recipe
 
 @pytest.mark.parametrize("text", ["bf16", "fp32+int8wo", "bf16+fuse-qkv+fbcache-0.3+compile",
                                   "bf16+fa3+fp8dq+compile-full+max-autotune+inductor-flux-fast",
-                                  "fp16+te-int4wo+teacache-0.6", "bf16+sdpa-cudnn+channels-last+verify"])
+                                  "fp16+te-int4wo+teacache-0.6", "bf16+sdpa-cudnn+channels-last+verify",
+                                  "bf16+cudagraphs", "bf16+compile-full+reduce-overhead",
+                                  "bf16+fa3+fuse-qkv+channels-last+fp8dq+inductor-flux-fast+aoti+cudagraphs"])
 def test_round_trip(text):
     r = parse_recipe(text)
     assert parse_recipe(r.name) == r
@@ -38,6 +40,32 @@ def test_conflicting_knobs_refused(text):
 def test_mode_without_compile_refused():
     with pytest.raises(UsageError, match="needs 'compile'"):
         parse_recipe("bf16+max-autotune")
+    with pytest.raises(UsageError, match="needs 'compile' or 'aoti'"):
+        parse_recipe("bf16+inductor-flux-fast")
+    assert parse_recipe("bf16+aoti+inductor-flux-fast").inductor == "flux-fast"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("bf16+compile+cudagraphs", "compile-full\\+reduce-overhead"),
+    ("bf16+compile-full+cudagraphs", "compile-full\\+reduce-overhead"),
+    ("bf16+aoti+compile", "both compile the denoiser"),
+])
+def test_graphs_and_ahead_of_time_compile_exclude_torch_compile(text, match):
+    with pytest.raises(UsageError, match=match):
+        parse_recipe(text)
+
+
+def test_graphs_and_aoti_are_lossless():
+    assert parse_recipe("bf16+fuse-qkv+channels-last+aoti+cudagraphs").lossless
+    assert parse_recipe("bf16+compile-full+reduce-overhead").reference == Recipe(dtype="bf16")
+    assert not parse_recipe("bf16+fp8dq+aoti+cudagraphs").lossless
+
+
+def test_case_lists_are_written_canonically():
+    from diffperf import cases
+
+    for text in cases.FLUX_FAST_LADDER + cases.FLUX_CUDA_GRAPHS + [t for t, _ in cases.GPU_DEFAULTS]:
+        assert parse_recipe(text).name == text
 
 
 def test_empty_recipe_refused():

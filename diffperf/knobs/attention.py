@@ -3,6 +3,7 @@ kernel selection otherwise. Nothing stays set process-wide after a case."""
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 
 import torch
@@ -19,8 +20,10 @@ DISPATCHER_BACKEND = {
     "fa3": "_flash_3",
     "sage": "sage",
 }
-# recipe token -> the python package it needs, when not torch itself
-PACKAGE = {"fa2": "flash_attn", "fa3": "flash_attn_interface", "sage": "sageattention"}
+# recipe token -> the import name diffusers looks for, when not torch itself (diffusers 0.42:
+# utils/import_utils.py; FA3 is the `flash_attn_3` distribution, whose kernels it imports from
+# `flash_attn_interface`)
+PACKAGE = {"fa2": "flash_attn", "fa3": "flash_attn_3", "sage": "sageattention"}
 CUDA_ONLY = {"sdpa-efficient", "sdpa-cudnn", "fa2", "fa3", "sage"}
 
 
@@ -35,12 +38,42 @@ def _sdpa_backend(token: str):
     }[token]
 
 
+def diffusers_refusal(token: str) -> str | None:
+    """Why diffusers' attention dispatcher refuses the backend of `token` in this process, or None
+    if it accepts it. diffusers' own requirements check decides (the one set_attention_backend
+    runs): the package found with distribution metadata, its version floor (flash-attn >= 2.6.3,
+    sageattention >= 2.1.1) and its kernels imported, all as evaluated when diffusers was imported."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
+
+    try:
+        _check_attention_backend_requirements(AttentionBackendName(DISPATCHER_BACKEND[token]))
+    except RuntimeError as e:
+        return str(e)
+    return None
+
+
+def _found(package: str) -> str:
+    """What is installed under `package`, for a skip reason (diffusers' check is the rule)."""
+    if importlib.util.find_spec(package) is None:
+        return f"{package!r} is not installed"
+    try:
+        return f"{package!r} {importlib.metadata.version(package)} is installed"
+    except importlib.metadata.PackageNotFoundError:
+        return (f"{package!r} is importable but has no distribution metadata of that name (a namespace "
+                f"package, as flash-attn-4 installs flash_attn)")
+
+
 def check(token: str, dispatcher: bool, device: torch.device, model: str) -> None:
     if token == "sdpa":
         return
     pkg = PACKAGE.get(token)
-    if pkg and importlib.util.find_spec(pkg) is None:
-        raise CaseSkip(f"attention {token!r} needs the optional package {pkg!r}, which is not installed")
+    if pkg:
+        refusal = diffusers_refusal(token)
+        if refusal is not None:
+            import diffusers
+
+            raise CaseSkip(f"attention {token!r}: diffusers {diffusers.__version__} refuses its backend "
+                           f"({_found(pkg)}): {refusal}")
     if token in CUDA_ONLY and device.type != "cuda":
         raise CaseSkip(f"attention {token!r} needs a CUDA GPU")
     if token == "fa3" and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] != 9:

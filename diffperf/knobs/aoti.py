@@ -1,0 +1,254 @@
+"""AOTInductor: the denoiser exported with torch.export, compiled ahead of time into a package,
+stored in a package cache, and loaded from there on later runs.
+
+A package is built per input signature at the first call that brings it (export needs example
+inputs), and keyed by what makes it valid: model, recipe, the signature (shapes, dtypes, non-tensor
+values), the denoiser's structure (parameter names, shapes, dtypes), the device (GPU name and
+compute capability) and the software versions. The weights stay out of the package: the loaded
+model reads the denoiser's own tensors (load_constants, user-managed), so the package holds code
+only and fits any weights of the same shapes. Next to each package a metadata file records its key
+and checksum; a package whose metadata is missing or disagrees, or that fails to load, is rebuilt
+with a warning, never loaded as it is.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .cudagraphs import describe_signature, input_signature
+from .skip import CaseSkip
+
+ENV_DIR = "DIFFPERF_AOTI_DIR"
+SCHEMA_VERSION = 1
+KIND = "diffperf-aoti-package"
+# the weights stay out of the package: they are the denoiser's own tensors at load time
+INDUCTOR_CONFIGS = {"aot_inductor.package_constants_in_so": False}
+
+
+class AOTIPackageRebuilt(UserWarning):
+    """A stored package was stale or corrupt and is built again."""
+
+
+def default_dir() -> Path:
+    """$DIFFPERF_AOTI_DIR, else a folder inside inductor's cache directory (which the GPU
+    workflow keeps between runs)."""
+    if os.environ.get(ENV_DIR):
+        return Path(os.environ[ENV_DIR])
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return Path(cache_dir()) / "diffperf-aoti"
+
+
+def check(device: torch.device, cache: str | None, verify: bool, parallel: str | None) -> None:
+    if cache:
+        raise CaseSkip(f"aoti: the step cache {cache!r} skips blocks by a decision taken on the host at each step, "
+                       f"which torch.export cannot trace into one program")
+    if verify:
+        raise CaseSkip("aoti: verify's Freivalds checks are forward hooks that read results on the host")
+    if parallel:
+        raise CaseSkip(f"aoti: context parallelism ({parallel}) splits the denoiser across processes at run time")
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def device_identity(device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        return {"type": "cuda", "name": torch.cuda.get_device_name(device),
+                "capability": list(torch.cuda.get_device_capability(device)), "cuda": torch.version.cuda}
+    return {"type": device.type, "machine": platform.machine(), "processor": platform.processor()}
+
+
+def structure_digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for kind, items in (("p", module.named_parameters()), ("b", module.named_buffers())):
+        for name, t in items:
+            h.update(f"{kind}:{name}:{tuple(t.shape)}:{t.dtype}:{type(t).__name__};".encode())
+    return h.hexdigest()
+
+
+def package_key(model: str, recipe: str, signature: list, structure: str, device: dict[str, Any],
+                inductor: dict[str, Any]) -> dict[str, Any]:
+    return {"model": model, "recipe": recipe, "signature": signature, "structure": structure, "device": device,
+            "inductor_configs": {k: inductor[k] for k in sorted(inductor)},
+            "versions": {"torch": torch.__version__, "diffusers": _version("diffusers"), "torchao": _version("torchao"),
+                         "python": platform.python_version()}}
+
+
+def _digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class PackageStore:
+    """Packages and their metadata files in one directory."""
+    root: Path
+
+    def paths(self, key: dict[str, Any]) -> tuple[Path, Path]:
+        name = f"{key['model']}-{_digest(key)}"
+        return self.root / f"{name}.pt2", self.root / f"{name}.json"
+
+    def problem(self, key: dict[str, Any]) -> str | None:
+        """Why the stored package of `key` may not be loaded (None: it may; 'absent': none stored)."""
+        package, meta_path = self.paths(key)
+        if not package.exists() and not meta_path.exists():
+            return "absent"
+        if not package.exists():
+            return f"its metadata {meta_path.name} is there but the package {package.name} is missing"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            return f"the package {package.name} has no metadata file (an interrupted build?)"
+        except (OSError, ValueError) as e:
+            return f"its metadata {meta_path.name} is unreadable: {e}"
+        if not isinstance(meta, dict) or meta.get("kind") != KIND or meta.get("schema_version") != SCHEMA_VERSION:
+            return (f"its metadata {meta_path.name} is not a {KIND} of schema_version {SCHEMA_VERSION} "
+                    f"(kind {meta.get('kind') if isinstance(meta, dict) else None!r}, schema_version "
+                    f"{meta.get('schema_version') if isinstance(meta, dict) else None!r})")
+        if meta.get("key") != key:
+            return f"its metadata {meta_path.name} was written for another key (stale)"
+        actual = _file_sha256(package)
+        if meta.get("sha256") != actual:
+            return f"the package {package.name} does not match its recorded checksum (corrupt or overwritten)"
+        return None
+
+    def record(self, key: dict[str, Any], build_s: float) -> None:
+        package, meta_path = self.paths(key)
+        meta = {"kind": KIND, "schema_version": SCHEMA_VERSION, "key": key, "sha256": _file_sha256(package),
+                "bytes": package.stat().st_size, "build_s": build_s}
+        tmp = meta_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
+        os.replace(tmp, meta_path)
+
+    def discard(self, key: dict[str, Any]) -> None:
+        for path in self.paths(key):
+            path.unlink(missing_ok=True)
+
+
+def build_package(module: torch.nn.Module, forward: Callable, args: tuple, kwargs: dict, path: Path,
+                  inductor: dict[str, Any]) -> dict[str, float]:
+    """Export module's original forward with these inputs and compile it into `path`."""
+    import torch._inductor
+
+    timings = {}
+    t0 = time.perf_counter()
+    had = "forward" in vars(module)
+    saved = vars(module).get("forward")
+    if had:  # export the class's forward, not the wrapper that calls this
+        del module.forward
+    try:
+        with torch.no_grad():
+            exported = torch.export.export(module, args, kwargs, strict=False)
+    finally:
+        if had:
+            module.forward = saved
+    timings["export_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.pt2")
+    torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp),
+                                             inductor_configs={**inductor, **INDUCTOR_CONFIGS})
+    os.replace(tmp, path)
+    timings["compile_s"] = time.perf_counter() - t0
+    return timings
+
+
+def load_package(path: Path, module: torch.nn.Module, device: torch.device):
+    """The package's runner, reading the module's own parameters and buffers."""
+    import torch._inductor
+
+    index = device.index if device.type == "cuda" and device.index is not None else -1
+    runner = torch._inductor.aoti_load_package(str(path), device_index=index)
+    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    wanted = runner.get_constant_fqns()
+    missing = [n for n in wanted if n not in tensors]
+    if missing:
+        raise RuntimeError(f"the package wants constants the denoiser does not have: {missing[:5]}")
+    runner.load_constants({n: tensors[n] for n in wanted}, check_full_update=True, user_managed=True)
+    return runner
+
+
+@dataclass
+class AOTIForward:
+    """The denoiser's calls, run by one AOTInductor package per input signature."""
+    module: torch.nn.Module
+    forward: Callable[..., Any]
+    store: PackageStore
+    model: str
+    recipe: str
+    device: torch.device
+    inductor: dict[str, Any] = field(default_factory=dict)
+    runners: dict[tuple, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=lambda: {"packages": []})
+
+    def __call__(self, *args, **kwargs):
+        key, _, _ = input_signature(args, kwargs, self.device)
+        runner = self.runners.get(key)
+        if runner is None:
+            runner = self.runners[key] = self._obtain(key, args, kwargs)
+        return runner(*args, **kwargs)
+
+    def _obtain(self, signature: tuple, args, kwargs):
+        key = package_key(self.model, self.recipe, describe_signature(signature), structure_digest(self.module),
+                          device_identity(self.device), self.inductor)
+        package, _ = self.store.paths(key)
+        entry: dict[str, Any] = {"package": str(package), "signature": key["signature"]}
+        problem = self.store.problem(key)
+        if problem is None:
+            t0 = time.perf_counter()
+            try:
+                runner = load_package(package, self.module, self.device)
+            except Exception as e:  # a package that passed its checksum yet does not load: rebuilt, said loudly
+                problem = f"the package {package.name} failed to load: {type(e).__name__}: {e}"
+            else:
+                entry.update(action="loaded", load_s=time.perf_counter() - t0)
+                self.state["packages"].append(entry)
+                return runner
+        if problem != "absent":
+            warnings.warn(f"aoti: rebuilding the stored package for {self.model}/{self.recipe} "
+                          f"{key['signature']}: {problem}", AOTIPackageRebuilt, stacklevel=2)
+            entry["rebuilt_because"] = problem
+            self.store.discard(key)
+        t0 = time.perf_counter()
+        entry.update(build_package(self.module, self.forward, args, kwargs, package, self.inductor))
+        entry["build_s"] = time.perf_counter() - t0
+        self.store.record(key, entry["build_s"])
+        t0 = time.perf_counter()
+        runner = load_package(package, self.module, self.device)
+        entry.update(action="rebuilt" if problem != "absent" else "built", load_s=time.perf_counter() - t0)
+        self.state["packages"].append(entry)
+        return runner
+
+
+def apply(denoiser: torch.nn.Module, model: str, recipe: str, device: torch.device,
+          inductor: dict[str, Any] | None = None, root: Path | None = None) -> dict[str, Any]:
+    """Route the denoiser's calls through AOTInductor packages; returns the live state for the
+    record: per package, built / loaded / rebuilt (and why), and the seconds each part took."""
+    store = PackageStore(Path(root) if root is not None else default_dir())
+    wrapper = AOTIForward(denoiser, denoiser.forward, store, model, recipe, device, dict(inductor or {}))
+    denoiser.forward = functools.update_wrapper(wrapper, denoiser.forward)
+    wrapper.state["dir"] = str(store.root)
+    return wrapper.state

@@ -1,0 +1,179 @@
+"""The aoti knob on the CPU (AOTInductor compiles C++ with the system compiler): a package is built
+once per signature, loaded on later runs, and a stale or corrupt one is rebuilt with a warning.
+One real compile of a tiny module (about 25 s on a 2-core machine); the rebuilds copy its bytes."""
+import json
+import shutil
+import warnings
+
+import pytest
+import torch
+
+from diffperf.build import check_recipe
+from diffperf.knobs import aoti
+from diffperf.knobs.skip import CaseSkip
+from diffperf.models import get_model
+from diffperf.recipes import parse_recipe
+
+CPU = torch.device("cpu")
+
+
+class Tiny(torch.nn.Module):
+    """Like a diffusers denoiser: keyword inputs, a non-persistent buffer, return_dict."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(8, 8)
+        self.register_buffer("shift", torch.arange(8.0), persistent=False)
+
+    def forward(self, hidden_states, *, timestep, return_dict=True):
+        out = self.proj(hidden_states) * timestep[:, None] + self.shift
+        return {"sample": out} if return_dict else (out,)
+
+
+def eager(m, x, t):
+    return m.proj(x) * t[:, None] + m.shift
+
+
+@pytest.fixture(scope="module")
+def built_once(tmp_path_factory):
+    """(store directory, a copy of the package built in it, the first run's state)."""
+    root = tmp_path_factory.mktemp("aoti")
+    m = Tiny().eval()
+    state = aoti.apply(m, "tiny", "fp32+aoti", CPU, root=root)
+    x, t = torch.randn(2, 8), torch.tensor([0.5, 2.0])
+    out = m(x, timestep=t, return_dict=False)
+    torch.testing.assert_close(out[0], eager(m, x, t))
+    (package,) = root.glob("*.pt2")
+    keep = root.parent / "good.pt2"
+    shutil.copy(package, keep)
+    return root, keep, state
+
+
+def test_first_run_builds_and_records_times(built_once):
+    _, _, state = built_once
+    (entry,) = state["packages"]
+    assert entry["action"] == "built" and entry["signature"] == [[[2, 8], "float32"], [[2], "float32"], "False"]
+    assert entry["build_s"] >= entry["compile_s"] > 0 and entry["export_s"] > 0 and entry["load_s"] >= 0
+
+
+def test_a_later_run_loads_the_package_and_uses_the_modules_weights(built_once, monkeypatch):
+    root, _, _ = built_once
+    monkeypatch.setattr(aoti, "build_package", lambda *a, **k: pytest.fail("rebuilt a valid package"))
+    m = Tiny().eval()
+    with torch.no_grad():
+        m.proj.weight.mul_(3)  # other weights, same shapes: the same package runs them
+    state = aoti.apply(m, "tiny", "fp32+aoti", CPU, root=root)
+    x, t = torch.randn(2, 8), torch.tensor([1.0, -1.0])
+    torch.testing.assert_close(m(x, timestep=t, return_dict=False)[0], eager(m, x, t))
+    assert m(x, timestep=t, return_dict=False)[0].shape == (2, 8)
+    assert [e["action"] for e in state["packages"]] == ["loaded"]
+
+
+def _rebuild_by_copy(keep, calls):
+    def build(module, forward, args, kwargs, path, inductor):
+        calls.append(path)
+        shutil.copy(keep, path)
+        return {"export_s": 0.0, "compile_s": 0.0}
+
+    return build
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda pkg, meta: pkg.write_bytes(pkg.read_bytes()[:-100] + b"x" * 100), "does not match its recorded checksum"),
+    (lambda pkg, meta: meta.write_text(json.dumps({**json.loads(meta.read_text()), "key": {"model": "other"}})),
+     "another key"),
+    (lambda pkg, meta: meta.unlink(), "no metadata file"),
+    (lambda pkg, meta: meta.write_text("{not json"), "unreadable"),
+])
+def test_a_stale_or_corrupt_package_is_rebuilt_with_a_warning(built_once, tmp_path, monkeypatch, damage, reason):
+    root, keep, _ = built_once
+    store = tmp_path / "store"
+    shutil.copytree(root, store)
+    (package,) = store.glob("*.pt2")
+    damage(package, package.with_suffix(".json"))
+    calls = []
+    monkeypatch.setattr(aoti, "build_package", _rebuild_by_copy(keep, calls))
+    m = Tiny().eval()
+    state = aoti.apply(m, "tiny", "fp32+aoti", CPU, root=store)
+    x, t = torch.randn(2, 8), torch.tensor([0.5, 2.0])
+    with pytest.warns(aoti.AOTIPackageRebuilt, match=reason):
+        out = m(x, timestep=t, return_dict=False)
+    torch.testing.assert_close(out[0], eager(m, x, t))
+    assert calls == [package]
+    (entry,) = state["packages"]
+    assert entry["action"] == "rebuilt" and reason in entry["rebuilt_because"]
+    assert aoti.PackageStore(store).problem(json.loads(package.with_suffix(".json").read_text())["key"]) is None
+
+
+def test_a_package_that_fails_to_load_is_rebuilt_not_used(built_once, tmp_path, monkeypatch):
+    root, keep, _ = built_once
+    store = tmp_path / "store"
+    shutil.copytree(root, store)
+    real, loads = aoti.load_package, []
+
+    def load_failing_once(path, module, device):
+        loads.append(path)
+        if len(loads) == 1:
+            raise RuntimeError("PytorchStreamReader failed reading zip archive")
+        return real(path, module, device)
+
+    monkeypatch.setattr(aoti, "load_package", load_failing_once)
+    monkeypatch.setattr(aoti, "build_package", _rebuild_by_copy(keep, []))
+    m = Tiny().eval()
+    state = aoti.apply(m, "tiny", "fp32+aoti", CPU, root=store)
+    with pytest.warns(aoti.AOTIPackageRebuilt, match="failed to load: RuntimeError: PytorchStreamReader"):
+        m(torch.randn(2, 8), timestep=torch.ones(2), return_dict=False)
+    assert len(loads) == 2 and state["packages"][0]["action"] == "rebuilt"
+
+
+def test_the_key_names_what_makes_a_package_valid():
+    m = Tiny()
+    key = aoti.package_key("tiny", "fp32+aoti", [[[2, 8], "float32"]], aoti.structure_digest(m),
+                           aoti.device_identity(CPU), {})
+    assert set(key["versions"]) == {"torch", "diffusers", "torchao", "python"}
+    store = aoti.PackageStore(aoti.default_dir())
+    other_shape = {**key, "signature": [[[4, 8], "float32"]]}
+    assert store.paths(key)[0] != store.paths(other_shape)[0]
+    bigger = Tiny()
+    bigger.proj = torch.nn.Linear(8, 8, bias=False)
+    assert aoti.structure_digest(bigger) != key["structure"]
+
+
+def test_the_package_directory_comes_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(aoti.ENV_DIR, str(tmp_path))
+    assert aoti.default_dir() == tmp_path
+    monkeypatch.delenv(aoti.ENV_DIR)
+    assert aoti.default_dir().name == "diffperf-aoti"
+
+
+@pytest.mark.parametrize("recipe, reason", [
+    ("bf16+fbcache-0.2+aoti", "aoti: the step cache 'fbcache'"),
+    ("bf16+verify+aoti", "aoti: verify"),
+    ("bf16+cp-ring-2+aoti", "aoti: context parallelism"),
+])
+def test_what_cannot_be_exported_skips(recipe, reason):
+    with pytest.raises(CaseSkip, match=reason):
+        check_recipe(parse_recipe(recipe), get_model("flux-dev"), CPU)
+
+
+def test_a_tiny_pipeline_runs_from_its_package_and_gives_the_eager_image(tmp_path, monkeypatch):
+    import numpy as np
+
+    from diffperf.build import build_case
+    from diffperf.cases import Case
+    from diffperf.measure import generate
+    from diffperf.options import PerfOptions
+    from diffperf.tiers import get_tier
+
+    monkeypatch.setenv(aoti.ENV_DIR, str(tmp_path))
+
+    def run(recipe):
+        b = build_case(Case("pixart-sigma", parse_recipe(recipe), "standard"), get_tier("cpu"), PerfOptions())
+        return generate(b, "a red cube", 0), b.knobs.get("aoti")
+
+    reference, _ = run("fp32")
+    for action in ("built", "loaded"):  # the second build is a later run: it loads the stored package
+        image, state = run("fp32+aoti")
+        assert [e["action"] for e in state["packages"]] == [action] and state["dir"] == str(tmp_path)
+        np.testing.assert_allclose(image.astype(float), reference.astype(float), atol=2.0)

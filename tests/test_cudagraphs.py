@@ -1,0 +1,163 @@
+"""The cudagraphs knob: signature keys, static input buffers and output clones, checked on the CPU
+with a stand-in graph backend that, like a CUDA graph, replays by recomputing into the outputs it
+wrote at capture from whatever its static inputs hold."""
+import numpy as np
+import pytest
+import torch
+import torch.utils._pytree as pytree
+
+from diffperf.build import build_case, check_recipe
+from diffperf.cases import Case
+from diffperf.knobs import cudagraphs
+from diffperf.knobs.skip import CaseSkip
+from diffperf.measure import generate
+from diffperf.models import get_model
+from diffperf.options import PerfOptions
+from diffperf.recipes import parse_recipe
+from diffperf.tiers import get_tier
+
+CPU = torch.device("cpu")
+
+
+class ReplayingBackend:
+    """Captures by calling fn once; a replay calls it again and writes the result into the
+    captured outputs, so a replay sees only what was copied into the static inputs."""
+
+    def __init__(self):
+        self.captures = 0
+        self.replays = 0
+
+    def capture(self, fn):
+        self.captures += 1
+        outputs = fn()
+
+        def replay():
+            self.replays += 1
+            fresh = fn()
+            for static, new in zip(pytree.tree_leaves(outputs), pytree.tree_leaves(fresh)):
+                static.copy_(new)
+
+        return replay, outputs
+
+    def held_bytes(self):
+        return 1000 * self.captures
+
+
+def affine(x, *, scale, bias=None, mode="plain"):
+    y = x * scale
+    if bias is not None:
+        y = y + bias
+    return (y, {"mode_was_" + mode: y.sum()})
+
+
+def graphed(fn=affine, **kw):
+    backend = ReplayingBackend()
+    return cudagraphs.GraphedForward(fn, backend, CPU, **kw), backend
+
+
+def test_replays_read_the_new_inputs_and_match_direct_calls():
+    g, backend = graphed()
+    for i in range(4):
+        x, s, b = torch.randn(2, 3), torch.tensor(float(i)), torch.randn(3)
+        out = g(x, scale=s, bias=b)
+        want = affine(x, scale=s, bias=b)
+        assert torch.equal(out[0], want[0]) and torch.equal(out[1]["mode_was_plain"], want[1]["mode_was_plain"])
+    assert (backend.captures, backend.replays) == (1, 3)
+    assert g.state["replays"] == 3
+    assert g.state["captured_signatures"] == [[[[2, 3], "float32"], [[], "float32"], [[3], "float32"]]]
+
+
+def test_one_graph_per_signature():
+    g, backend = graphed()
+    s = torch.tensor(2.0)
+    g(torch.ones(2, 3), scale=s)
+    g(torch.ones(4, 3), scale=s)  # CFG batch: another shape
+    g(torch.ones(2, 3), scale=s, bias=torch.ones(3))  # another tree structure
+    g(torch.ones(2, 3), scale=s, mode="other")  # another non-tensor value
+    g(torch.ones(2, 3).to(torch.float64), scale=s)  # another dtype
+    g(torch.ones(3, 2).t(), scale=s)  # same shape, another stride
+    assert backend.captures == len(g.graphs) == 6 and backend.replays == 0
+    g(torch.zeros(4, 3), scale=s)
+    assert backend.captures == 6 and backend.replays == 1
+    assert g.state["pool_held_bytes"] == 6000
+
+
+def test_outputs_are_clones_a_later_replay_does_not_change():
+    g, _ = graphed()
+    first = g(torch.ones(2, 3), scale=torch.tensor(1.0))
+    keep = first[0].clone()
+    second = g(torch.ones(2, 3), scale=torch.tensor(5.0))
+    assert torch.equal(first[0], keep) and torch.equal(second[0], keep * 5)
+    assert first[0].data_ptr() != g.graphs[next(iter(g.graphs))].outputs[0].data_ptr()
+
+
+def test_a_signature_that_changes_every_call_is_refused():
+    g, _ = graphed(max_graphs=3)
+    for i in range(3):
+        g(torch.ones(2, 3), scale=torch.tensor(1.0), mode=f"step{i}")
+    with pytest.raises(RuntimeError, match="an input changes every call"):
+        g(torch.ones(2, 3), scale=torch.tensor(1.0), mode="step3")
+
+
+def test_an_input_on_another_device_or_unhashable_is_refused():
+    g, _ = graphed()
+    with pytest.raises(RuntimeError, match="is on meta"):
+        g(torch.ones(2, 3, device="meta"), scale=torch.tensor(1.0))
+    with pytest.raises(RuntimeError, match="neither a tensor nor a hashable"):
+        g(torch.ones(2, 3), scale=torch.tensor(1.0), mode=object.__new__(type("Unhashable", (), {"__hash__": None})))
+
+
+def _tiny(model, recipe="fp32"):
+    return build_case(Case(model, parse_recipe(recipe), "standard"), get_tier("cpu"), PerfOptions())
+
+
+@pytest.mark.parametrize("model", ["pixart-sigma", "flux-dev"])
+def test_a_graphed_denoiser_gives_the_eager_image(model):
+    b = _tiny(model)
+    eager = generate(b, "a red cube", 0)
+    backend = ReplayingBackend()
+    state = cudagraphs.apply(b.denoiser, CPU, backend)
+    image = generate(b, "a red cube", 0)
+    again = generate(b, "a red cube", 0)
+    np.testing.assert_array_equal(image, eager)
+    np.testing.assert_array_equal(again, eager)
+    steps = b.spec.tiny.steps
+    assert backend.captures == len(state["captured_signatures"]) == 1  # one prompt: one signature
+    assert backend.replays == state["replays"] == 2 * steps - 1
+
+
+def test_a_return_dict_output_comes_back_as_its_dataclass():
+    b = _tiny("sd3-medium")
+    backend = ReplayingBackend()
+    cudagraphs.apply(b.denoiser, CPU, backend)
+    kw = dict(hidden_states=torch.randn(1, b.denoiser.config.in_channels, 8, 8), encoder_hidden_states=torch.randn(1, 7, b.denoiser.config.joint_attention_dim),
+              pooled_projections=torch.randn(1, b.denoiser.config.pooled_projection_dim), timestep=torch.tensor([500.0]))
+    first, second = b.denoiser(**kw), b.denoiser(**kw)
+    assert type(first).__name__ == "Transformer2DModelOutput" and torch.equal(first.sample, second.sample)
+    assert first.sample.data_ptr() != second.sample.data_ptr() and backend.replays == 1
+
+
+def test_cudagraphs_skip_on_the_cpu_with_the_reason():
+    for recipe, what in (("bf16+cudagraphs", "cudagraphs"),
+                         ("bf16+compile-full+reduce-overhead", "compile mode 'reduce-overhead'")):
+        with pytest.raises(CaseSkip, match=f"{what}: CUDA graphs need a CUDA device"):
+            _tiny("flux-dev", recipe)
+
+
+@pytest.mark.parametrize("recipe, reason", [
+    ("bf16+fbcache-0.2+cudagraphs", "step cache 'fbcache' decides on the host"),
+    ("bf16+teacache-0.4+cudagraphs", "step cache 'teacache'"),
+    ("bf16+magcache+compile-full+reduce-overhead", "reduce-overhead': the step cache 'magcache'"),
+    ("bf16+taylorseer+cudagraphs", "step cache 'taylorseer'"),
+    ("bf16+verify+cudagraphs", "verify reads"),
+    ("bf16+cp-ulysses-2+cudagraphs", "context parallelism"),
+])
+def test_what_cannot_be_captured_skips_with_the_reason(recipe, reason):
+    with pytest.raises(CaseSkip, match=reason):
+        check_recipe(parse_recipe(recipe), get_model("flux-dev"), torch.device("cuda"))
+
+
+def test_a_forward_that_reads_values_on_the_host_skips():
+    b = _tiny("lumina2")
+    with pytest.raises(CaseSkip, match=r"Lumina2Transformer2DModel's forward cannot be captured: .*tolist"):
+        cudagraphs.apply(b.denoiser, CPU, ReplayingBackend())
