@@ -33,6 +33,7 @@ class PerfOptions:
     # GPU: longest wait for a thermally throttled GPU to cool before (re-)taking a timed round
     cooldown_s: float = 120.0
     kernel_profile: bool = False  # one more generation, a few steps under torch.profiler (kernel_time.py)
+    cp_diagnose: bool = False  # context-parallel cases: per-rank shapes and kernel profiles (parallel.py)
 
     def weights_dir(self, model: str) -> str | None:
         """A local checkpoint dir for `model`: --perf-weights-dir, else $DIFFPERF_WEIGHTS_<MODEL>."""
@@ -65,6 +66,9 @@ def add_options(parser) -> None:
     g.addoption("--perf-kernel-profile", action="store_true", default=False,
                 help="after the timed calls, profile a few denoising steps of one more generation and record "
                      "where a step's device time goes (GEMM, attention, quantization, ..., idle)")
+    g.addoption("--perf-cp-diagnose", action="store_true", default=False,
+                help="context-parallel cases: record on every rank the sequence each block holds and a kernel "
+                     "profile of a few steps (collectives' share of the step); also DIFFPERF_CP_DIAGNOSE=1")
     g.addoption("--perf-timeout-scale", type=float, default=1.0,
                 help="multiply each case's time budget (pytest-timeout; default 1; --timeout overrides)")
 
@@ -123,4 +127,5 @@ def parse_options(get) -> PerfOptions:
     return PerfOptions(tier=tier, models=models, recipes=recipes, level=level, weights=weights,
                        weights_dirs=dirs, iterations=get("perf_iterations"), warmup=get("perf_warmup"),
                        seed=get("perf_seed"), timeout_scale=scale, cooldown_s=cooldown,
-                       kernel_profile=bool(get("perf_kernel_profile")), **kw)
+                       kernel_profile=bool(get("perf_kernel_profile")), cp_diagnose=bool(get("perf_cp_diagnose")),
+                       **kw)

@@ -16,7 +16,7 @@ from .build import build_case, device_for
 from .cases import Case
 from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
-from .machine import NvmlSampler, cpu_class, inconclusive_reasons
+from .machine import NvmlSampler, cpu_class, gpu_identity, inconclusive_reasons
 from .measure import generate_with_latents, measure
 from .options import PerfOptions
 from .prompts import Prompts
@@ -49,9 +49,7 @@ def run_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, rec
     if case.recipe.parallel:  # several processes under torchrun; this process stays off the devices
         from .parallel import launch
 
-        result, images = launch(case, tier, options)
-        if options.kernel_profile:  # said, not silently left out
-            result["kernel_profile_skipped"] = "not supported for cases that run under torchrun"
+        result, images = launch(case, tier, options)  # every rank profiles with --perf-kernel-profile
     else:
         result, images = measure_case(case, tier, options, prompts)
     return record_outcome(case, result, images, recorder)
@@ -99,7 +97,12 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
         if cuda:
             load = {"load_peak_allocated_bytes": torch.cuda.max_memory_allocated(),
                     "load_resident_bytes": torch.cuda.memory_allocated()}
-        sampler = NvmlSampler() if cuda else None
+        if case.recipe.parallel:  # a torchrun rank: the ranks time together and agree on throttling
+            from .parallel import RankSampler
+
+            sampler = RankSampler(cuda)
+        else:
+            sampler = NvmlSampler() if cuda else None
         warmup = options.warmup if options.warmup is not None else tier.warmup
         iterations = options.iterations if options.iterations is not None else tier.iterations
         m = measure(built, prompts.timing_prompt, prompts.seed, warmup, iterations, sampler, options.cooldown_s)
@@ -124,6 +127,7 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             "size": tier.size,
             "height": d.height, "width": d.width, "steps": d.steps, "guidance": d.guidance,
             "status": "ok",
+            "gpu": gpu_identity(),  # the physical GPU (index, UUID) this process ran on
             "cpu_class": cpu_class(),  # cpu tier: bf16 / int8 kernels and their rounding depend on it
             "load_s": built.load_seconds,
             "timing": {"cold_s": m.cold_s, "warmup_s": m.warmup_s, "samples_s": m.samples_s, "stages": m.stages,
@@ -137,6 +141,8 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             "images": {},
             "latent_projections": latents,
         }
+        if case.recipe.parallel:
+            result["rank_alignment"] = sampler.alignment
         if cuda:
             result["mfu"] = denoiser_mfu(case, tier, result, d.height, d.width)
         if options.kernel_profile:  # after the timed calls and the images: it measures nothing they use
