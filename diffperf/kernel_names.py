@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import re
 
-# first match wins: attention before conv (cuDNN's flash kernels say "fprop"), conv before GEMM
+# first match wins: communication first (NCCL names say "AllGather", not GEMM or copy), attention before conv (cuDNN's flash kernels say "fprop"), conv before GEMM
 # (cuDNN convolutions are "implicit_gemm"), GEMM before quantize (an int8 / float8 GEMM is a GEMM)
 RULES: tuple[tuple[str, re.Pattern], ...] = (
+    # collectives between GPUs / processes (context parallelism's all-to-all / all-gather): NCCL's
+    # kernels (ncclDevKernel_AllGather_RING_LL, ncclKernel_SendRecv_...), and c10d's / gloo's operators
+    ("communication", re.compile(r"^nccl|^c10d::|^_c10d_functional::|^gloo:|all_to_all|alltoall|allgather|"
+                                 r"all_gather|reduce_scatter|allreduce|all_reduce|sendrecv", re.I)),
     ("attention", re.compile(r"flash|fmha|attention|sdpa|\bmha|_mha", re.I)),
     ("conv", re.compile(r"conv|fprop|dgrad|wgrad|winograd", re.I)),
     ("gemm", re.compile(r"gemm|gemv|matmul|xmma|nvjet|cublas|cutlass|scaled_mm|int_mm|triton_mm|"

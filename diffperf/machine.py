@@ -45,6 +45,35 @@ def _nvml_handle(pynvml):
     return pynvml.nvmlDeviceGetHandleByPciBusId(f"{p.pci_domain_id:08x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0")
 
 
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def gpu_identity() -> dict[str, Any]:
+    """The physical GPU this process computes on: NVML's index (the machine's numbering, as
+    nvidia-smi shows it, whatever CUDA_VISIBLE_DEVICES renumbers), UUID, name and PCI bus id,
+    found by the PCI bus id of torch's current device. Without CUDA or NVML, the record says so."""
+    if not torch.cuda.is_available():
+        return {"index": None, "uuid": None, "name": None, "pci_bus_id": None,
+                "absent": "no CUDA device (torch.cuda.is_available() is False)"}
+    torch_index = torch.cuda.current_device()
+    p = torch.cuda.get_device_properties(torch_index)
+    out: dict[str, Any] = {"torch_index": torch_index, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                           "name": p.name, "pci_bus_id": f"{p.pci_domain_id:08x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0"}
+    pynvml = _nvml()
+    if isinstance(pynvml, Exception):
+        # torch's own UUID still names the GPU; NVML's index does not exist without NVML
+        return {"index": None, "uuid": f"GPU-{p.uuid}", **out, "nvml_error": repr(pynvml)}
+    handle = _nvml_handle(pynvml)
+    out.update(index=int(pynvml.nvmlDeviceGetIndex(handle)), uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+               name=_text(pynvml.nvmlDeviceGetName(handle)),
+               pci_bus_id=_text(pynvml.nvmlDeviceGetPciInfo(handle).busId).lower())
+    if str(p.uuid) not in out["uuid"]:  # NVML's "GPU-<uuid>" holds torch's "<uuid>" for the same GPU
+        out["mismatch"] = (f"NVML's GPU at PCI {out['pci_bus_id']} has UUID {out['uuid']}, torch's cuda:{torch_index} "
+                           f"has {p.uuid}")
+    return out
+
+
 def gpu_sample(pynvml, handle) -> dict[str, Any]:
     reasons = pynvml.nvmlDeviceGetCurrentClocksEventReasons(handle)
     procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
@@ -92,6 +121,7 @@ def machine_state() -> dict[str, Any]:
         "versions": {p: _version(p) for p in ("torch", "diffusers", "transformers", "torchao", "triton",
                                               "flash-attn", "numpy", "scikit-image", "pytest")},
         "cuda": torch.version.cuda,
+        "gpu_identity": gpu_identity(),  # which physical GPU this process ran on (xdist: one per worker)
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(torch.cuda.current_device())

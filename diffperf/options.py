@@ -36,6 +36,7 @@ class PerfOptions:
     kernel_profile: bool = False  # one more generation, a few steps under torch.profiler (kernel_time.py)
     device_time: str = "auto"  # one more generation under the profiler: busy device time per stage (device_time.py)
     require_baselines: bool = False  # a case without baseline or reference fails instead of skipping
+    cp_diagnose: bool = False  # context-parallel cases: per-rank shapes and kernel profiles (parallel.py)
 
     def measures_device_time(self, device_type: str) -> bool:
         return self.device_time == "on" or (self.device_time == "auto" and device_type == "cuda")
@@ -77,6 +78,9 @@ def add_options(parser) -> None:
     g.addoption("--perf-require-baselines", action="store_true", default=False,
                 help="a case without a baseline or a reference image fails instead of skipping (CI on a tier "
                      "whose baselines exist)")
+    g.addoption("--perf-cp-diagnose", action="store_true", default=False,
+                help="context-parallel cases: record on every rank the sequence each block holds and a kernel "
+                     "profile of a few steps (collectives' share of the step); also DIFFPERF_CP_DIAGNOSE=1")
     g.addoption("--perf-timeout-scale", type=float, default=1.0,
                 help="multiply each case's time budget (pytest-timeout; default 1; --timeout overrides)")
 
@@ -136,4 +140,5 @@ def parse_options(get) -> PerfOptions:
                        weights_dirs=dirs, iterations=get("perf_iterations"), warmup=get("perf_warmup"),
                        seed=get("perf_seed"), timeout_scale=scale, cooldown_s=cooldown,
                        kernel_profile=bool(get("perf_kernel_profile")), device_time=get("perf_device_time"),
-                       require_baselines=bool(get("perf_require_baselines")), **kw)
+                       require_baselines=bool(get("perf_require_baselines")), cp_diagnose=bool(get("perf_cp_diagnose")),
+                       **kw)

@@ -19,7 +19,7 @@ from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
 from .device_time import host_exposed, measure_device_time
 from .hostspeed import measure_host_speed
-from .machine import NvmlSampler, cpu_class, inconclusive_reasons
+from .machine import NvmlSampler, cpu_class, gpu_identity, inconclusive_reasons
 from .measure import generate_with_latents, measure
 from .options import PerfOptions
 from .prompts import Prompts
@@ -52,11 +52,7 @@ def run_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, rec
     if case.recipe.parallel:  # several processes under torchrun; this process stays off the devices
         from .parallel import launch
 
-        result, images = launch(case, tier, options)
-        if options.kernel_profile:  # said, not silently left out
-            result["kernel_profile_skipped"] = "not supported for cases that run under torchrun"
-        if options.measures_device_time(tier.device):
-            result["device_time_skipped"] = "not measured for cases that run under torchrun"
+        result, images = launch(case, tier, options)  # every rank profiles with --perf-kernel-profile
     else:
         result, images = measure_case(case, tier, options, prompts)
     return record_outcome(case, result, images, recorder)
@@ -104,7 +100,12 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
         if cuda:
             load = {"load_peak_allocated_bytes": torch.cuda.max_memory_allocated(),
                     "load_resident_bytes": torch.cuda.memory_allocated()}
-        sampler = NvmlSampler() if cuda else None
+        if case.recipe.parallel:  # a torchrun rank: the ranks time together and agree on throttling
+            from .parallel import RankSampler
+
+            sampler = RankSampler(cuda)
+        else:
+            sampler = NvmlSampler() if cuda else None
         warmup = options.warmup if options.warmup is not None else tier.warmup
         iterations = options.iterations if options.iterations is not None else tier.iterations
         host_before = measure_host_speed(device)
@@ -131,6 +132,7 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             "size": tier.size,
             "height": d.height, "width": d.width, "steps": d.steps, "guidance": d.guidance,
             "status": "ok",
+            "gpu": gpu_identity(),  # the physical GPU (index, UUID) this process ran on
             "cpu_class": cpu_class(),  # cpu tier: bf16 / int8 kernels and their rounding depend on it
             "load_s": built.load_seconds,
             "timing": {"cold_s": m.cold_s, "warmup_s": m.warmup_s, "samples_s": m.samples_s, "stages": m.stages,
@@ -145,6 +147,8 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             "images": {},
             "latent_projections": latents,
         }
+        if case.recipe.parallel:
+            result["rank_alignment"] = sampler.alignment
         if cuda:
             result["mfu"] = denoiser_mfu(case, tier, result, d.height, d.width)
         if options.measures_device_time(device.type):  # after the timed calls and the images, like the profile

@@ -1,4 +1,6 @@
 """Context-parallel cases: ranks under torchrun (gloo on the CPU), results back in the parent."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -14,11 +16,34 @@ CPU = get_tier("cpu")
 OPTIONS = PerfOptions(iterations=1, warmup=0)
 
 
-def test_ulysses_over_two_ranks_reproduces_the_single_process_image():
+def test_ulysses_over_two_ranks_reproduces_the_single_process_image_and_diagnoses_itself():
     case = Case("flux-dev", parse_recipe("fp32+cp-ulysses-2"), "standard")
-    result, images = parallel.launch(case, CPU, OPTIONS, timeout_s=600)
+    result, images = parallel.launch(case, CPU, dataclasses.replace(OPTIONS, cp_diagnose=True), timeout_s=600)
     assert result["ranks"] == 2
-    assert result["knobs"]["parallel"] == {"context_parallel": "ulysses", "degree": 2, "world_size": 2}
+    knobs = result["knobs"]["parallel"]
+    assert {k: knobs[k] for k in ("context_parallel", "degree", "world_size")} == {
+        "context_parallel": "ulysses", "degree": 2, "world_size": 2}
+    assert knobs["attention_backend"] == "native"
+    assert set(knobs["cp_plan"]) == {"<denoiser>", "proj_out"}  # split at the entry, gathered at the last layer
+    ranks = result["parallel_ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1]
+    for r in ranks:
+        assert r["gpu"]["uuid"] is None and "no CUDA" in r["gpu"]["absent"]  # said, not an error
+        assert [a["before"] for a in r["alignment"]] == ["cold call", "timed round"]
+        assert len(r["samples_s"]) == 1 and len(r["steps_s_last_call"]) == 4
+        kp = r["kernel_profile"]  # taken on both ranks at once (a profile on one rank alone would hang)
+        assert kp["profiled_steps"] >= 1 and "communication" in kp["categories_ms_per_step"]
+    diag = result["cp_diagnosis"]
+    assert diag["distinct_gpus"] is None and len(diag["profile"]) == 2
+    # every block of both kinds holds half the image and half the text tokens on each rank, and its
+    # RoPE table covers exactly the tokens the rank holds (the ids are split with the tokens)
+    for blocks in ("transformer_blocks", "single_transformer_blocks"):
+        held = diag["sequence_held"][blocks]
+        assert sorted(h["rank"] for h in held) == [0, 1], held  # one run of equal shapes per rank
+        for h in held:
+            assert h["share_of_denoiser_input"] == {"hidden_states": 0.5, "encoder_hidden_states": 0.5}
+            t = h["tokens"]
+            assert t["image_rotary_emb"] == t["hidden_states"] + t["encoder_hidden_states"]
     single, single_images = measure_case(Case("flux-dev", parse_recipe("fp32"), "smoke"), CPU, OPTIONS,
                                          Prompts.load(OPTIONS.prompts_file))
     for pid, img in images.items():

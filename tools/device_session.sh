@@ -31,6 +31,10 @@
 #   noise    false alarms / detection power (issue 8)
 #   profile  FLOPs on real tensors vs meta; verify overhead (issue 5)
 #   multi    2 GPUs: xdist pinning + context parallel (issue 7; needs nvidia-h200-x2)
+#   cpdiag   2 GPUs (issue 25; needs nvidia-h200-x2): the xdist run on both GPUs (pixart-sigma, sana-1600m;
+#            each result names its GPU's UUID), then the h200x2 tier (FLUX.1-dev bf16 on one GPU,
+#            cp-ulysses-2, cp-ring-2) with --perf-cp-diagnose; $OUT/cpdiag-summary.json sums both up.
+#            CPDIAG_XDIST_S: the xdist run's share of the part's limit (default 60; 0 leaves it out)
 # Needs the wheels of ../shared/device/prepare-wheels.sh carried as .whl.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -140,10 +144,70 @@ EOF
             timeout "$limit" python3 tools/flops.py --check-real --models all 2>&1 | tail -30
             timeout 320 python3 tools/verify_overhead.py --model flux-dev --out "$out/verify-overhead.json" 2>&1 | tail -20 ;;
         multi)
+            # this machine's NVLink multicast must stay off (NCCL NVLS, symmetric memory, NVSHMEM)
+            export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
             # one xdist worker per GPU (two models, one per worker), then context parallel vs one GPU
             suite xdist "$limit" -m "h200 and smoke" -n 2 --perf-models sana-1600m,pixart-sigma -q
             suite multi 300 -m h200x2 -q ;;
-        *) echo "unknown part $part (smoke oom table std prewarm autotune ladder cache noise profile multi)" >&2; return 2 ;;
+        cpdiag)
+            export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+            local end=$((SECONDS + limit)) xdist_s=${CPDIAG_XDIST_S:-60}
+            { nvidia-smi topo -m; nvidia-smi --query-gpu=index,uuid,pci.bus_id,name --format=csv; } > "$out/gpus.txt" 2>&1
+            cat "$out/gpus.txt"
+            if [ "$xdist_s" -gt 0 ]; then
+                suite xdist "$xdist_s" -m h200 -n 2 --perf-models pixart-sigma,sana-1600m --perf-recipes bf16 \
+                    --perf-iterations 3 --perf-warmup 1 -q
+            fi
+            suite cpdiag $((end - SECONDS - 5)) -m h200x2 --perf-iterations 3 --perf-warmup 1 --perf-cp-diagnose -q -rfE
+            python3 - "$out/cpdiag-summary.json" <<'EOF'
+import json, sys
+from pathlib import Path
+
+from diffperf.record import load_results
+
+summary = {}
+for part, tier in (("xdist", "h200"), ("cpdiag", "h200x2")):
+    path = Path(f"/tmp/results-{part}/{tier}")
+    try:
+        data = load_results(path)
+    except Exception as exc:  # a suite stopped before writing anything: say so, go on with the other
+        print(part, "no results:", repr(exc))
+        continue
+    workers = {w: (v["machine"].get("gpu_identity") or {}).get("uuid") for w, v in (data.get("workers") or {}).items()}
+    rows = {}
+    for cid, c in sorted(data["cases"].items()):
+        s = c.get("summary") or {}
+        row = {"status": c.get("status"), "worker": c.get("worker"), "gpu": c.get("gpu"),
+               "median_s": s.get("median_s"), "step_median_ms": (s.get("step_median_s") or 0) * 1000,
+               "samples_s": (c.get("timing") or {}).get("samples_s"),
+               "peak_allocated_gib": ((c.get("memory") or {}).get("run_peak_allocated_bytes") or 0) / 2**30,
+               "inconclusive": c.get("inconclusive"),
+               "parallel": {k: v for k, v in ((c.get("knobs") or {}).get("parallel") or {}).items()
+                            if k != "activation_shapes"},
+               "ranks": [{k: r.get(k) for k in ("rank", "gpu", "samples_s", "step_median_s", "run_peak_allocated_bytes",
+                                                "alignment")} for r in c.get("parallel_ranks") or []],
+               "diagnosis": c.get("cp_diagnosis")}
+        rows[cid] = row
+        gpu = row["gpu"] or {}
+        print(f"{part} {cid}: {row['status']} median {row['median_s']} s, step {row['step_median_ms']:.1f} ms, "
+              f"peak {row['peak_allocated_gib']:.1f} GiB, GPU {gpu.get('index')} {gpu.get('uuid')}, worker {row['worker']}")
+        d = row["diagnosis"] or {}
+        for p in d.get("profile") or []:
+            print(f"  rank {p['rank']}: profiled {p['window_ms_per_step']:.1f} ms/step, busy {p['busy_ms_per_step']:.1f}, "
+                  f"communication {p['communication_ms_per_step']:.1f} ms ({p['communication_share']:.0%}), "
+                  f"idle {p['idle_share']:.0%}")
+        if d:
+            print("  GPUs", d.get("gpus"), "distinct", d.get("distinct_gpus"), "step ms per rank", d.get("step_median_ms"),
+                  "arrival spread ms", d.get("round_arrival_spread_ms"))
+            for blocks, held in (d.get("sequence_held") or {}).items():
+                print("  ", blocks, [(h["rank"], h["blocks"], h["share_of_denoiser_input"]) for h in held])
+    summary[part] = {"workers_gpu_uuid": workers, "cases": rows}
+    if workers:
+        print(part, "workers' GPUs:", workers, "distinct:", len(set(workers.values())) == len(workers))
+Path(sys.argv[1]).write_text(json.dumps(summary, indent=1))
+EOF
+            ;;
+        *) echo "unknown part $part (smoke oom table std prewarm autotune ladder cache noise profile multi cpdiag)" >&2; return 2 ;;
     esac
 }
 

@@ -10,7 +10,8 @@ from .common import md_table
 SHORT = {"gemm": "GEMM", "norm/elementwise/other": "norm / elementwise / other"}
 HOST_BOUND = 0.25  # share of the timed step the GPU waits on the host, from which the host's side is listed
 HOST_SHOWN = 5
-COLUMNS = ("gemm", "attention", "quantize", "conv", "copy", "norm/elementwise/other")  # largest usually first
+COLUMNS = ("gemm", "attention", "quantize", "conv", "copy", "norm/elementwise/other",
+           "communication")  # largest usually first; communication shown only where a profile has some
 assert set(COLUMNS) == set(CATEGORIES), "a new kernel category needs a column"
 
 
@@ -69,6 +70,9 @@ def kernel_profile_markdown(results: dict) -> list[str]:
         return []
     runs = results.get("_runs") or []
     rows, largest, host = [], [], []
+    # collectives only happen in multi-process cases: a single-GPU document keeps its columns
+    columns = [c for c in COLUMNS if c != "communication"
+               or any(categories(r["kernel_profile"]).get(c) for r in profiled.values())]
     for cid, r in profiled.items():
         kp = r["kernel_profile"]
         w = kp["window_ms_per_step"]
@@ -77,7 +81,7 @@ def kernel_profile_markdown(results: dict) -> list[str]:
         idle = idle_unprofiled_ms(r)
         run = run_name(r, runs)
         rows.append([f"`{cid}`", f"`{run}`" if run else "", "" if step is None else f"{step * 1000:.1f}", f"{w:.1f}",
-                     *(_ms_share(cats.get(c, 0.0), w) for c in COLUMNS),
+                     *(_ms_share(cats.get(c, 0.0), w) for c in columns),
                      _ms_share(kp["idle_ms_per_step"], w), "" if idle is None else f"{idle:.1f}",
                      f"{kp['kernels_per_step']:.0f}", graph_breaks_text(r)])
         if step and kp.get("host_ops") and idle >= HOST_BOUND * step * 1000:
@@ -88,7 +92,7 @@ def kernel_profile_markdown(results: dict) -> list[str]:
             largest.append(f"- `{cid}`: `{top['name']}` ({classify(top['name'])}), {top['ms_per_step']:.1f} ms a "
                            f"step in {top['calls_per_step']:.0f} calls")
     kinds = "; ".join(sorted({r["kernel_profile"].get("kernels_are", "?") for r in profiled.values()}))
-    headers = ["Case", "Run", "Timed step (ms)", "Profiled step (ms)", *(f"{SHORT.get(c, c)} (ms)" for c in COLUMNS),
+    headers = ["Case", "Run", "Timed step (ms)", "Profiled step (ms)", *(f"{SHORT.get(c, c)} (ms)" for c in columns),
                "idle, profiled (ms)", "timed step - busy (ms)", "Kernels / step", "Graph breaks (cold call)"]
     return ["## Where a denoising step goes (kernel profile)", "",
             "One more generation after the timed calls, a few of its steps under torch.profiler "
