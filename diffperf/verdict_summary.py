@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-_PARAM = re.compile(r"\[(?:[^:\]]+:)?([^\]]+)\]$")
+_PARAM = re.compile(r"\[(?:[^:\]]+:)?([^\]]+)\](?:@\S+)?$")  # xdist appends @<group>
 
 
 def _text(report) -> str:

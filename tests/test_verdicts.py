@@ -137,7 +137,7 @@ class _Report:
 def test_summary_counts_cases_not_judged():
     reports = [_Report("perf_tests/test_latency.py::test_latency[h200:sana-1600m/bf16]",
                        "not judged: no baseline for sana-1600m/bf16 on h200 (h200.json); run ..."),
-               _Report("perf_tests/test_memory.py::test_peak_memory[h200:sana-1600m/bf16]",
+               _Report("perf_tests/test_memory.py::test_peak_memory[h200:sana-1600m/bf16]@sana-1600m",
                        "not judged: no baseline for sana-1600m/bf16 on h200 (h200.json); run ..."),
                _Report("perf_tests/test_accuracy.py::test_regression[h200:flux-dev/bf16]",
                        "not judged: no reference image /x/short.png; create it"),

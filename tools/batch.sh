@@ -5,7 +5,8 @@
 #   OUT_DIR=/tmp/out bash tools/batch.sh tools/batches/h200-gauntlet.txt [PART ...]
 #
 # The batch file has one part per line, `NAME SECONDS COMMAND...` (# comments). A part's command
-# runs under `timeout -s INT SECONDS` (a pytest run stopped so still writes its results), with
+# runs under `timeout -s INT SECONDS` (a pytest run stopped so still writes its results; killed 15 s
+# later if it has not ended: keep the limits' sum well under the machine's own limit), with
 # RESULTS=$WORK/results-NAME (for --perf-results), BASELINES (for --perf-baselines; default the
 # repository's baselines/) and WORK exported. PART names pick parts (default: all, in order); a
 # part whose name ends in '!' stops the batch when it fails (a sanity check before long parts).
@@ -35,7 +36,8 @@ while read -r name seconds cmd; do
     export RESULTS=$WORK/results-$name
     echo "== $name (${seconds}s): $cmd" | tee "$OUT_DIR/$name.log"
     start=$(date +%s)
-    timeout -s INT "$seconds" bash -c "$cmd" >> "$OUT_DIR/$name.log" 2>&1
+    # SIGINT at the limit (pytest writes what it measured), SIGKILL 15 s later if it has not ended
+    timeout -k 15 -s INT "$seconds" bash -c "$cmd" >> "$OUT_DIR/$name.log" 2>&1
     rc=$?
     echo "== $name: exit $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT_DIR/$name.log"
     tail -4 "$OUT_DIR/$name.log" | head -3
