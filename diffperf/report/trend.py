@@ -58,13 +58,14 @@ def _quartiles(samples: list[float]) -> tuple[float, float]:
     return float(q1), float(q3)
 
 
-def _machine_text(machine: dict[str, Any]) -> str:
-    gpu = (machine.get("gpu") or {}).get("name")
-    return gpu or f"CPU {machine.get('cpu_model') or '?'} ({machine.get('cpu_class') or '?'})"
+def _machine_text(gpu: str | None, cpu_model: str | None, cpu_class: str | None) -> str:
+    return gpu or f"CPU {cpu_model or '?'} ({cpu_class or '?'})"
 
 
 def run_of_results(results: dict[str, Any], source: str) -> Run:
-    run = Run(source, results.get("started") or "?", commit_label(results, 12), _machine_text(results.get("machine") or {}),
+    machine = results.get("machine") or {}
+    run = Run(source, results.get("started") or "?", commit_label(results, 12),
+              _machine_text((machine.get("gpu") or {}).get("name"), machine.get("cpu_model"), machine.get("cpu_class")),
               results.get("tier"))
     for cid, r in results["cases"].items():
         model = r.get("model") or cid.split("/")[0]
@@ -91,16 +92,14 @@ def run_of_benchmark(data: dict[str, Any], source: str) -> Run:
     if not ours:
         raise ReportError(f"{source}: pytest-benchmark file without diffperf end_to_end benchmarks (those of "
                           f"perf_tests/test_benchmark.py); {len(data['benchmarks'])} other benchmark(s) in it")
-    diffperf_machine = (data["machine_info"] or {}).get("diffperf") or {}
-    machine = diffperf_machine.get("gpu") or (f"CPU {diffperf_machine.get('cpu_model') or '?'} "
-                                              f"({diffperf_machine.get('cpu_class') or '?'})")
+    machine = (data["machine_info"] or {}).get("diffperf") or {}  # diffperf.bench.machine_info
     commit = data["commit_info"] or {}
+    commit_text = (commit.get("id") or "unknown")[:12] + (" + changes" if commit.get("dirty") else "")
     tiers = {b["extra_info"].get("tier") for b in ours}
     if len(tiers) != 1:
         raise ReportError(f"{source} holds benchmarks of several tiers ({sorted(map(str, tiers))}); trend one tier")
-    run = Run(source, data["datetime"], ((commit.get("id") or "unknown")[:12] + (" + changes" if commit.get("dirty")
-                                                                                 else "")),
-              machine, tiers.pop())
+    run = Run(source, data["datetime"], commit_text,
+              _machine_text(machine.get("gpu"), machine.get("cpu_model"), machine.get("cpu_class")), tiers.pop())
     for b in ours:
         info, stats = b["extra_info"], b["stats"]
         run.cases[info["case"]] = (info["model"], Point(stats["median"], stats.get("q1"), stats.get("q3"),
