@@ -19,7 +19,7 @@ from .tiers import TIERS, Tier, detect_tier, get_tier, machine_mismatch
 
 OPTIONS_KEY = pytest.StashKey[PerfOptions]()
 STATE_KEY = pytest.StashKey["SessionState"]()
-DIST_NOTE_KEY = pytest.StashKey[str | None]()
+DIST_NOTE_KEY = pytest.StashKey[list[str]]()
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ def pytest_configure(config):
         except UsageError as exc:
             raise pytest.UsageError(str(exc)) from None
     elif workers.is_controller(config):
-        config.stash[DIST_NOTE_KEY] = workers.force_loadgroup(config)
+        notes = (workers.force_loadgroup(config), workers.benchmark_off(config))
+        config.stash[DIST_NOTE_KEY] = [n for n in notes if n]
     try:
         options = parse_options(config.getoption)
     except UsageError as exc:
@@ -202,19 +203,20 @@ def case_major(items: list) -> list:
     """All tests of a case together (pytest's own order is test function first): a run stopped by
     its time limit then leaves whole cases (numbers and accuracy verdicts), not numbers whose
     accuracy tests never ran. Models keep their collection order, and a model's reference recipe
-    goes first so its fidelity tests compare against this run's images. Other tests stay first."""
+    goes first so its fidelity tests compare against this run's images, and its pytest-benchmark
+    tests go last so that they record its verdicts. Other tests stay first."""
     first_model: dict[tuple[str, str], int] = {}
     first_case: dict[str, int] = {}
     keys = []
     for i, item in enumerate(items):
         pc = getattr(item, "callspec", None) and item.callspec.params.get("perf_case")
         if pc is None:
-            keys.append((-1, 0, 0, i))
+            keys.append((-1, 0, 0, 0, i))
             continue
         model = first_model.setdefault((pc.tier.name, pc.case.model), len(first_model))
         case = first_case.setdefault(pc.id, i)
         reference = 0 if pc.case.recipe.reference.name == pc.case.recipe.name else 1
-        keys.append((model, reference, case, i))
+        keys.append((model, reference, case, "benchmark" in getattr(item, "fixturenames", ()), i))
     return [item for _, item in sorted(zip(keys, items), key=lambda ki: ki[0])]
 
 
@@ -235,8 +237,7 @@ def pytest_report_header(config):
             lines.append(f"diffperf: NOTHING WILL RUN for tier {name!r}: {why}")
     if not tiers:
         lines.append("diffperf: this GPU matches no tier; name one with -m <tier> or --perf-tier")
-    if config.stash.get(DIST_NOTE_KEY, None):
-        lines.append("diffperf: " + config.stash[DIST_NOTE_KEY])
+    lines.extend("diffperf: " + note for note in config.stash.get(DIST_NOTE_KEY, []))
     return lines
 
 
@@ -282,6 +283,17 @@ def pytest_terminal_summary(terminalreporter):
     reports = [r for key in ("skipped", "failed", "error") for r in terminalreporter.stats.get(key, [])]
     for line in summary_lines(reports, NOT_JUDGED, INCONCLUSIVE):
         terminalreporter.write_line(line, yellow=True, bold=True)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-benchmark (absent under -p no:benchmark)
+def pytest_benchmark_update_machine_info(config, machine_info):
+    from .bench import machine_info as stable_part
+    from .machine import machine_state
+    from .workers import is_controller
+
+    if not is_controller(config):  # an xdist controller records nothing (and must not touch a GPU)
+        state = config.stash[STATE_KEY]
+        machine_info["diffperf"] = stable_part(state.machine or machine_state())
 
 
 # -- fixtures --------------------------------------------------------------------------------

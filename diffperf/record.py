@@ -103,10 +103,13 @@ class RunRecorder:
     def image_path(self, case_id: str, prompt_id: str) -> Path:
         return self.dir / "images" / safe_name(case_id) / f"{prompt_id}.png"
 
+    def case_path(self, case_id: str) -> Path:
+        """The case's own file, written as soon as it is measured."""
+        return self.dir / "cases" / f"{safe_name(case_id)}.json"
+
     def add(self, case_id: str, result: dict[str, Any]) -> None:
         self.cases[case_id] = result
-        storage.dump(self.dir / "cases" / f"{safe_name(case_id)}.json", CASE_KIND,
-                     {"case": case_id, **storable(result)})
+        storage.dump(self.case_path(case_id), CASE_KIND, {"case": case_id, **storable(result)})
 
     def add_not_measured(self, case, status: str, **detail: Any) -> None:
         """A case that failed or skipped: kept in the results with why, so that a report or a

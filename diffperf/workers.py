@@ -74,6 +74,25 @@ def force_loadgroup(config) -> str | None:
     return f"xdist --dist {dist} replaced by loadgroup (one model per worker, one measurement per case)"
 
 
+# pytest-benchmark's options that write or compare its data
+BENCHMARK_OUTPUTS = {"benchmark_json": "--benchmark-json", "benchmark_autosave": "--benchmark-autosave",
+                     "benchmark_save": "--benchmark-save", "benchmark_compare": "--benchmark-compare",
+                     "benchmark_histogram": "--benchmark-histogram"}
+
+
+def benchmark_off(config) -> str | None:
+    """pytest-benchmark disables itself under xdist (each worker, and the controller, records
+    nothing): the run says so plainly, naming the benchmark options that will get no data. The
+    suite's own results are merged as always. None when pytest-benchmark is absent or skipped."""
+    if not config.pluginmanager.hasplugin("benchmark") or config.getoption("benchmark_skip", False):
+        return None
+    asked = [flag for dest, flag in BENCHMARK_OUTPUTS.items() if config.getoption(dest, None)]
+    return ("pytest-benchmark is off under xdist (-n): the benchmark tests skip, no benchmark table is shown"
+            + (f", and {', '.join(asked)} get no data from this run" if asked else "")
+            + "; each case's samples are in the merged results/<tier>/results.json (tools/report.py trend reads "
+              "them); run without -n for pytest-benchmark data")
+
+
 def is_controller(config) -> bool:
     return getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
 

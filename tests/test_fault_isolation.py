@@ -71,15 +71,16 @@ def failing_reports(out: str) -> list[str]:
 
 def test_oom_fails_its_case_only_and_frees_its_memory(pytester, monkeypatch, tmp_path):
     """Case A raises torch.OutOfMemoryError inside measure with a 32 MiB tensor in the frame: all
-    six tests of A fail with the OOM message (the traceback shown once), case B runs and passes,
+    ten tests of A fail with the OOM message (the traceback shown once), case B runs and passes,
     and by the time B starts the tensor and A's denoiser have been freed (the stored failure is
     text, not the live exception whose frames would pin them)."""
     r = run(pytester, monkeypatch, tmp_path, "oom")
-    r.assert_outcomes(errors=6, passed=1, skipped=5)  # B: images pass; no baseline / reference: skips
+    # B: images and its four benchmark tests pass; no baseline / reference: skips
+    r.assert_outcomes(errors=10, passed=5, skipped=5)
     out = r.stdout.str()
     reports = failing_reports(out)
-    assert len(reports) == 6 and all("ran out of memory: OutOfMemoryError: CUDA out of memory" in x for x in reports)
-    assert out.count("(injected by the test)") >= 6 and out.count("Traceback (most recent call last)") == 1
+    assert len(reports) == 10 and all("ran out of memory: OutOfMemoryError: CUDA out of memory" in x for x in reports)
+    assert out.count("(injected by the test)") >= 10 and out.count("Traceback (most recent call last)") == 1
     assert json.loads((pytester.path / "next_case.json").read_text()) == {"tensor": True, "denoiser": True}
     results = json.loads((tmp_path / "results" / "cpu" / "results.json").read_text())["cases"]
     assert sorted(results) == sorted([f"{FAILING}/fp32", f"{NEXT}/fp32"])
@@ -106,9 +107,9 @@ def test_broken_cuda_context_skips_the_following_cases(pytester, monkeypatch, tm
     """An illegal memory access leaves the CUDA context unusable: A fails naming it, and B is not
     run (no garbage measured) but skipped with a reason naming A and the only recovery."""
     r = run(pytester, monkeypatch, tmp_path, "sticky")
-    r.assert_outcomes(errors=6, skipped=6)
+    r.assert_outcomes(errors=10, skipped=10)
     out = r.stdout.str()
-    assert len(failing_reports(out)) == 6
+    assert len(failing_reports(out)) == 10
     assert "made this process's CUDA context unusable: RuntimeError: CUDA error: an illegal memory access" in out
     assert f"not run: case {FAILING}/fp32 made this process's CUDA context unusable" in out
     assert "only a new process recovers it" in out
@@ -119,10 +120,10 @@ def test_timeout_fails_its_case_only(pytester, monkeypatch, tmp_path):
     """A's build sleeps past its budget (cpu base 180 s x --perf-timeout-scale 0.2 = 36 s): A fails
     with the timeout naming the case, the session goes on and B passes."""
     r = run(pytester, monkeypatch, tmp_path, "sleep", "--perf-timeout-scale", "0.2")
-    r.assert_outcomes(errors=6, passed=1, skipped=5)
+    r.assert_outcomes(errors=10, passed=5, skipped=5)
     out = r.stdout.str()
     reports = failing_reports(out)
-    assert len(reports) == 6 and all("exceeded its time budget: Failed: Timeout (>36.0s) from pytest-timeout" in x
+    assert len(reports) == 10 and all("exceeded its time budget: Failed: Timeout (>36.0s) from pytest-timeout" in x
                                      for x in reports)
 
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from diffperf.bench import STAGES
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import update_baselines  # noqa: E402
@@ -47,7 +49,7 @@ def test_baseline_lifecycle(pytester, tmp_path):
                                   "--references-dir", str(dirs["references"])]) == 0
     assert json.loads(path.read_text())["cases"]["sd21-base/fp32"]["median_s"] > 0
     r = run(pytester, dirs)
-    r.assert_outcomes(passed=5, skipped=1)  # fidelity skips: fp32 is its own reference
+    r.assert_outcomes(passed=9, skipped=1)  # fidelity skips: fp32 is its own reference
     # the regression test's scores reach the case's own file too: all a run stopped early leaves
     case_file = json.loads((dirs["results"] / "cpu" / "cases" / "sd21-base__fp32.json").read_text())
     assert set(case_file["regression"]) == {"short", "long"}
@@ -132,12 +134,14 @@ def test_tests_run_case_by_case_reference_recipe_first(pytester):
         str(ROOT / "perf_tests"), "-m", "cpu", "-p", "no:cacheprovider", "--collect-only", "-q",
         "--perf-models", "sd21-base,flux-dev", "--perf-recipes", "fp32+int8wo,fp32")
     ids = [line.split("[", 1)[1].rstrip("]") for line in r.stdout.lines if "::test_" in line]
+    stages = tuple(f"-{s}" for s in STAGES)  # test_benchmark's ids: <case>-<stage>
     cases = [i.split(":", 1)[1] for i in ids]
+    cases = [c.rsplit("-", 1)[0] if c.endswith(stages) else c for c in cases]
     order = list(dict.fromkeys(cases))  # cases in the order they first appear
     assert order == ["flux-dev/fp32", "flux-dev/fp32+int8wo", "sd21-base/fp32", "sd21-base/fp32+int8wo"]
     # contiguous: each case's tests form one block
     assert cases == [c for c in order for _ in range(cases.count(c))]
-    assert cases.count("flux-dev/fp32") == 6
+    assert cases.count("flux-dev/fp32") == 10  # 6 tests, then a benchmark per stage (last: test_benchmark_bridge)
 
 
 KNOWN_NAN_PLUGIN = '''
@@ -172,10 +176,11 @@ def test_a_known_upstream_break_is_an_expected_failure_until_fixed(pytester, tmp
             str(dirs["baselines"]), "--perf-references", str(dirs["references"]), "-rxXs"]
     monkeypatch.setenv("MAKE_NAN", "1")
     r = pytester.runpytest_subprocess(*args)
-    r.assert_outcomes(xfailed=3, skipped=3)  # the image checks; latency and memory have no baseline
+    # the image checks; latency and memory have no baseline; the benchmarks (timings) pass
+    r.assert_outcomes(xfailed=3, skipped=3, passed=4)
     assert "known issue: made NaN by this test's plugin" in r.stdout.str()
     # upstream fixed: the strict expectation fails the run until the entry is removed
     monkeypatch.setenv("MAKE_NAN", "0")
     r = pytester.runpytest_subprocess(*args)
-    r.assert_outcomes(failed=1, skipped=5)
+    r.assert_outcomes(failed=1, skipped=5, passed=4)
     assert "XPASS(strict)" in r.stdout.str()

@@ -10,6 +10,9 @@
   doc      generated results document with its charts and grids (docs/results/<tier>.md), from one
            results source or several of the same tier, GPU and weights merged
   all      CSV + tables + ladder PNGs + grids + summary into one directory
+  trend    history over runs (results files / directories, pytest-benchmark files or storage): per case
+           each run's median and spread, a PNG chart per model and a markdown table (stdout), verdict
+           changes marked
 """
 from __future__ import annotations
 
@@ -107,6 +110,16 @@ def cmd_all(a) -> int:
     return 0
 
 
+def cmd_trend(a) -> int:
+    from diffperf.report.trend import write_trend
+
+    text, files = write_trend(a.sources, a.out_dir)
+    for f in files:
+        print(f"wrote {f}", file=sys.stderr)
+    sys.stdout.write(rep.truncate_markdown(text, a.max_bytes))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -171,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--group", default="flux-fast-ladder", help="ladder group (fallback: all cases by latency)")
     s.add_argument("--prompt", default="short")
     s.add_argument("--max-bytes", type=_max_bytes, default=1_000_000, help="summary size limit")
+
+    s = command("trend", cmd_trend, "history over runs: a chart per model + a markdown table (stdout), change "
+                                    "points where a latency verdict changed", results=False)
+    s.add_argument("sources", type=Path, nargs="+",
+                   help="results.json or its directory (one per run), pytest-benchmark JSON files, or a "
+                        "pytest-benchmark storage folder; one tier, ordered by their dates")
+    s.add_argument("--out-dir", type=Path, required=True, help="where trend-<model>.png and trend.md go")
+    s.add_argument("--max-bytes", type=_max_bytes, default=1_000_000, help="truncate the markdown under this size")
     return p
 
 
