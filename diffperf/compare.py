@@ -11,6 +11,12 @@ from scipy.stats import mannwhitneyu
 from . import storage
 from .errors import StoredFileError
 
+
+def version_of(device: dict[str, Any]) -> int:
+    """The method version of a stored device time (diffperf.device_time.VERSION; results of
+    version 1, the whole generation profiled, carry no marker)."""
+    return int(device.get("version", 2 if "profiled_steps" in device else 1))
+
 BASELINE_KIND = "diffperf-baselines"
 
 
@@ -31,8 +37,8 @@ def load_baselines(path: Path) -> dict[str, Any]:
     tol = data["tolerances"]
     # latency tolerance and p-value must be > 0 (a zero would flag every sample); memory may be exact
     for key, low_ok in (("latency", False), ("p_value", False), ("memory", True), ("memory_slack_bytes", True),
-                        ("device", False)):
-        if key == "device" and key not in tol:  # files made before device time was measured
+                        ("device", False), ("device_vae", False)):
+        if key.startswith("device") and key not in tol:  # files made before device time was measured
             continue
         v = tol.get(key)
         if not isinstance(v, (int, float)) or v < 0 or (v == 0 and not low_ok):
@@ -174,7 +180,10 @@ def judge_memory(peak: int, base_peak: int, tolerance: float, slack: int, what: 
 
 # -- the latency verdict of a case: device time apart from host time ---------------------------
 
-DEVICE_TOLERANCE = 0.01  # busy device time per stage across H200 machines: docs/reliability.md
+DEVICE_TOLERANCE = 0.01  # busy device time of the text encoder and a denoiser step (docs/reliability.md)
+# the VAE decode's device time moved by up to +2.2% between two H200 machines (the same case, the
+# others within 0.8%): it gets its own, wider tolerance
+DEVICE_VAE_TOLERANCE = 0.03
 DEVICE_KEYS = ("total_ms", "text_encode_ms", "step_ms", "steps_ms", "denoise_ms", "vae_decode_ms", "steps")
 DEVICE_STAGES = (("text_encode_ms", "text encode"), ("step_ms", "denoiser step"), ("vae_decode_ms", "VAE decode"))
 
@@ -239,11 +248,12 @@ def _device_stage_changes(now: dict[str, Any], base: dict[str, Any]) -> str:
 DEVICE_SLACK_MS = 0.2  # a stage measured once (text encode, VAE decode) may move by this much without a change
 
 
-def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, alpha: float) -> dict[str, Any]:
+def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, alpha: float,
+                 vae_tolerance: float = DEVICE_VAE_TOLERANCE) -> dict[str, Any]:
     """Busy device time against the baseline's, stage by stage: the denoiser step fails when its
     median exceeds base x (1 + tolerance) and a one-sided Mann-Whitney U test of the profiled
     steps against the baseline's x (1 + tolerance) agrees; text encoding and VAE decoding (one
-    measurement each, repeating within ~0.1%) fail above base x (1 + tolerance) + DEVICE_SLACK_MS.
+    measurement each) fail above base x (1 + tolerance, vae_tolerance) + DEVICE_SLACK_MS.
     Returns {'status': passed | failed | stale, 'message', 'p_value', 'ratio', 'grew': [stages]}."""
     steps, base_steps = now.get("steps_ms") or [], base.get("steps_ms") or []
     p = None
@@ -253,14 +263,15 @@ def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, al
     if now.get("step_ms") and base.get("step_ms") and now["step_ms"] > base["step_ms"] * (1 + tolerance) \
             and p is not None and p < alpha:
         grew.append("denoiser step")
-    for key, label in (("text_encode_ms", "text encode"), ("vae_decode_ms", "VAE decode")):
+    for key, label, tol in (("text_encode_ms", "text encode", tolerance), ("vae_decode_ms", "VAE decode", vae_tolerance)):
         new, old = now.get(key), base.get(key)
-        if isinstance(new, (int, float)) and isinstance(old, (int, float)) and new > old * (1 + tolerance) + DEVICE_SLACK_MS:
+        if isinstance(new, (int, float)) and isinstance(old, (int, float)) and new > old * (1 + tol) + DEVICE_SLACK_MS:
             grew.append(label)
     total, base_total = now["total_ms"], base["total_ms"]
     ratio = total / base_total
     text = (("device time grew in " + ", ".join(grew) + ": ") if grew else "") + (
-        f"device time {total:.1f} vs baseline {base_total:.1f} ms (x{ratio:.4f}); tolerance +{tolerance:.1%} per stage"
+        f"device time {total:.1f} vs baseline {base_total:.1f} ms (x{ratio:.4f}); tolerance +{tolerance:.1%} per stage "
+        f"(VAE decode +{vae_tolerance:.1%})"
         + (f"; per-step Mann-Whitney U p={p:.4f} (alpha {alpha})" if p is not None else "")
         + f"; by stage: {_device_stage_changes(now, base)}")
     failed = bool(grew)
@@ -291,13 +302,19 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
     if result.get("inconclusive"):
         notes.append(f"inconclusive run conditions: {', '.join(result['inconclusive'])}")
     common = dict(tolerance=tol, p_value=wall.p_value, host_ratio=hr)
+    if dev_now and dev_base and version_of(dev_now) != version_of(dev_base):
+        notes.append(f"the baseline's device time was measured by another method (version {version_of(dev_base)}, "
+                     f"this run {version_of(dev_now)}): judged on wall time alone; re-baseline to gate device time")
+        dev_base = None
     if not dev_now or not dev_base:
-        if dev_now and not dev_base:
+        if dev_now and not dev_base and not notes:
             notes.append("the baseline has no device time (made by an older suite): judged on wall time alone; "
                          "re-baseline to gate device time")
         status = wall.status
         return LatencyVerdict(status, "wall", wall_text, notes=tuple(notes), **common)
-    dev = judge_device(dev_now, dev_base, dev_tol, alpha)
+    own = base.get("tolerances") or {}
+    dev = judge_device(dev_now, dev_base, dev_tol, alpha,
+                       own.get("device_vae", file_tolerances.get("device_vae", DEVICE_VAE_TOLERANCE)))
     host_text = "" if hr is None else f"; host benchmark x{hr:.3f} of the baseline's host"
     if dev["status"] == "failed":
         return LatencyVerdict("failed", "device", f"{dev['message']}. Wall: {wall_text}", device_tolerance=dev_tol,

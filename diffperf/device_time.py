@@ -25,6 +25,11 @@ from .measure import generate, no_recompile, patch_method
 
 MARK = "diffperf::stage::"
 PROFILED_STEPS = 6  # denoising steps in the window: enough for a per-step test, few for the profiler's cost
+# what a stored device time means: 1 = the whole generation profiled, every step (results of
+# 2026-12-04 only); 2 = text encode + a window of PROFILED_STEPS steps + VAE decode. Steps late in a
+# generation run on a hotter GPU (FLUX.1-dev: +2-4%), so medians of different windows are not
+# comparable: a baseline is judged only by device times of its own version
+VERSION = 2
 METHOD = ("union of the kernel intervals on the device timeline (torch.profiler, CUDA activity) of one "
           "generation after the timed calls: its text encoding, a window of denoising steps and its VAE "
           "decode, split at synchronized markers; total = text encode + median step x steps + VAE decode")
@@ -222,6 +227,8 @@ def measure_device_time(built: Built, prompt: str, seed: int) -> dict[str, Any]:
             u()
     out = stage_times(win.closed, total)
     out["profiled_steps"] = f"{first + 1}-{last} of {total}"
+    out["window"] = [first, last]
+    out["version"] = VERSION
     out["method"] = METHOD if cuda else "union of the outermost aten operators on the host (CPU: no device timeline)"
     return out
 
@@ -235,3 +242,4 @@ def host_exposed(device: dict[str, Any], summary: dict[str, Any]) -> dict[str, A
             "text_encode_ms": diff(summary.get("text_encode_median_s"), device.get("text_encode_ms")),
             "step_ms": diff(summary.get("step_median_s"), device.get("step_ms")),
             "vae_decode_ms": diff(summary.get("vae_decode_median_s"), device.get("vae_decode_ms"))}
+

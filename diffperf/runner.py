@@ -18,6 +18,7 @@ from .cases import Case
 from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
 from .device_time import host_exposed, measure_device_time
+from .step_weights import weigh_steps
 from .hostspeed import measure_host_speed
 from .machine import NvmlSampler, cpu_class, gpu_identity, inconclusive_reasons
 from .measure import generate_with_latents, measure
@@ -152,7 +153,7 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
         if cuda:
             result["mfu"] = denoiser_mfu(case, tier, result, d.height, d.width)
         if options.measures_device_time(device.type):  # after the timed calls and the images, like the profile
-            result["device_time"] = device_time_of(built, prompts, result["summary"])
+            result["device_time"] = device_time_of(built, prompts, result["summary"], m.stages)
         if options.kernel_profile:  # after the timed calls and the images: it measures nothing they use
             from .kernel_time import profile_denoising
 
@@ -175,11 +176,11 @@ def both_sides(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return {"op_us": (before["op_us"] + after["op_us"]) / 2, "before": before, "after": after}
 
 
-def device_time_of(built, prompts: Prompts, summary: dict[str, Any]) -> dict[str, Any]:
+def device_time_of(built, prompts: Prompts, summary: dict[str, Any], stages: list[dict[str, Any]]) -> dict[str, Any]:
     """Busy device time per stage of one more generation, with the host-exposed time beside it and
     what the measurement cost (seconds of wall time: the overhead it adds to a run)."""
     started = time.perf_counter()
-    out = measure_device_time(built, prompts.timing_prompt, prompts.seed)
+    out = weigh_steps(measure_device_time(built, prompts.timing_prompt, prompts.seed), [s["steps_s"] for s in stages])
     out["host_exposed_ms"] = host_exposed(out, summary)
     out["measure_s"] = time.perf_counter() - started
     return out

@@ -8,6 +8,7 @@ import pytest
 
 from diffperf.compare import judge_case_latency, judge_device, load_baselines
 from diffperf.device_time import segments, stage_times, window_steps
+from diffperf.step_weights import weigh_steps, window_of
 from diffperf.kernel_time import Span
 from diffperf.verdict_summary import summary_lines
 
@@ -117,6 +118,17 @@ def test_segments_split_kernels_at_markers_and_stage_times_add_up():
     assert window_steps(28, cache=True) == (0, 28)
 
 
+def test_steps_of_different_cost_are_weighed_by_their_wall_time():
+    """Lumina2-like: CFG dropped after 10 of 30 steps halves the later ones; the window (steps 2-7)
+    sees only full steps, so median x steps would overstate the denoising device time."""
+    out = {**stage_times([("step_end", 10.0)] * 6, total_steps=30), "window": [1, 7]}
+    walls = [[0.012] * 10 + [0.006] * 20] * 3
+    weighed = weigh_steps(out, walls)
+    assert weighed["denoise_ms"] == pytest.approx(10.0 * (10 + 20 * 0.5)) and weighed["step_ms"] == 10.0
+    assert weigh_steps(out, [[0.012] * 30])["denoise_ms"] == pytest.approx(300.0)
+    assert window_of("2-7 of 30") == (1, 7) and window_of(None) == (None, None)
+
+
 def test_device_time_of_a_tiny_generation(tiny_pixart):
     from diffperf.device_time import measure_device_time
 
@@ -162,6 +174,21 @@ def test_update_baselines_refuses_an_inconclusive_verdict():
         update_baselines.entry_from_result("m/bf16", r)
     r["latency_verdict"]["status"] = "passed"
     r["device_time"], r["host_speed"] = device(), {"op_us": 5.0, "before": {"op_us": 5.0, "launch_us": 5.0}}
+    entry = update_baselines.entry_from_result("m/bf16", r)  # a device time of the old method is left out
+    assert "device_time" not in entry and entry["host_speed"]["op_us"] == 5.0
+    r["device_time"]["version"] = 2
     entry = update_baselines.entry_from_result("m/bf16", r)
-    assert entry["device_time"]["total_ms"] == r["device_time"]["total_ms"] and entry["host_speed"]["op_us"] == 5.0
+    assert entry["device_time"]["total_ms"] == r["device_time"]["total_ms"] and entry["device_time"]["version"] == 2
     json.dumps(entry)
+
+
+def test_a_device_time_of_another_method_is_not_compared():
+    now = sana_like(0.651, {**device(step_ms=30.0), "version": 2})
+    v = judge_case_latency(now, baseline(), FILE_TOL)  # baseline of version 1: the whole generation profiled
+    assert v.status == "passed" and v.kind == "wall" and "another method" in v.notes[0]
+
+
+def test_the_vae_decode_has_its_own_wider_tolerance():
+    assert judge_case_latency(sana_like(0.651, device(vae_ms=51.0)), baseline(), FILE_TOL).status == "passed"
+    v = judge_case_latency(sana_like(0.651, device(vae_ms=52.0)), baseline(), FILE_TOL)
+    assert v.failed and v.device["grew"] == ["VAE decode"]

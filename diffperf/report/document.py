@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..compare import load_baselines
 from ..record import commit_label, load_results, safe_name
+from ..step_weights import weigh_steps
 from .charts import LADDER_GROUPS, grid_image, group_members, group_order, ladder_png
 from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _peak, _ssim_text, display_path,
                      md_table, measured, model_cases, models_of, results_dir, truncate_markdown)
@@ -190,7 +191,7 @@ def doc_markdown(merged: dict, out: Path, assets_dir: Path, prompt: str = "short
              "## Machine", "", "The most recently started run's machine and software:", "",
              *machine_markdown(merged), "", *runs_markdown(merged), TABLES_NOTE, "", QUANT_LEGEND, "",
              *(targets_markdown(merged, targets) if targets else []),
-             *(gate or []), *mfu_table(merged), *kernel_profile_markdown(merged)]
+             *(gate or []), *device_time_table(merged), *mfu_table(merged), *kernel_profile_markdown(merged)]
     missing = not_measured_markdown(merged)
     lines += ["## Not measured (failed, skipped or broken output)", "", *missing, ""] if missing else []
     conditions = conditions_markdown(merged)
@@ -246,6 +247,42 @@ def mfu_table(results: dict) -> list[str]:
             *md_table(["Case", "TFLOP / step", "Step (s)", "Achieved TFLOP/s", "Peak TFLOP/s", "MFU"], rows), ""]
 
 
+def device_time_table(results: dict) -> list[str]:
+    """Wall time beside busy device time, per case and stage (GPU results that measured it): the
+    host-exposed time is where a launch-bound model waits on its host."""
+    rows = []
+    for cid, r in sorted(results["cases"].items()):
+        d, s = r.get("device_time"), r.get("summary") or {}
+        if not d or not measured(r):
+            continue
+        # steps of different cost (Lumina2's CFG truncation): weighed by their wall times (results that
+        # were stored before the runner did so get it here)
+        d = weigh_steps(d, [st["steps_s"] for st in (r.get("timing") or {}).get("stages") or []]) \
+            if "step_weights" not in d and "profiled_steps" in d else d
+        exposed = (d.get("host_exposed_ms") or {}).get("step_ms")
+        step_wall = s.get("step_median_s")
+        rows.append([cid, f"{s.get('median_s', 0) * 1000:.1f}", f"{d['total_ms']:.1f}",
+                     f"{(s.get('median_s') or 0) * 1000 - d['total_ms']:.1f}",
+                     "" if step_wall is None else f"{step_wall * 1000:.2f}", f"{d['step_ms']:.2f}",
+                     "" if exposed is None or not step_wall else f"{exposed / (step_wall * 1000):.0%}",
+                     "" if d.get("text_encode_ms") is None else f"{d['text_encode_ms']:.2f}",
+                     "" if d.get("vae_decode_ms") is None else f"{d['vae_decode_ms']:.2f}",
+                     f"{(r.get('host_speed') or {}).get('op_us', 0):.2f}",
+                     str(d.get("version", 2 if "profiled_steps" in d else 1))])
+    if not rows:
+        return []
+    return ["## Device time and host-exposed time", "",
+            "Busy device time (the union of the kernels' intervals on the GPU's timeline, `diffperf/device_time.py`) "
+            "of one more generation after the timed calls, beside the wall-clock median: their difference is the "
+            "time the GPU waited on the host. The latency gate judges the device time per stage first "
+            "(`diffperf.compare.judge_case_latency`). Host op = the host benchmark beside the case "
+            "(`diffperf/hostspeed.py`: host microseconds per small torch operator, dispatch and launch). Method 1 = "
+            "the whole generation profiled (every step), 2 = text encode + a window of steps + VAE decode.", "",
+            *md_table(["Case", "Wall (ms)", "Device (ms)", "Host-exposed (ms)", "Step wall (ms)", "Step device (ms)",
+                       "Step exposed", "Text encode device (ms)", "VAE device (ms)", "Host op (us)", "Method"], rows),
+            ""]
+
+
 def _is_step_cache(r: dict) -> bool:
     recipe = parsed_recipe(r.get("recipe", ""))
     if recipe is None:  # unknown tokens: a step cache leaves its counters in the knobs
@@ -267,6 +304,11 @@ def gate_markdown(path: Path, tier: str | None) -> list[str]:
              f"Memory: +{tol['memory']:.1%} + {tol['memory_slack_bytes'] / 2**20:.0f} MiB.", ""]
     if tol.get("note"):
         lines += [tol["note"] + ".", ""]
+    if tol.get("device"):
+        lines += [f"Device time (where both sides measured it by the same method) is judged first, per stage: text "
+                  f"encode and denoiser step +{tol['device']:.1%}, VAE decode +{tol.get('device_vae', tol['device']):.1%}"
+                  f"; a slower wall time with the device time holding is a host-side regression, or inconclusive "
+                  f"when the host benchmark says this host is that much slower than the baseline's.", ""]
     spread = tol.get("spread")
     if spread:
         lines += [f"Measured spread of {len(spread['medians_s'])} medians of `{spread['case']}` in one session: "

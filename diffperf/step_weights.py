@@ -1,0 +1,35 @@
+"""The denoising device time of a generation whose steps differ in cost, from a window of
+profiled steps and the wall time of every step (no torch: the report applies it to stored results)."""
+from __future__ import annotations
+
+import re
+import statistics
+from typing import Any
+
+
+def window_of(profiled: str | None) -> tuple[int | None, int | None]:
+    """(first, last) from a stored 'steps 2-7 of 28' text (results that did not store the window)."""
+    m = re.match(r"(\d+)-(\d+) of \d+", profiled or "")
+    return (int(m.group(1)) - 1, int(m.group(2))) if m else (None, None)
+
+
+def weigh_steps(out: dict[str, Any], wall_steps: list[list[float]]) -> dict[str, Any]:
+    """The generation's denoising device time when its steps differ in cost (Lumina2 drops CFG
+    after a share of its steps, halving them): the window's median device step x the sum of every
+    step's wall time over the window's median wall step, from the timed calls (`wall_steps`: each
+    call's step seconds). Uniform steps give median step x steps, as before. The per-step gate
+    uses the window's own steps and is not affected."""
+    first, last = out.get("window") or window_of(out.get("profiled_steps"))
+    calls = [s for s in wall_steps if s and len(s) == out.get("steps")]
+    if first is None or not calls:
+        return out
+    per_step = [statistics.median(c[k] for c in calls) for k in range(out["steps"])]
+    ref = statistics.median(per_step[first:last])
+    if ref <= 0:
+        return out
+    weights = sum(per_step) / ref
+    denoise = out["step_ms"] * weights
+    return {**out, "denoise_ms": denoise, "step_weights": weights,
+            "total_ms": (out.get("text_encode_ms") or 0.0) + denoise + (out.get("vae_decode_ms") or 0.0)}
+
+
