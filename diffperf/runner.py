@@ -18,7 +18,7 @@ from .cases import Case
 from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
 from .device_time import host_exposed, measure_device_time
-from .step_weights import weigh_steps
+from .step_weights import weigh_steps, window_wall_step_s
 from .hostspeed import measure_host_speed
 from .machine import NvmlSampler, cpu_class, gpu_identity, inconclusive_reasons
 from .measure import generate_with_latents, measure
@@ -180,8 +180,10 @@ def device_time_of(built, prompts: Prompts, summary: dict[str, Any], stages: lis
     """Busy device time per stage of one more generation, with the host-exposed time beside it and
     what the measurement cost (seconds of wall time: the overhead it adds to a run)."""
     started = time.perf_counter()
-    out = weigh_steps(measure_device_time(built, prompts.timing_prompt, prompts.seed), [s["steps_s"] for s in stages])
-    out["host_exposed_ms"] = host_exposed(out, summary)
+    walls = [s["steps_s"] for s in stages]
+    out = weigh_steps(measure_device_time(built, prompts.timing_prompt, prompts.seed), walls)
+    window_step = window_wall_step_s(out, walls)  # the profiled steps' own wall time, beside their device time
+    out["host_exposed_ms"] = host_exposed(out, {**summary, "step_median_s": window_step or summary.get("step_median_s")})
     out["measure_s"] = time.perf_counter() - started
     return out
 

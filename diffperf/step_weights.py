@@ -33,3 +33,13 @@ def weigh_steps(out: dict[str, Any], wall_steps: list[list[float]]) -> dict[str,
             "total_ms": (out.get("text_encode_ms") or 0.0) + denoise + (out.get("vae_decode_ms") or 0.0)}
 
 
+
+
+def window_wall_step_s(out: dict[str, Any], wall_steps: list[list[float]]) -> float | None:
+    """The median wall time of the profiled window's steps over the timed calls: the wall step to set
+    beside the window's device step (the median of all steps differs where steps differ in cost)."""
+    first, last = out.get("window") or window_of(out.get("profiled_steps"))
+    calls = [s for s in wall_steps if s and len(s) == out.get("steps")]
+    if first is None or not calls:
+        return None
+    return statistics.median(c[k] for c in calls for k in range(first, last))

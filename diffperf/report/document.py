@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..compare import load_baselines
 from ..record import commit_label, load_results, safe_name
-from ..step_weights import weigh_steps
+from ..step_weights import weigh_steps, window_wall_step_s
 from .charts import LADDER_GROUPS, grid_image, group_members, group_order, ladder_png
 from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _peak, _ssim_text, display_path,
                      md_table, measured, model_cases, models_of, results_dir, truncate_markdown)
@@ -257,10 +257,10 @@ def device_time_table(results: dict) -> list[str]:
             continue
         # steps of different cost (Lumina2's CFG truncation): weighed by their wall times (results that
         # were stored before the runner did so get it here)
-        d = weigh_steps(d, [st["steps_s"] for st in (r.get("timing") or {}).get("stages") or []]) \
-            if "step_weights" not in d and "profiled_steps" in d else d
-        exposed = (d.get("host_exposed_ms") or {}).get("step_ms")
-        step_wall = s.get("step_median_s")
+        walls = [st["steps_s"] for st in (r.get("timing") or {}).get("stages") or []]
+        d = weigh_steps(d, walls) if "step_weights" not in d and "profiled_steps" in d else d
+        step_wall = window_wall_step_s(d, walls) or s.get("step_median_s")  # the profiled steps' own wall time
+        exposed = None if step_wall is None else step_wall * 1000 - d["step_ms"]
         rows.append([cid, f"{s.get('median_s', 0) * 1000:.1f}", f"{d['total_ms']:.1f}",
                      f"{(s.get('median_s') or 0) * 1000 - d['total_ms']:.1f}",
                      "" if step_wall is None else f"{step_wall * 1000:.2f}", f"{d['step_ms']:.2f}",
@@ -274,7 +274,7 @@ def device_time_table(results: dict) -> list[str]:
     return ["## Device time and host-exposed time", "",
             "Busy device time (the union of the kernels' intervals on the GPU's timeline, `diffperf/device_time.py`) "
             "of one more generation after the timed calls, beside the wall-clock median: their difference is the "
-            "time the GPU waited on the host. The latency gate judges the device time per stage first "
+            "time the GPU waited on the host (per step: over the profiled steps). The latency gate judges the device time per stage first "
             "(`diffperf.compare.judge_case_latency`). Host op = the host benchmark beside the case "
             "(`diffperf/hostspeed.py`: host microseconds per small torch operator, dispatch and launch). Method 1 = "
             "the whole generation profiled (every step), 2 = text encode + a window of steps + VAE decode.", "",
