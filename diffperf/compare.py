@@ -188,13 +188,44 @@ DEVICE_KEYS = ("total_ms", "text_encode_ms", "step_ms", "steps_ms", "denoise_ms"
 DEVICE_STAGES = (("text_encode_ms", "text encode"), ("step_ms", "denoiser step"), ("vae_decode_ms", "VAE decode"))
 
 
-def host_ratio(now: dict[str, Any] | None, base: dict[str, Any] | None) -> float | None:
+def host_ratio(now: dict[str, Any] | None, base: dict[str, Any] | None, compute: bool = False) -> float | None:
     """How much slower this host is than the baseline's, by the host benchmark (diffperf.hostspeed):
-    now / base host time per operator (> 1: slower). None when either side lacks it."""
-    a, b = (now or {}).get("op_us"), (base or {}).get("op_us")
-    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or a <= 0 or b <= 0:
+    now / base host time per operator (> 1: slower). With `compute` (the cpu tier, where the host
+    also does the models' arithmetic) the geometric mean of that and of the fp32 matrix-product
+    rate's inverse ratio. None when either side lacks it."""
+    def positive(d, key):
+        v = (d or {}).get(key)
+        return v if isinstance(v, (int, float)) and v > 0 else None
+
+    a, b = positive(now, "op_us"), positive(base, "op_us")
+    if a is None or b is None:
         return None
-    return a / b
+    if not compute:
+        return a / b
+    fa, fb = positive(now, "fp32_gflops"), positive(base, "fp32_gflops")
+    return a / b if fa is None or fb is None else ((a / b) * (fb / fa)) ** 0.5
+
+
+# the cpu tier's judgments scaled by the host ratio; a ratio beyond these bounds says more about the
+# benchmark's noise on a shared 2-core machine than about the host, so it is clamped
+CPU_SCALE_BOUNDS = (0.5, 2.0)
+
+
+def cpu_class_entry(result: dict[str, Any], base: dict[str, Any], class_sensitive: bool) -> tuple[dict | None, str]:
+    """The timing baseline for this CPU's class: the class's own entry (by_cpu_class) when the file
+    has one; otherwise the case's entry for a recipe whose speed does not hinge on the class (fp32),
+    or None (inconclusive) for one that does (bf16, int8 dynamic: AVX2 emulation runs them 20-70x
+    slower than AVX-512-BF16). Returns (entry, note)."""
+    here = result.get("cpu_class") or "unknown"  # results of suites that did not record it
+    by_class = base.get("by_cpu_class") or {}
+    if here in by_class:
+        return {**base, **by_class[here]}, f"baseline of this CPU class ({here})"
+    if class_sensitive:
+        return None, (f"inconclusive: no baseline of CPU class {here!r} for {result.get('recipe')} (its speed hinges "
+                      f"on the class; baselines exist for {', '.join(sorted(by_class)) or 'no class recorded'}); "
+                      f"add one with tools/update_baselines.py --tier cpu on such a machine")
+    return base, (f"no baseline of CPU class {here!r}: judged against the {base.get('cpu_class') or 'unrecorded'} "
+                  f"class's, scaled by the host benchmark")
 
 
 @dataclass(frozen=True)
@@ -280,14 +311,44 @@ def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, al
             "ratio": ratio, "grew": grew}
 
 
-def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolerances: dict[str, Any]) -> LatencyVerdict:
+def judge_cpu_latency(result: dict[str, Any], base: dict[str, Any], file_tolerances: dict[str, Any],
+                      class_sensitive: bool) -> LatencyVerdict:
+    """The cpu tier: against the baseline of this CPU's class (cpu_class_entry), the samples scaled by
+    the host benchmark's ratio to that baseline's host (clamped to CPU_SCALE_BOUNDS), so that a x3
+    slowdown fails on a fast machine and a slow machine does not fail a case that did not change."""
+    alpha = file_tolerances["p_value"]
+    tol = (base.get("tolerances") or {}).get("latency", file_tolerances["latency"])
+    entry, note = cpu_class_entry(result, base, class_sensitive)
+    if entry is None:
+        return LatencyVerdict("inconclusive", "wall", note, tolerance=tol)
+    notes = [note] if "scaled" in note else []
+    samples = result["timing"]["samples_s"]
+    hr = host_ratio(result.get("host_speed"), entry.get("host_speed"), compute=True)
+    scale = None if hr is None else min(max(hr, CPU_SCALE_BOUNDS[0]), CPU_SCALE_BOUNDS[1])
+    if scale is None:
+        notes.append("no host benchmark on one side: judged unscaled")
+        judged = samples
+    else:
+        judged = [x / scale for x in samples]
+    wall = judge_latency(judged, entry, tol, alpha)
+    text = ((f"host benchmark x{hr:.3f} of the baseline's host ({note}): samples scaled by 1/{scale:.3f}; "
+             if scale is not None else "") + wall.message)
+    return LatencyVerdict(wall.status, "wall", text, tolerance=tol, p_value=wall.p_value, host_ratio=hr,
+                          notes=tuple(notes))
+
+
+def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolerances: dict[str, Any],
+                       tier_device: str = "cuda", class_sensitive: bool = False) -> LatencyVerdict:
     """The latency rule, in one place (perf_tests/test_latency.py and tools/report.py compare):
     1. device time over its baseline (tolerance, significance): failed, naming the stage;
     2. wall time over its limit while the device time holds: when the growth is the device's own
        (within its tolerance) it passes; when the host benchmark says this host is slower than the
        baseline's by as much (wall <= baseline wall x host ratio x (1 + tolerance)), inconclusive;
        otherwise failed as a host-side regression;
-    3. a side without device time (an old baseline, the cpu tier): wall time alone, as before, noted."""
+    3. a side without device time (an old baseline): wall time alone, as before, noted;
+    4. the cpu tier: judge_cpu_latency (the baseline of this CPU's class, scaled by host speed)."""
+    if tier_device == "cpu":
+        return judge_cpu_latency(result, base, file_tolerances, class_sensitive)
     alpha = file_tolerances["p_value"]
     tol = (base.get("tolerances") or {}).get("latency", file_tolerances["latency"])
     dev_tol = (base.get("tolerances") or {}).get("device", file_tolerances.get("device", DEVICE_TOLERANCE))

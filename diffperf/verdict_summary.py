@@ -41,8 +41,9 @@ def summary_lines(reports, not_judged: str, inconclusive: str) -> list[str]:
         for r in reports:
             text = _text(r)
             if prefix in text:
-                cases[_why(text, prefix) if prefix == not_judged else "host slower than the baseline's"].add(
-                    _case(r.nodeid))
+                why = _why(text, prefix) if prefix == not_judged else \
+                    "no baseline of this CPU class" if "no baseline of CPU class" in text else "host slower than the baseline's"
+                cases[why].add(_case(r.nodeid))
         every = set().union(*cases.values()) if cases else set()
         if every:
             parts = ", ".join(f"{why} ({len(ids)})" for why, ids in sorted(cases.items(), key=lambda kv: -len(kv[1])))

@@ -222,8 +222,13 @@ def test_compare_equal_runs_pass(tmp_path, capsys):
 
 def test_compare_against_baselines_file_uses_its_tolerances(tmp_path, capsys):
     data = report.load_results(write_results(tmp_path / "old"))
-    cases = {cid: {"model": r["model"], "recipe": r["recipe"], "samples_s": r["timing"]["samples_s"],
-                   "median_s": r["summary"]["median_s"], "peak_memory_bytes": r["memory"]["run_peak_allocated_bytes"]}
+    def timing(r):
+        return {"samples_s": r["timing"]["samples_s"], "median_s": r["summary"]["median_s"]}
+
+    # entries as tools/update_baselines.py writes them on the cpu tier: timing kept per CPU class
+    cases = {cid: {"model": r["model"], "recipe": r["recipe"], **timing(r),
+                   "peak_memory_bytes": r["memory"]["run_peak_allocated_bytes"], "cpu_class": r.get("cpu_class"),
+                   "by_cpu_class": {r.get("cpu_class") or "unknown": timing(r)}}
              for cid, r in data["cases"].items()}
     base = tmp_path / "cpu.json"
     storage.dump(base, BASELINE_KIND, {"tier": "cpu", "fingerprint": data["fingerprint"], "cases": cases,
@@ -234,6 +239,15 @@ def test_compare_against_baselines_file_uses_its_tolerances(tmp_path, capsys):
     assert "baselines" in capsys.readouterr().out
     much_slower = write_results(tmp_path / "new2", slow={"flux-dev/bf16": 3.0})
     assert run("compare", much_slower, base) == 1
+    # without a baseline of the machine's CPU class a bf16 case is not judged: inconclusive, listed
+    for c in cases.values():
+        c.pop("by_cpu_class")
+    storage.dump(base, BASELINE_KIND, {"tier": "cpu", "fingerprint": data["fingerprint"], "cases": cases,
+                                       "tolerances": {"latency": 1.5, "memory": 0.02, "memory_slack_bytes": 0,
+                                                      "p_value": 0.05}})
+    capsys.readouterr()
+    assert run("compare", much_slower, base) == 0
+    assert "**inconclusive** (wall) | `flux-dev/bf16`" in capsys.readouterr().out
 
 
 def test_summary_respects_max_bytes(results, tmp_path, capsys):

@@ -192,3 +192,54 @@ def test_the_vae_decode_has_its_own_wider_tolerance():
     assert judge_case_latency(sana_like(0.651, device(vae_ms=51.0)), baseline(), FILE_TOL).status == "passed"
     v = judge_case_latency(sana_like(0.651, device(vae_ms=52.0)), baseline(), FILE_TOL)
     assert v.failed and v.device["grew"] == ["VAE decode"]
+
+
+CPU_TOL = {"latency": 1.5, "p_value": 0.05}
+
+
+def cpu_result(median, cls="AVX512+bf16", op_us=2.0, gflops=100.0, recipe="bf16"):
+    return {"recipe": recipe, "cpu_class": cls, "timing": {"samples_s": [median * f for f in (0.98, 1.0, 1.01, 0.99, 1.02)]},
+            "host_speed": {"op_us": op_us, "fp32_gflops": gflops}, "summary": {"median_s": median}, "inconclusive": []}
+
+
+def cpu_base(median=1.0, cls="AVX2", op_us=2.0, gflops=100.0):
+    timing = {"median_s": median, "samples_s": [median * f for f in (0.99, 1.0, 1.01, 1.0, 1.02)],
+              "host_speed": {"op_us": op_us, "fp32_gflops": gflops}}
+    return {**timing, "cpu_class": cls, "by_cpu_class": {cls: timing}}
+
+
+def test_cpu_case_judged_against_its_own_class_and_fails_at_x3():
+    base = cpu_base(cls="AVX512+bf16")
+    assert judge_case_latency(cpu_result(1.05), base, CPU_TOL, "cpu", True).status == "passed"
+    v = judge_case_latency(cpu_result(3.0), base, CPU_TOL, "cpu", True)
+    assert v.failed and "scaled by 1/1.000" in v.message
+
+
+def test_cpu_class_sensitive_case_without_a_baseline_of_its_class_is_inconclusive():
+    v = judge_case_latency(cpu_result(0.05), cpu_base(cls="AVX2"), CPU_TOL, "cpu", True)
+    assert v.status == "inconclusive" and "no baseline of CPU class 'AVX512+bf16'" in v.message
+    assert v.message.startswith("inconclusive: ")
+
+
+def test_cpu_fp32_case_of_another_class_is_scaled_by_host_speed():
+    """A host twice as fast (half the time per operator, twice the matrix rate): an unchanged case
+    at half the baseline time passes, the same case made x3 slower fails (x1.5 raw, x3 scaled)."""
+    base = cpu_base(cls="AVX2")
+    fast = dict(op_us=1.0, gflops=200.0, recipe="fp32")
+    assert judge_case_latency(cpu_result(0.5, **fast), base, CPU_TOL, "cpu", False).status == "passed"
+    v = judge_case_latency(cpu_result(1.5, **fast), base, CPU_TOL, "cpu", False)
+    assert v.failed and v.host_ratio == pytest.approx(0.5) and "judged against the AVX2" in v.notes[0]
+
+
+def test_cpu_host_ratio_is_clamped():
+    base = cpu_base(cls="AVX512+bf16")
+    v = judge_case_latency(cpu_result(1.0, op_us=0.1, gflops=2000.0), base, CPU_TOL, "cpu", True)
+    assert "scaled by 1/0.500" in v.message  # a benchmark reading 20x faster is clamped to 2x
+
+
+def test_update_baselines_keeps_timing_per_cpu_class():
+    entry = {"samples_s": [1.0], "median_s": 1.0, "host_speed": {"op_us": 2.0}}
+    old = {"by_cpu_class": {"AVX2": {"samples_s": [9.0], "median_s": 9.0}}}
+    update_baselines.keep_classes(entry, {"cpu_class": "AVX512+bf16"}, old)
+    assert entry["cpu_class"] == "AVX512+bf16" and set(entry["by_cpu_class"]) == {"AVX2", "AVX512+bf16"}
+    assert entry["by_cpu_class"]["AVX2"]["median_s"] == 9.0 and entry["by_cpu_class"]["AVX512+bf16"]["median_s"] == 1.0

@@ -136,6 +136,22 @@ def entry_from_result(cid: str, r: dict) -> dict:
     return entry
 
 
+CLASS_KEYS = ("samples_s", "median_s", "step_median_s", "text_encode_median_s", "vae_decode_median_s", "host_speed")
+
+
+def keep_classes(entry: dict, r: dict, old: dict | None) -> None:
+    """cpu tier: the entry records its CPU class, and by_cpu_class keeps the timing of every class
+    measured so far (this run's replaces its own class's), so a machine of any known class is judged
+    against its own kind (diffperf.compare.cpu_class_entry)."""
+    cls = r.get("cpu_class")
+    if not cls:
+        return
+    entry["cpu_class"] = cls
+    by_class = dict((old or {}).get("by_cpu_class") or {})
+    by_class[cls] = {k: entry[k] for k in CLASS_KEYS if entry.get(k) is not None}
+    entry["by_cpu_class"] = dict(sorted(by_class.items()))
+
+
 def _pct(old, new) -> str:
     if old in (None, 0) or new is None:
         return "new" if old is None else ""
@@ -235,6 +251,9 @@ def main(argv=None) -> int:
                   "results_started": results.get("started"),
                   "machine": {k: results["machine"].get(k) for k in ("hostname", "cpu", "cpu_count", "gpu", "cuda",
                                                                        "versions")}}
+    if tier.device == "cpu":  # CPU speed hinges on its class (AVX2 vs AVX-512-BF16): timing kept per class
+        for cid, entry in new_entries.items():
+            keep_classes(entry, cases[cid], None if args.replace else ((old or {}).get("cases") or {}).get(cid))
     old_cases = dict(old["cases"]) if old and not args.replace else {}
     print(f"{out_path}:")
     for cid, entry in sorted(new_entries.items()):

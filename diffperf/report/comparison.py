@@ -9,7 +9,10 @@ from pathlib import Path
 
 from ..compare import BASELINE_KIND, DEVICE_TOLERANCE, judge_case_latency, load_baselines
 from ..record import commit_label, load_results
+from ..references import cpu_class_sensitive
+from ..tiers import TIERS
 from .common import _median, _mem_unit, _peak, md_table
+from .tables import parsed_recipe
 
 # -- comparison of two runs (or a run against its baselines) ----------------------------------
 
@@ -36,9 +39,11 @@ def _old_entries(kind: str, data: dict) -> dict[str, dict]:
             out[cid] = {**c, "peak": c.get("peak_memory_bytes")}
         elif (c.get("timing") or {}).get("samples_s") and _median(c):
             s = c.get("summary") or {}
-            out[cid] = {"median_s": _median(c), "samples_s": c["timing"]["samples_s"], "peak": _peak(c),
-                        "device_time": c.get("device_time"), "host_speed": c.get("host_speed"),
-                        **{k: s.get(k) for k in ("step_median_s", "text_encode_median_s", "vae_decode_median_s")}}
+            timing = {"median_s": _median(c), "samples_s": c["timing"]["samples_s"], "host_speed": c.get("host_speed"),
+                      **{k: s.get(k) for k in ("step_median_s", "text_encode_median_s", "vae_decode_median_s")}}
+            # a run is a baseline of its own CPU class (cpu tier; None when it did not record one)
+            out[cid] = {**timing, "peak": _peak(c), "device_time": c.get("device_time"),
+                        "cpu_class": c.get("cpu_class"), "by_cpu_class": {c.get("cpu_class") or "unknown": timing}}
     return out
 
 
@@ -88,6 +93,7 @@ def compare_runs(new: dict, old_kind: str, old: dict, tolerance: float | None = 
     from scipy.stats import mannwhitneyu
 
     device_tolerance = DEVICE_TOLERANCE
+    tier_device = TIERS[new["tier"]].device if new.get("tier") in TIERS else "cuda"
     if old_kind == "baselines":
         tolerance, alpha = old["tolerances"]["latency"], old["tolerances"]["p_value"]
         device_tolerance = old["tolerances"].get("device", DEVICE_TOLERANCE)
@@ -103,7 +109,9 @@ def compare_runs(new: dict, old_kind: str, old: dict, tolerance: float | None = 
             unmeasured.append(cid)
             continue
         base = old_cases[cid]
-        v = judge_case_latency(r, base, {"latency": tolerance, "p_value": alpha, "device": device_tolerance})
+        recipe = parsed_recipe(r.get("recipe", ""))
+        v = judge_case_latency(r, base, {"latency": tolerance, "p_value": alpha, "device": device_tolerance},
+                               tier_device, recipe is not None and cpu_class_sensitive(recipe))
         # the verdict reports p for "slower"; the mirror test for "faster" uses its same lower bound
         lower = [s * (1 - tolerance) if tolerance < 1 else s / (1 + tolerance) for s in base["samples_s"]]
         p_fast = float(mannwhitneyu(samples, lower, alternative="less").pvalue)
@@ -130,7 +138,7 @@ def comparison_markdown(cmp: Comparison, new: dict, new_path: str, old_kind: str
     lines = [
         "## diffperf latency comparison", "",
         f"{head}: {n['slower']} slower, {n['faster']} faster, {n['same']} same"
-        + (f", {n['inconclusive']} inconclusive (host drift)" if n["inconclusive"] else "")
+        + (f", {n['inconclusive']} inconclusive" if n["inconclusive"] else "")
         + f" of {len(cmp.changes)} compared cases.", "",
         f"New: `{new_path}` (tier {new.get('tier')}, commit {commit_label(new)}, {new.get('finished')}). "
         f"Old: `{old_path}` ({old_kind}; tier {old.get('tier')}, commit "
@@ -154,7 +162,7 @@ def comparison_markdown(cmp: Comparison, new: dict, new_path: str, old_kind: str
         unit, div = _mem_unit([c.old_peak for c in cmp.changes] + [c.new_peak for c in cmp.changes])
         rows = [[(f"**{c.verdict}**" if c.verdict != "same" else c.verdict) + f" ({c.kind})", f"`{c.case}`",
                  f"{c.old_median:.4f}",
-                 f"{c.new_median:.4f}", f"x{c.ratio:.3f}", f"{c.p_slower:.4f}", f"{c.p_faster:.4f}",
+                 f"{c.new_median:.4f}", f"x{c.ratio:.3f}", "" if c.p_slower is None else f"{c.p_slower:.4f}", f"{c.p_faster:.4f}",
                  f"{c.n_new}/{c.n_old}",
                  "" if c.old_peak is None or c.new_peak is None else f"{c.old_peak / div:.3f} -> {c.new_peak / div:.3f}"]
                 for c in cmp.changes]
