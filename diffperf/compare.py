@@ -345,7 +345,8 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
        (within its tolerance) it passes; when the host benchmark says this host is slower than the
        baseline's by as much (wall <= baseline wall x host ratio x (1 + tolerance)), inconclusive;
        otherwise failed as a host-side regression;
-    3. a side without device time (an old baseline): wall time alone, as before, noted;
+    3. a side without (comparable) device time: wall time alone, noted; a failure there that the
+       host benchmark explains as above is inconclusive;
     4. the cpu tier: judge_cpu_latency (the baseline of this CPU's class, scaled by host speed)."""
     if tier_device == "cpu":
         return judge_cpu_latency(result, base, file_tolerances, class_sensitive)
@@ -371,8 +372,13 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
         if dev_now and not dev_base and not notes:
             notes.append("the baseline has no device time (made by an older suite): judged on wall time alone; "
                          "re-baseline to gate device time")
-        status = wall.status
-        return LatencyVerdict(status, "wall", wall_text, notes=tuple(notes), **common)
+        if wall.failed and hr is not None and statistics.median(samples) <= base["median_s"] * hr * (1 + tol):
+            return LatencyVerdict("inconclusive", "wall",
+                                  f"inconclusive: host {hr - 1:+.0%} vs the baseline's host (benchmark op "
+                                  f"{result['host_speed']['op_us']:.2f} vs {base['host_speed']['op_us']:.2f} us), "
+                                  f"which explains the slower wall time (no comparable device time): {wall_text}",
+                                  notes=tuple(notes), **common)
+        return LatencyVerdict(wall.status, "wall", wall_text, notes=tuple(notes), **common)
     own = base.get("tolerances") or {}
     dev = judge_device(dev_now, dev_base, dev_tol, alpha,
                        own.get("device_vae", file_tolerances.get("device_vae", DEVICE_VAE_TOLERANCE)))

@@ -91,6 +91,12 @@ def test_old_baseline_without_device_time_is_judged_on_wall_time_with_a_note():
     assert ok.status == "passed" and ok.kind == "wall" and "no device time" in ok.notes[0]
     slow = judge_case_latency(sana_like(0.80, device()), base, {"latency": 0.03, "p_value": 0.05})
     assert slow.failed and slow.kind == "wall"
+    # host drift without a comparable device time: inconclusive when the host benchmark explains it
+    base["host_speed"] = {"op_us": 5.0}
+    drift = judge_case_latency(sana_like(0.80, device(), op_us=7.0), base, {"latency": 0.03, "p_value": 0.05})
+    assert drift.status == "inconclusive" and drift.kind == "wall" and drift.message.startswith("inconclusive: host +40%")
+    real = judge_case_latency(sana_like(0.80, device(), op_us=5.0), base, {"latency": 0.03, "p_value": 0.05})
+    assert real.failed
 
 
 def test_the_h100_baselines_file_without_device_time_still_loads():
