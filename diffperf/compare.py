@@ -244,6 +244,9 @@ class LatencyVerdict:
     host_ratio: float | None = None
     notes: tuple[str, ...] = ()
     device: dict[str, Any] | None = None
+    # why an inconclusive verdict is so: "host drift" (this host slower than the baseline's) or
+    # "no class baseline" (cpu tier: no baseline of this CPU class yet, which a run here can make)
+    why: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -264,7 +267,7 @@ class LatencyVerdict:
     def record(self) -> dict[str, Any]:
         return {"status": self.status, "kind": self.kind, "message": self.message, "p_value": self.p_value,
                 "tolerance": self.tolerance, "device_tolerance": self.device_tolerance,
-                "host_ratio": self.host_ratio, "notes": list(self.notes), "device": self.device}
+                "host_ratio": self.host_ratio, "notes": list(self.notes), "device": self.device, "why": self.why}
 
 
 def _device_stage_changes(now: dict[str, Any], base: dict[str, Any]) -> str:
@@ -320,7 +323,7 @@ def judge_cpu_latency(result: dict[str, Any], base: dict[str, Any], file_toleran
     tol = (base.get("tolerances") or {}).get("latency", file_tolerances["latency"])
     entry, note = cpu_class_entry(result, base, class_sensitive)
     if entry is None:
-        return LatencyVerdict("inconclusive", "wall", note, tolerance=tol)
+        return LatencyVerdict("inconclusive", "wall", note, tolerance=tol, why="no class baseline")
     notes = [note] if "scaled" in note else []
     samples = result["timing"]["samples_s"]
     hr = host_ratio(result.get("host_speed"), entry.get("host_speed"), compute=True)
@@ -377,7 +380,7 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
                                   f"inconclusive: host {hr - 1:+.0%} vs the baseline's host (benchmark op "
                                   f"{result['host_speed']['op_us']:.2f} vs {base['host_speed']['op_us']:.2f} us), "
                                   f"which explains the slower wall time (no comparable device time): {wall_text}",
-                                  notes=tuple(notes), **common)
+                                  notes=tuple(notes), why="host drift", **common)
         return LatencyVerdict(wall.status, "wall", wall_text, notes=tuple(notes), **common)
     own = base.get("tolerances") or {}
     dev = judge_device(dev_now, dev_base, dev_tol, alpha,
@@ -414,7 +417,7 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
                               f"which that explains (wall up to {expected:.1f} ms x (1 + {tol:.1%}) expected, measured "
                               f"{now_ms:.1f}); the device "
                               f"time holds ({dev['message']})", device_tolerance=dev_tol, notes=tuple(notes),
-                              device=dev, **common)
+                              device=dev, why="host drift", **common)
     return LatencyVerdict("failed", "host",
                           f"host-side regression: {exposure} (x{exposed_now / exposed_base if exposed_base > 0 else float('inf'):.2f}), "
                           f"more than this host's speed explains (host benchmark x{hr:.3f}: at most "

@@ -99,7 +99,9 @@ def entry_from_result(cid: str, r: dict) -> dict:
     if r.get("inconclusive"):
         raise Refused(f"{cid}: inconclusive result ({'; '.join(r['inconclusive'])}); re-measure on a quiet GPU")
     verdict = r.get("latency_verdict") or {}
-    if verdict.get("status") == "inconclusive":
+    # a run on a host slower than the baseline's is refused; a cpu run on a CPU class without a
+    # baseline of its own is exactly what makes that class's baseline
+    if verdict.get("status") == "inconclusive" and verdict.get("why") != "no class baseline":
         raise Refused(f"{cid}: its latency verdict was inconclusive ({verdict.get('message', '')[:160]}): a run on a "
                       f"host slower than the baseline's is no baseline; re-measure on a quiet host")
     s, mem, t = r.get("summary") or {}, r.get("memory") or {}, r.get("timing") or {}
