@@ -171,6 +171,15 @@ sys.path.insert(0, str(ROOT / "tools"))
 import update_baselines  # noqa: E402
 
 
+def test_update_baselines_takes_a_run_without_a_baseline_of_its_cpu_class():
+    r = {"status": "ok", "model": "m", "recipe": "bf16", "inconclusive": [], "cpu_class": "AVX512+bf16",
+         "latency_verdict": judge_case_latency(cpu_result(1.0), cpu_base(cls="AVX2"), CPU_TOL, "cpu", True).record(),
+         "summary": {"median_s": 1.0}, "timing": {"samples_s": [1.0]},
+         "memory": {"run_peak_allocated_bytes": 1, "weights_bytes": 1}}
+    assert r["latency_verdict"]["why"] == "no class baseline"
+    assert update_baselines.entry_from_result("m/bf16", r)["median_s"] == 1.0
+
+
 def test_update_baselines_refuses_an_inconclusive_verdict():
     r = {"status": "ok", "model": "m", "recipe": "bf16", "inconclusive": [],
          "latency_verdict": {"status": "inconclusive", "message": "inconclusive: host +40%"},
