@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import UsageError
 from .recipes import Recipe, parse_recipe
 
 
@@ -92,7 +93,7 @@ def view_sensitivity(tier_dir: Path, side: int) -> list[dict]:
         for name, rdir in sorted(recipes.items()):
             try:
                 ref_name = parse_recipe(name).reference.name
-            except Exception as exc:  # a folder that is no recipe: named, not skipped silently
+            except UsageError as exc:  # a folder that is no recipe: named, not skipped silently
                 raise ValueError(f"{rdir} is not a recipe folder: {exc}") from exc
             if ref_name == name or ref_name not in recipes:
                 continue

@@ -29,14 +29,16 @@ def _physical_gpus(env) -> list[str]:
         return [x.strip() for x in listed.split(",") if x.strip()]
     try:
         import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no NVML: a machine without NVIDIA GPUs (the cpu tier needs no pinning)
+    except ImportError:  # nvidia-ml-py not installed: no NVIDIA GPUs to pin
         return []
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:  # no NVML library / driver: a machine without NVIDIA GPUs (the cpu tier needs no pinning)
+        return []
+    try:
+        return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def pin_worker(worker: str, worker_count: int, env=os.environ) -> str | None:

@@ -19,7 +19,7 @@ def group_order(group: str) -> list[str] | None:
     try:
         from .. import cases
         from ..recipes import parse_recipe
-    except Exception as exc:  # cases imports every model family; a broken one must not stop a report
+    except ImportError as exc:  # cases imports every model family; a broken one must not stop a report
         print(f"note: cannot import diffperf.cases ({exc}); keeping the results file's order", file=sys.stderr)
         return None
     lists = {"flux-fast-ladder": cases.FLUX_FAST_LADDER, "flux-optimization-table": cases.FLUX_OPT_TABLE}

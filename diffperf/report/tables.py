@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from ..errors import UsageError
 from ..record import commit_label, load_results, not_measured_why, write_csv
 from .common import (Case, _fmt_bytes, _fmt_s, _median, _mem_unit, _missing_last, _peak, _ssim_text, by_latency,
                      by_memory, md_table, measured, model_cases, models_of)
@@ -25,7 +26,7 @@ def parsed_recipe(name: str):
 
     try:
         return parse_recipe(name)
-    except Exception:
+    except UsageError:  # a recipe of an older or newer suite: the report shows it unparsed
         return None
 
 
