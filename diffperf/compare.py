@@ -367,12 +367,13 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
     if result.get("inconclusive"):
         notes.append(f"inconclusive run conditions: {', '.join(result['inconclusive'])}")
     common = dict(tolerance=tol, p_value=wall.p_value, host_ratio=hr)
-    if dev_now and dev_base and version_of(dev_now) != version_of(dev_base):
+    other_method = bool(dev_now and dev_base and version_of(dev_now) != version_of(dev_base))
+    if other_method:
         notes.append(f"the baseline's device time was measured by another method (version {version_of(dev_base)}, "
                      f"this run {version_of(dev_now)}): judged on wall time alone; re-baseline to gate device time")
         dev_base = None
     if not dev_now or not dev_base:
-        if dev_now and not dev_base and not notes:
+        if dev_now and not dev_base and not other_method:
             notes.append("the baseline has no device time (made by an older suite): judged on wall time alone; "
                          "re-baseline to gate device time")
         if wall.failed and hr is not None and statistics.median(samples) <= base["median_s"] * hr * (1 + tol):
