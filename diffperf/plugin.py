@@ -47,6 +47,14 @@ class SessionState:
 
         self.started = now()
 
+    def reference_outcome(self, pc: "PerfCase", recipe_name: str):
+        """This run's measured outcome of `recipe_name` for the case's model and tier, or None (not
+        run, skipped or failed)."""
+        from .runner import CaseOutcome
+
+        outcome = self.outcomes.get(f"{pc.tier.name}:{pc.case.model}/{recipe_name}")
+        return outcome if isinstance(outcome, CaseOutcome) else None
+
 
 def pytest_addoption(parser):
     add_options(parser)
@@ -300,9 +308,26 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 @pytest.fixture
-def perf_not_judged(perf_options):
-    """not_judged() for a test: `perf_not_judged("no reference image ...")`."""
-    return lambda message: not_judged(perf_options, message)
+def perf_verdict(perf_outcome, perf_case: PerfCase, perf_options: PerfOptions):
+    """One path for every check's verdict: `perf_verdict(key, verdict, record, failed=...)` keeps
+    `record` with the case (results and its own file at once), warns, and skips (not judged,
+    inconclusive, not applicable) or fails as the verdict's status says."""
+    def enforce(key: str, verdict, record=None, failed: str = "failed its check"):
+        import warnings
+
+        from .verdict_summary import warnings_of
+
+        if record is not None:
+            perf_outcome.add(key, record)
+        for text in warnings_of(perf_case.id, verdict):
+            warnings.warn(text)
+        if verdict.status == "not judged":
+            not_judged(perf_options, verdict.message)
+        if verdict.status in ("inconclusive", "skipped"):
+            pytest.skip(verdict.message)
+        if verdict.failed:
+            pytest.fail(f"{perf_case.id} {failed}: {verdict.message}", pytrace=False)
+    return enforce
 
 
 @pytest.fixture(scope="session")

@@ -50,3 +50,15 @@ def summary_lines(reports, not_judged: str, inconclusive: str) -> list[str]:
             lines.append(f"diffperf: {len(every)} case{'s' if len(every) != 1 else ''} {label}: {parts}")
             lines.append("  " + ", ".join(sorted(every)[:12]) + (" ..." if len(every) > 12 else ""))
     return lines
+
+
+def warnings_of(case_id: str, verdict) -> list[str]:
+    """What a verdict warns about: a latency verdict says it itself (unclear, stale, inconclusive,
+    notes); any other stale one (clearly better than its baseline) asks for a refresh."""
+    if callable(getattr(verdict, "warnings", None)):
+        return verdict.warnings(case_id)
+    notes = [f"{case_id}: {n}" for n in getattr(verdict, "notes", ())]
+    if verdict.status == "stale":
+        notes.append(f"{case_id}: clearly better than its baseline, the baseline is stale: {verdict.message}; "
+                     f"refresh it with tools/update_baselines.py")
+    return notes

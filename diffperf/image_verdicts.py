@@ -1,0 +1,101 @@
+"""The image checks of a case as verdicts: against its own stored reference (regression) and
+against its model's reference recipe (fidelity). The tests in perf_tests/test_accuracy.py only
+hand these to the plugin (`perf_verdict`), which records, skips or fails through one path."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import accuracy, storage
+from .references import (LATENTS_FILE, LATENTS_KIND, cpu_class_sensitive, fidelity_threshold, recipe_class,
+                         regression_threshold)
+
+
+@dataclass(frozen=True)
+class CheckVerdict:
+    """status: passed, failed, 'not judged' (nothing to compare against: counted, or failed under
+    --perf-require-baselines) or skipped (a reason the check does not apply); record: what the
+    results keep of it."""
+
+    status: str
+    message: str = ""
+    record: dict[str, Any] | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def _update_hint(tier: str) -> str:
+    return f"create it with tools/update_baselines.py --tier {tier} --references"
+
+
+def judge_regression(case_id: str, images: Mapping[str, np.ndarray], result: dict[str, Any], ref_dir: Path,
+                     tier: str, tier_device: str, recipe) -> CheckVerdict:
+    """The case's images (as stored views) and final latents against its stored reference: SSIM,
+    PSNR and latent distance within regression_threshold for every prompt."""
+    thr = regression_threshold(tier_device, recipe)
+    scores = {}
+    for pid, img in images.items():
+        accuracy.check_image(img, f"{case_id} prompt {pid!r}")
+        path = ref_dir / f"{pid}.png"
+        if not path.exists():
+            return CheckVerdict("not judged", f"no reference image {path}; {_update_hint(tier)}")
+        view = accuracy.reference_view(img)  # references of full-size images are stored downscaled
+        scores[pid] = accuracy.compare(view, accuracy.load_png(path, view.shape))
+    latents_path = ref_dir / LATENTS_FILE
+    if not latents_path.exists():
+        return CheckVerdict("not judged", f"no reference latents {latents_path}; {_update_hint(tier)}")
+    stored = storage.load(latents_path, LATENTS_KIND)
+    if tier_device == "cpu" and cpu_class_sensitive(recipe) and stored.get("cpu_class") != result["cpu_class"]:
+        return CheckVerdict("skipped", f"reference {ref_dir} was made on a CPU of class {stored.get('cpu_class')!r}, "
+                                       f"this one is {result['cpu_class']!r}: {recipe.name} runs CPU-specific kernels "
+                                       f"whose rounding differs between classes (fp32 cases are compared across classes)")
+    for pid, proj in result["latent_projections"].items():
+        scores[pid]["latent_distance"] = accuracy.latent_distance(proj, stored["projections"][pid])
+    bad = {pid: s for pid, s in scores.items()
+           if s["ssim"] < thr["ssim"] or s["psnr"] < thr["psnr"] or not s["latent_distance"] <= thr["latent"]}
+    text = (f"differs from its reference in {ref_dir}: "
+            + "; ".join(f"{pid}: SSIM {s['ssim']:.4f} (threshold {thr['ssim']}), PSNR {s['psnr']:.2f} dB "
+                        f"(threshold {thr['psnr']}), latent distance {s['latent_distance']:.2e} "
+                        f"(threshold {thr['latent']:.0e})" for pid, s in bad.items()))
+    return CheckVerdict("failed" if bad else "passed", text if bad else "", record=scores)
+
+
+def judge_fidelity(case_id: str, images: Mapping[str, np.ndarray], result: dict[str, Any], recipe,
+                   ref_outcome, ref_dir: Path, tier_device: str, model_floor: float | None) -> CheckVerdict:
+    """The case's images against its model's reference recipe: that recipe's images from this run
+    when it ran (`ref_outcome`, with its latents), else its stored reference views in `ref_dir`.
+    The worst SSIM over prompts against fidelity_threshold of the recipe's class."""
+    ref_recipe = recipe.reference
+    if ref_recipe.name == recipe.name:
+        return CheckVerdict("skipped", f"{case_id} is its model's reference recipe")
+    scores = {}
+    for pid, img in images.items():
+        accuracy.check_image(img, f"{case_id} prompt {pid!r}")
+        if ref_outcome is not None:
+            ref = ref_outcome.images[pid]
+        else:
+            path = ref_dir / f"{pid}.png"
+            if not path.exists():
+                return CheckVerdict("not judged", f"no image of the reference recipe {ref_recipe.name!r}: run it in "
+                                                  f"this session (--perf-recipes {ref_recipe.name}) or store its "
+                                                  f"reference ({path})")
+            img = accuracy.reference_view(img)  # stored references are downscaled
+            ref = accuracy.load_png(path, img.shape)
+        scores[pid] = accuracy.compare(img, ref)
+        if ref_outcome is not None:
+            scores[pid]["latent_distance"] = accuracy.latent_distance(
+                result["latent_projections"][pid], ref_outcome.result["latent_projections"][pid])
+    worst = min(s["ssim"] for s in scores.values())
+    record = {"reference_recipe": ref_recipe.name, "ssim": worst, "psnr": min(s["psnr"] for s in scores.values()),
+              "per_prompt": scores}
+    thr = fidelity_threshold(tier_device, recipe, model_floor)
+    text = (f"vs its reference recipe {ref_recipe.name}: worst SSIM {worst:.4f} < threshold {thr} "
+            f"({recipe_class(recipe)} class); per prompt: "
+            + ", ".join(f"{p}: SSIM {s['ssim']:.4f} PSNR {s['psnr']:.2f}" for p, s in scores.items()))
+    return CheckVerdict("failed" if worst < thr else "passed", text if worst < thr else "", record=record)
