@@ -211,21 +211,22 @@ def host_ratio(now: dict[str, Any] | None, base: dict[str, Any] | None, compute:
 CPU_SCALE_BOUNDS = (0.5, 2.0)
 
 
-def cpu_class_entry(result: dict[str, Any], base: dict[str, Any], class_sensitive: bool) -> tuple[dict | None, str]:
+def cpu_class_entry(result: dict[str, Any], base: dict[str, Any],
+                    class_sensitive: bool) -> tuple[dict | None, str, bool]:
     """The timing baseline for this CPU's class: the class's own entry (by_cpu_class) when the file
     has one; otherwise the case's entry for a recipe whose speed does not hinge on the class (fp32),
     or None (inconclusive) for one that does (bf16, int8 dynamic: AVX2 emulation runs them 20-70x
-    slower than AVX-512-BF16). Returns (entry, note)."""
+    slower than AVX-512-BF16). Returns (entry, note, whether the entry is of this class)."""
     here = result.get("cpu_class") or "unknown"  # results of suites that did not record it
     by_class = base.get("by_cpu_class") or {}
     if here in by_class:
-        return {**base, **by_class[here]}, f"baseline of this CPU class ({here})"
+        return {**base, **by_class[here]}, f"baseline of this CPU class ({here})", True
     if class_sensitive:
         return None, (f"inconclusive: no baseline of CPU class {here!r} for {result.get('recipe')} (its speed hinges "
                       f"on the class; baselines exist for {', '.join(sorted(by_class)) or 'no class recorded'}); "
-                      f"add one with tools/update_baselines.py --tier cpu on such a machine")
+                      f"add one with tools/update_baselines.py --tier cpu on such a machine"), False
     return base, (f"no baseline of CPU class {here!r}: judged against the {base.get('cpu_class') or 'unrecorded'} "
-                  f"class's, scaled by the host benchmark")
+                  f"class's, scaled by the host benchmark"), False
 
 
 @dataclass(frozen=True)
@@ -321,10 +322,10 @@ def judge_cpu_latency(result: dict[str, Any], base: dict[str, Any], file_toleran
     slowdown fails on a fast machine and a slow machine does not fail a case that did not change."""
     alpha = file_tolerances["p_value"]
     tol = (base.get("tolerances") or {}).get("latency", file_tolerances["latency"])
-    entry, note = cpu_class_entry(result, base, class_sensitive)
+    entry, note, own_class = cpu_class_entry(result, base, class_sensitive)
     if entry is None:
         return LatencyVerdict("inconclusive", "wall", note, tolerance=tol, why="no class baseline")
-    notes = [note] if "scaled" in note else []
+    notes = [] if own_class else [note]
     samples = result["timing"]["samples_s"]
     hr = host_ratio(result.get("host_speed"), entry.get("host_speed"), compute=True)
     scale = None if hr is None else min(max(hr, CPU_SCALE_BOUNDS[0]), CPU_SCALE_BOUNDS[1])
@@ -354,8 +355,9 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
     if tier_device == "cpu":
         return judge_cpu_latency(result, base, file_tolerances, class_sensitive)
     alpha = file_tolerances["p_value"]
-    tol = (base.get("tolerances") or {}).get("latency", file_tolerances["latency"])
-    dev_tol = (base.get("tolerances") or {}).get("device", file_tolerances.get("device", DEVICE_TOLERANCE))
+    own = base.get("tolerances") or {}  # the case's own tolerances win over the file's
+    tol = own.get("latency", file_tolerances["latency"])
+    dev_tol = own.get("device", file_tolerances.get("device", DEVICE_TOLERANCE))
     summary = result.get("summary") or {}
     samples = result["timing"]["samples_s"]
     wall = judge_latency(samples, base, tol, alpha)
@@ -383,7 +385,6 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
                                   f"which explains the slower wall time (no comparable device time): {wall_text}",
                                   notes=tuple(notes), why="host drift", **common)
         return LatencyVerdict(wall.status, "wall", wall_text, notes=tuple(notes), **common)
-    own = base.get("tolerances") or {}
     dev = judge_device(dev_now, dev_base, dev_tol, alpha,
                        own.get("device_vae", file_tolerances.get("device_vae", DEVICE_VAE_TOLERANCE)))
     host_text = "" if hr is None else f"; host benchmark x{hr:.3f} of the baseline's host"

@@ -15,7 +15,7 @@ On the CPU (tests) the "kernels" are the outermost aten operators, as in kernel_
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -35,37 +35,21 @@ METHOD = ("union of the kernel intervals on the device timeline (torch.profiler,
           "decode, split at synchronized markers; total = text encode + median step x steps + VAE decode")
 
 
-class _Event:
-    """The few fields read from the profiler's raw events (its C++ objects, read once: building
-    torch's FunctionEvent tree for a whole FLUX.1-dev generation would take minutes)."""
+class _Event(NamedTuple):
+    """The few fields read from one of the profiler's raw events (its C++ objects, read once:
+    building torch's FunctionEvent tree for a whole FLUX.1-dev generation would take minutes)."""
 
-    __slots__ = ("_name", "_device", "_start", "_end", "_annotation", "_async")
+    name: str
+    device: Any  # torch.autograd.DeviceType
+    start: int  # nanoseconds, the profiler's clock
+    end: int
+    annotation: bool  # a record_function range (mirrored on the GPU's timeline), not a kernel
+    is_async: bool
 
     @classmethod
     def of(cls, e) -> "_Event":
-        self = cls()
-        self._name, self._device, self._start = e.name(), e.device_type(), e.start_ns()
-        self._end = e.start_ns() + e.duration_ns()
-        self._annotation, self._async = bool(e.is_user_annotation()), bool(e.is_async())
-        return self
-
-    def name(self) -> str:
-        return self._name
-
-    def device_type(self):
-        return self._device
-
-    def start_ns(self) -> int:
-        return self._start
-
-    def end_ns(self) -> int:
-        return self._end
-
-    def is_user_annotation(self) -> bool:
-        return self._annotation
-
-    def is_async(self) -> bool:
-        return self._async
+        return cls(e.name(), e.device_type(), e.start_ns(), e.start_ns() + e.duration_ns(),
+                   bool(e.is_user_annotation()), bool(e.is_async()))
 
 
 def _kernel_spans(events, cuda: bool) -> list[Span]:
@@ -74,22 +58,22 @@ def _kernel_spans(events, cuda: bool) -> list[Span]:
     from torch.autograd import DeviceType
 
     if cuda:
-        return [Span(e.name(), e.start_ns(), e.end_ns()) for e in events
-                if e.device_type() == DeviceType.CUDA and not e.is_user_annotation()
-                and not e.name().startswith(("diffperf::", "## ", "Torch-Compiled Region"))]
-    ops = sorted((e for e in events if e.device_type() == DeviceType.CPU and e.name().startswith("aten::")
-                  and not e.is_async()), key=lambda e: (e.start_ns(), -e.end_ns()))
+        return [Span(e.name, e.start, e.end) for e in events
+                if e.device == DeviceType.CUDA and not e.annotation
+                and not e.name.startswith(("diffperf::", "## ", "Torch-Compiled Region"))]
+    ops = sorted((e for e in events if e.device == DeviceType.CPU and e.name.startswith("aten::") and not e.is_async),
+                 key=lambda e: (e.start, -e.end))
     out, end = [], None
     for e in ops:  # sorted by start, longest first: an op inside the last kept one is nested
-        if end is not None and e.end_ns() <= end:
+        if end is not None and e.end <= end:
             continue
-        out.append(Span(e.name(), e.start_ns(), e.end_ns()))
-        end = e.end_ns()
+        out.append(Span(e.name, e.start, e.end))
+        end = e.end
     return out
 
 
 def _markers(events) -> list[tuple[str, int]]:
-    return sorted(((e.name()[len(MARK):], e.start_ns()) for e in events if e.name().startswith(MARK)),
+    return sorted(((e.name[len(MARK):], e.start) for e in events if e.name.startswith(MARK)),
                   key=lambda m: m[1])
 
 

@@ -3,7 +3,7 @@ against its model's reference recipe (fidelity). The tests in perf_tests/test_ac
 hand these to the plugin (`perf_verdict`), which records, skips or fails through one path."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,7 +23,6 @@ class CheckVerdict:
     status: str
     message: str = ""
     record: dict[str, Any] | None = None
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def failed(self) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from .cases import LEVELS, Case, cases_for_tier, levels_including, select_cases
 from .errors import StoredFileError, UsageError
 from .options import PerfOptions, add_options, parse_options
 from .tiers import TIERS, Tier, detect_tier, get_tier, machine_mismatch
+from .verdict_summary import summary_lines, warnings_of
 
 OPTIONS_KEY = pytest.StashKey[PerfOptions]()
 STATE_KEY = pytest.StashKey["SessionState"]()
@@ -286,8 +288,6 @@ def not_judged(options: PerfOptions, message: str):
 
 def pytest_terminal_summary(terminalreporter):
     """No silent green: the run's last lines count the cases that were not judged or inconclusive."""
-    from .verdict_summary import summary_lines
-
     reports = [r for key in ("skipped", "failed", "error") for r in terminalreporter.stats.get(key, [])]
     for line in summary_lines(reports, NOT_JUDGED, INCONCLUSIVE):
         terminalreporter.write_line(line, yellow=True, bold=True)
@@ -313,10 +313,6 @@ def perf_verdict(perf_outcome, perf_case: PerfCase, perf_options: PerfOptions):
     `record` with the case (results and its own file at once), warns, and skips (not judged,
     inconclusive, not applicable) or fails as the verdict's status says."""
     def enforce(key: str, verdict, record=None, failed: str = "failed its check"):
-        import warnings
-
-        from .verdict_summary import warnings_of
-
         if record is not None:
             perf_outcome.add(key, record)
         for text in warnings_of(perf_case.id, verdict):

@@ -15,16 +15,16 @@ import torch
 from . import accuracy
 from .build import build_case, device_for
 from .cases import Case
+from .device_time import host_exposed, measure_device_time
+from .hostspeed import measure_host_speed
 from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
-from .device_time import host_exposed, measure_device_time
-from .step_weights import weigh_steps, window_wall_step_s
-from .hostspeed import measure_host_speed
 from .machine import NvmlSampler, cpu_class, gpu_identity, inconclusive_reasons
 from .measure import generate_with_latents, measure
 from .options import PerfOptions
 from .prompts import Prompts
 from .record import RunRecorder
+from .step_weights import weigh_steps, window_wall_step_s
 from .tiers import Tier
 
 

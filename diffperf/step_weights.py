@@ -8,9 +8,16 @@ from typing import Any
 
 
 def window_of(profiled: str | None) -> tuple[int | None, int | None]:
-    """(first, last) from a stored 'steps 2-7 of 28' text (results that did not store the window)."""
+    """(first, last) from a stored '2-7 of 28' text (results that did not store the window)."""
     m = re.match(r"(\d+)-(\d+) of \d+", profiled or "")
     return (int(m.group(1)) - 1, int(m.group(2))) if m else (None, None)
+
+
+def _window_and_calls(out: dict[str, Any], wall_steps: list[list[float]]):
+    """(first, last, the timed calls' step times that cover every step), or None when either is missing."""
+    first, last = out.get("window") or window_of(out.get("profiled_steps"))
+    calls = [s for s in wall_steps if s and len(s) == out.get("steps")]
+    return None if first is None or not calls else (first, last, calls)
 
 
 def weigh_steps(out: dict[str, Any], wall_steps: list[list[float]]) -> dict[str, Any]:
@@ -19,10 +26,10 @@ def weigh_steps(out: dict[str, Any], wall_steps: list[list[float]]) -> dict[str,
     step's wall time over the window's median wall step, from the timed calls (`wall_steps`: each
     call's step seconds). Uniform steps give median step x steps, as before. The per-step gate
     uses the window's own steps and is not affected."""
-    first, last = out.get("window") or window_of(out.get("profiled_steps"))
-    calls = [s for s in wall_steps if s and len(s) == out.get("steps")]
-    if first is None or not calls:
+    found = _window_and_calls(out, wall_steps)
+    if found is None:
         return out
+    first, last, calls = found
     per_step = [statistics.median(c[k] for c in calls) for k in range(out["steps"])]
     ref = statistics.median(per_step[first:last])
     if ref <= 0:
@@ -33,13 +40,11 @@ def weigh_steps(out: dict[str, Any], wall_steps: list[list[float]]) -> dict[str,
             "total_ms": (out.get("text_encode_ms") or 0.0) + denoise + (out.get("vae_decode_ms") or 0.0)}
 
 
-
-
 def window_wall_step_s(out: dict[str, Any], wall_steps: list[list[float]]) -> float | None:
     """The median wall time of the profiled window's steps over the timed calls: the wall step to set
     beside the window's device step (the median of all steps differs where steps differ in cost)."""
-    first, last = out.get("window") or window_of(out.get("profiled_steps"))
-    calls = [s for s in wall_steps if s and len(s) == out.get("steps")]
-    if first is None or not calls:
+    found = _window_and_calls(out, wall_steps)
+    if found is None:
         return None
+    first, last, calls = found
     return statistics.median(c[k] for c in calls for k in range(first, last))
