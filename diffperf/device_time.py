@@ -3,8 +3,9 @@
 A wall-clock sample of a launch-bound model (SANA, SD 2.1, Kandinsky-3) follows the host CPU the
 runner got: the GPU waits for the host between kernels. The union of the kernels' intervals on the
 device's timeline does not: it is what the code asks of the GPU. One more generation after the
-timed calls runs its text encoding, a window of a few denoising steps (all of them with a step
-cache) and its VAE decode under torch.profiler (CUDA activity); at every boundary the host
+timed calls runs its text encoding, a window of STEP_SAMPLES denoising steps (all of them with a
+step cache; every step of as many generations as STEP_SAMPLES needs for a model of few steps) and
+its VAE decode under torch.profiler (CUDA activity); at every boundary the host
 synchronizes and drops a marker, so every kernel falls inside one segment and each segment's busy
 time is exact. The markers' synchronizations change nothing on the device; the profiler's host
 cost lengthens only the gaps, which are not counted. The rest of the steps run unprofiled (the
@@ -24,12 +25,17 @@ from .kernel_time import Span, busy_time
 from .measure import generate, no_recompile, patch_method
 
 MARK = "diffperf::stage::"
-PROFILED_STEPS = 6  # denoising steps in the window: enough for a per-step test, few for the profiler's cost
+# profiled denoising steps: the per-step test's samples. Six missed a 2% slowdown of FLUX.1-dev
+# (p = 0.12: its steps vary by up to 4% within a generation) and of FLUX.1-schnell (four steps)
+STEP_SAMPLES = 12
+MAX_GENERATIONS = 4  # profiled generations at most, for a model of few steps
 # what a stored device time means: 1 = the whole generation profiled, every step (results of
-# 2026-12-04 only); 2 = text encode + a window of PROFILED_STEPS steps + VAE decode. Steps late in a
-# generation run on a hotter GPU (FLUX.1-dev: +2-4%), so medians of different windows are not
-# comparable: a baseline is judged only by device times of its own version
-VERSION = 2
+# 2026-12-04 only); 2 = text encode + a window of 6 steps + VAE decode; 3 = a window of STEP_SAMPLES
+# steps, or every step of as many generations as that needs (text encode and VAE decode: their
+# medians over those generations). Steps late in a generation run on a hotter GPU (FLUX.1-dev:
+# +2-4%), so medians of different windows are not comparable: a baseline is judged only by device
+# times of its own version
+VERSION = 3
 METHOD = ("union of the kernel intervals on the device timeline (torch.profiler, CUDA activity) of one "
           "generation after the timed calls: its text encoding, a window of denoising steps and its VAE "
           "decode, split at synchronized markers; total = text encode + median step x steps + VAE decode")
@@ -89,25 +95,37 @@ def segments(spans: list[Span], markers: list[tuple[str, int]]) -> list[tuple[st
 
 
 def window_steps(total_steps: int, cache: bool) -> tuple[int, int]:
-    """(steps completed when the step window opens, when it closes): PROFILED_STEPS steps after
+    """(steps completed when the step window opens, when it closes): STEP_SAMPLES steps after
     the first (which may do one-time work), all of them for a step cache (computed and skipped
     steps alternate) or when there are few."""
-    if cache or total_steps <= PROFILED_STEPS + 1:
+    if cache or total_steps <= STEP_SAMPLES + 1:
         return 0, total_steps
-    return 1, 1 + PROFILED_STEPS
+    return 1, 1 + STEP_SAMPLES
 
 
-def stage_times(closed: list[tuple[str, float]], total_steps: int) -> dict[str, Any]:
-    """Busy milliseconds per stage from the segments of the profiled windows; the generation's
-    device time is text encode + median step x steps + VAE decode."""
-    te = [ms for name, ms in closed if name == "te_end"]
-    steps = [ms for name, ms in closed if name == "step_end"]
-    vae = [ms for name, ms in closed if name == "vae_end"]
+def generations(total_steps: int, cache: bool) -> int:
+    """Profiled generations: one, or as many as STEP_SAMPLES steps need when a generation has fewer
+    (FLUX.1-schnell's 4 steps: 3), at most MAX_GENERATIONS. A step cache profiles one: its skipped
+    and computed steps are not samples of one time."""
+    if cache or total_steps >= STEP_SAMPLES:
+        return 1
+    return min(MAX_GENERATIONS, -(-STEP_SAMPLES // max(total_steps, 1)))
+
+
+def stage_times(closed: list[list[tuple[str, float]]], total_steps: int) -> dict[str, Any]:
+    """Busy milliseconds per stage from the segments of each profiled generation's windows: every
+    profiled step is a sample; text encode and VAE decode are each generation's sum, their median
+    over generations. The device time is text encode + median step x steps + VAE decode."""
+    def per_generation(name):
+        sums = [sum(ms for n, ms in gen if n == name) for gen in closed if any(n == name for n, _ in gen)]
+        return statistics.median(sums) if sums else None
+
+    steps = [ms for gen in closed for name, ms in gen if name == "step_end"]
     if not steps:
         raise RuntimeError("no denoising step was profiled (scheduler.step never completed inside the window)")
     step = statistics.median(steps)
-    out = {"text_encode_ms": sum(te) if te else None, "steps_ms": steps, "step_ms": step,
-           "denoise_ms": step * total_steps, "vae_decode_ms": sum(vae) if vae else None, "steps": total_steps}
+    out = {"text_encode_ms": per_generation("te_end"), "steps_ms": steps, "step_ms": step,
+           "denoise_ms": step * total_steps, "vae_decode_ms": per_generation("vae_end"), "steps": total_steps}
     out["total_ms"] = (out["text_encode_ms"] or 0.0) + out["denoise_ms"] + (out["vae_decode_ms"] or 0.0)
     return out
 
@@ -156,11 +174,13 @@ class _Windows:
 
 
 def measure_device_time(built: Built, prompt: str, seed: int) -> dict[str, Any]:
-    """One generation with its text encoding, a window of denoising steps and its VAE decode under
-    the profiler (synchronized markers at every boundary); stage_times() of them."""
+    """generations() generations, each with its text encoding, a window of denoising steps and its
+    VAE decode under the profiler (synchronized markers at every boundary); stage_times() of them."""
     cuda = built.device.type == "cuda"
     total = built.spec.defaults(built.tier.size).steps
-    first, last = window_steps(total, bool(built.case.recipe.cache))
+    cache = bool(built.case.recipe.cache)
+    first, last = window_steps(total, cache)
+    runs = generations(total, cache)
     win = _Windows(cuda)
     done = {"steps": 0}
 
@@ -202,16 +222,21 @@ def measure_device_time(built: Built, prompt: str, seed: int) -> dict[str, Any]:
             patch_method(pipe.scheduler, "set_timesteps", on_set_timesteps),
             patch_method(pipe.scheduler, "step", on_step),
             patch_method(getattr(pipe, built.spec.vae), "decode", around("vae_start", "vae_end"))]
+    closed = []
     try:
         with no_recompile(built):
-            generate(built, prompt, seed)
+            for _ in range(runs):
+                generate(built, prompt, seed)
+                closed.append(win.closed)
+                win.closed = []
     finally:
         win.abandon()
         for u in reversed(undo):
             u()
-    out = stage_times(win.closed, total)
-    out["profiled_steps"] = f"{first + 1}-{last} of {total}"
+    out = stage_times(closed, total)
+    out["profiled_steps"] = f"{first + 1}-{last} of {total}" + (f" x {runs} generations" if runs > 1 else "")
     out["window"] = [first, last]
+    out["generations"] = runs
     out["version"] = VERSION
     out["method"] = METHOD if cuda else "union of the outermost aten operators on the host (CPU: no device timeline)"
     return out

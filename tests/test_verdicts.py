@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from diffperf.compare import judge_case_latency, judge_device, load_baselines
-from diffperf.device_time import segments, stage_times, window_steps
+from diffperf.device_time import VERSION as DEVICE_TIME_VERSION, generations, segments, stage_times, window_steps
 from diffperf.step_weights import weigh_steps, window_of
 from diffperf.kernel_time import Span
 from diffperf.verdict_summary import summary_lines
@@ -115,19 +115,30 @@ def test_segments_split_kernels_at_markers_and_stage_times_add_up():
                Span("c", 11 * ms, 12 * ms), Span("after", 15 * ms, 16 * ms)]
     assert segments(kernels, marks) == [("step_end", 3.0), ("step_end", 1.0)]
     closed = [("te_end", 3.0), ("step_end", 3.0), ("step_end", 1.0), ("step_end", 2.0), ("vae_end", 4.0)]
-    out = stage_times(closed, total_steps=10)
+    out = stage_times([closed], total_steps=10)
     assert out["steps_ms"] == [3.0, 1.0, 2.0] and out["step_ms"] == 2.0 and out["denoise_ms"] == 20.0
     assert out["total_ms"] == 27.0
     with pytest.raises(RuntimeError, match="no denoising step"):
-        stage_times([("te_end", 3.0)], 10)
-    assert window_steps(28, cache=False) == (1, 7) and window_steps(4, cache=False) == (0, 4)
-    assert window_steps(28, cache=True) == (0, 28)
+        stage_times([[("te_end", 3.0)]], 10)
+    assert window_steps(28, cache=False) == (1, 13) and window_steps(4, cache=False) == (0, 4)
+    assert window_steps(28, cache=True) == (0, 28) and window_steps(13, cache=False) == (0, 13)
+
+
+def test_a_model_of_few_steps_is_profiled_over_several_generations():
+    """FLUX.1-schnell's 4 steps: three generations give 12 step samples; text encode and VAE decode
+    are each generation's sum (two encode calls: 1 + 2 ms), their median over the generations."""
+    assert generations(4, cache=False) == 3 and generations(28, cache=False) == 1
+    assert generations(1, cache=False) == 4 and generations(4, cache=True) == 1
+    gens = [[("te_end", 1.0), ("te_end", 2.0)] + [("step_end", 10.0 + g)] * 4 + [("vae_end", 5.0 + g)] for g in range(3)]
+    out = stage_times(gens, total_steps=4)
+    assert len(out["steps_ms"]) == 12 and out["step_ms"] == 11.0
+    assert out["text_encode_ms"] == 3.0 and out["vae_decode_ms"] == 6.0 and out["total_ms"] == 3.0 + 44.0 + 6.0
 
 
 def test_steps_of_different_cost_are_weighed_by_their_wall_time():
     """Lumina2-like: CFG dropped after 10 of 30 steps halves the later ones; the window (steps 2-7)
     sees only full steps, so median x steps would overstate the denoising device time."""
-    out = {**stage_times([("step_end", 10.0)] * 6, total_steps=30), "window": [1, 7]}
+    out = {**stage_times([[("step_end", 10.0)] * 6], total_steps=30), "window": [1, 7]}
     walls = [[0.012] * 10 + [0.006] * 20] * 3
     weighed = weigh_steps(out, walls)
     assert weighed["denoise_ms"] == pytest.approx(10.0 * (10 + 20 * 0.5)) and weighed["step_ms"] == 10.0
@@ -141,7 +152,8 @@ def test_device_time_of_a_tiny_generation(tiny_pixart):
     out = measure_device_time(tiny_pixart, "a red bicycle", 0)
     steps = tiny_pixart.spec.defaults("tiny").steps
     first, last = window_steps(steps, cache=False)
-    assert len(out["steps_ms"]) == last - first and all(s > 0 for s in out["steps_ms"])
+    assert len(out["steps_ms"]) == (last - first) * generations(steps, cache=False) == (last - first) * out["generations"]
+    assert all(s > 0 for s in out["steps_ms"])
     assert out["text_encode_ms"] > 0 and out["vae_decode_ms"] > 0
     assert out["total_ms"] == pytest.approx(out["text_encode_ms"] + out["denoise_ms"] + out["vae_decode_ms"])
 
@@ -191,9 +203,10 @@ def test_update_baselines_refuses_an_inconclusive_verdict():
     r["device_time"], r["host_speed"] = device(), {"op_us": 5.0, "before": {"op_us": 5.0, "launch_us": 5.0}}
     entry = update_baselines.entry_from_result("m/bf16", r)  # a device time of the old method is left out
     assert "device_time" not in entry and entry["host_speed"]["op_us"] == 5.0
-    r["device_time"]["version"] = 2
+    r["device_time"]["version"] = DEVICE_TIME_VERSION
     entry = update_baselines.entry_from_result("m/bf16", r)
-    assert entry["device_time"]["total_ms"] == r["device_time"]["total_ms"] and entry["device_time"]["version"] == 2
+    assert entry["device_time"]["total_ms"] == r["device_time"]["total_ms"]
+    assert entry["device_time"]["version"] == DEVICE_TIME_VERSION
     json.dumps(entry)
 
 
