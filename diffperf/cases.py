@@ -1,6 +1,8 @@
 """Named cases: model x recipe, grouped by level (smoke / standard / full) per tier kind.
 
-The ladders come from the users' reference tables in shared/reference/.
+The ladders follow published tables: flux-fast's optimization steps (https://github.com/huggingface/flux-fast)
+and the rows of the FLUX.1-dev benchmark tables "Flux Text To Image Fast Inference Experimentation"
+(A100 / H100, 1024x1024, 28 steps: dtypes, FlashAttention-2, TeaCache, FirstBlockCache, torchao float8 / int8).
 """
 from __future__ import annotations
 

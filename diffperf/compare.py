@@ -130,16 +130,16 @@ def noise_tolerance(samples: list[float], floor: float) -> dict[str, Any] | None
                      f"({rsd:.2%}), above the file's {floor:.1%}"}
 
 
-# Between sessions a GPU-bound case moves with the card's clocks (a few %), a launch-bound one with
+# Between machines and days a GPU-bound case moves with the card's clocks (a few %), a launch-bound one with
 # the host CPU it got (SANA, SD 2.1, Kandinsky-3 medians moved 28-43% at full SM clock). Within-run
-# samples do not see that; the medians of runs from different sessions do. With n runs the next one
+# samples do not see that; the medians of runs on other machines or days do. With n runs the next one
 # lands beyond their range with probability ~2/(n+1), hence a margin over the observed range.
 RUN_SPREAD_MARGIN = 1.5
 
 
 def run_spread_tolerance(run_medians: list[dict[str, Any]], floor: float) -> dict[str, Any] | None:
     """A case's own latency tolerance from the medians of its runs in separate processes (other
-    sessions or other machines)
+    days or other machines)
     ({"median_s", "started", "source"} each): RUN_SPREAD_MARGIN x (slowest / fastest - 1), rounded
     up. None when fewer than two runs or when `floor` (the tolerance it has) already covers it."""
     medians = [r["median_s"] for r in run_medians]

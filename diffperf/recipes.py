@@ -21,7 +21,7 @@ CACHES = ("fbcache", "teacache", "magcache", "taylorseer")
 PARALLEL = ("ulysses", "ring")
 COMPILE_MODES = ("default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
 
-# The inductor flags flux-fast sets (see shared/reference/flux-fast-readme.md).
+# The inductor flags flux-fast sets (its README, https://github.com/huggingface/flux-fast).
 INDUCTOR_PRESETS: dict[str, dict[str, bool]] = {
     "flux-fast": {
         "conv_1x1_as_mm": True,

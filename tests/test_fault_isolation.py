@@ -92,7 +92,7 @@ def test_oom_fails_its_case_only_and_frees_its_memory(pytester, monkeypatch, tmp
 
 
 def test_interrupted_run_keeps_what_it_measured_and_names_the_case_in_flight(pytester, monkeypatch, tmp_path):
-    """A run stopped by SIGINT (the device scripts' time limits) in its second case: the first
+    """A run stopped by SIGINT (tools/batch.sh's time limits) in its second case: the first
     case's results are written, and the second is recorded as interrupted, with when."""
     r = run(pytester, monkeypatch, tmp_path, "interrupt")
     assert r.ret == pytest.ExitCode.INTERRUPTED

@@ -316,8 +316,8 @@ def doc_rows(md: str, heading: str) -> list[list[str]]:
 
 
 def later_session(root: Path) -> Path:
-    """A second session: flux-dev/bf16 measured again (twice as slow) and a new compiled rung,
-    each with an image only this session's directory holds."""
+    """A second run: flux-dev/bf16 measured again (twice as slow) and a new compiled rung,
+    each with an image only this run's directory holds."""
     cases = {"flux-dev/bf16": case("flux-dev", "bf16", 1, slow=2.0),
              f"flux-dev/{COMPILED}": {**case("flux-dev", COMPILED, 2), "groups": ["flux-fast-ladder"]}}
     for r in cases.values():
@@ -333,10 +333,10 @@ def test_doc_merges_sources_later_case_wins(results, tmp_path):
     md = out.read_text()
     row = next(r for r in doc_rows(md, "### Latency percentiles") if r[0] == "`bf16`")
     slowed = report.load_results(later)["cases"]["flux-dev/bf16"]["summary"]["median_s"]
-    assert float(row[3]) == pytest.approx(slowed, abs=1e-3)  # P50 of the later session's bf16
+    assert float(row[3]) == pytest.approx(slowed, abs=1e-3)  # P50 of the later run's bf16
     assert f"`{COMPILED}`" in md
     assert "image (" not in md and "_source_dir" not in md  # no grid warning; nothing internal shown
-    # each case's image is found in its own session's directory
+    # each case's image is found in its own run's directory
     merged = report.merge_results([results, later])
     _, warnings = report.grid_image(merged, tmp_path / "elsewhere", "flux-dev", tmp_path / "grid.png", tile=TILE)
     assert warnings == []

@@ -1,5 +1,5 @@
-"""The device and CI shell scripts parse (the device ones run only on machines CI never sees, so
-a syntax error would otherwise surface there first, costing device time)."""
+"""The GPU-machine and CI shell scripts parse (the GPU ones run only on machines CI never sees, so
+a syntax error would otherwise surface there first, costing GPU time)."""
 import subprocess
 from pathlib import Path
 

@@ -16,7 +16,7 @@ cli = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cli)
 
 # three smoke runs of the h100 tier, the same nine cases (one per model), listed out of date order
-SMOKE = [DATA / "h100-s9-smoke", DATA / "h100-s6-smoke", DATA / "h100-s8-smoke"]
+SMOKE = [DATA / "h100-2026-11-26-smoke-1029", DATA / "h100-2026-11-26-smoke-0138", DATA / "h100-2026-11-26-smoke-0629"]
 MODELS = ["flux-dev", "flux-schnell", "kandinsky3", "lumina2", "pixart-sigma", "sana-1600m", "sd21-base",
           "sd3-medium", "z-image-turbo"]
 
@@ -32,7 +32,7 @@ def test_trend_over_three_committed_runs_writes_a_chart_per_model_and_a_table(tm
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [f"trend-{m}.png" for m in MODELS]
     assert (tmp_path / "trend.md").read_text() == out
     # runs by date, not by the order given; each with its commit and machine
-    assert out.index("h100-s6-smoke") < out.index("h100-s8-smoke") < out.index("h100-s9-smoke")
+    assert out.index("h100-2026-11-26-smoke-0138") < out.index("h100-2026-11-26-smoke-0629") < out.index("h100-2026-11-26-smoke-1029")
     assert "| 1 | 2026-11-26T01:38:41+00:00 | `c0fd6e6d2871 + 5 changed file(s)` | NVIDIA H100 80GB HBM3 |" in out
     # per case: each run's median (the first run judged by the gate), the median over runs and the spread
     assert "| `bf16` | 1.368 passed | 1.537 | 1.613 | 1.537 | 15.9% | +17.9% |" in out  # sd21-base
@@ -42,7 +42,7 @@ def test_trend_over_three_committed_runs_writes_a_chart_per_model_and_a_table(tm
 def test_a_changed_verdict_is_a_change_point(tmp_path):
     """flux-dev/bf16+fp8dq+compile: no verdict (s7-std-flux-z), unclear (s7-recheck), failed
     (s11-flux-defaults): the third run is the change point, in the table and ringed in the chart."""
-    runs = load_runs([DATA / "h100-s7-std-flux-z", DATA / "h100-s7-recheck", DATA / "h100-s11-flux-defaults"])
+    runs = load_runs([DATA / "h100-2026-11-26-std-flux-z", DATA / "h100-2026-11-26-recheck", DATA / "h100-2026-11-26-flux-defaults"])
     text = trend_markdown(runs)
     assert "| `bf16+fp8dq+compile` | 2.950 | 2.995 unclear | **3.024 failed** (was unclear) |" in text
     assert "1 change point(s)" in text
@@ -87,7 +87,7 @@ def test_trend_refuses_what_it_cannot_compare(tmp_path, capsys):
     with pytest.raises(ReportError, match="neither a diffperf results file"):
         load_runs([tmp_path / "list.json"])
     # a folder above the results directories: name them, not their parent
-    assert cli.main(["trend", str(DATA / "h100-s6-smoke" / ".."), "--out-dir", str(tmp_path / "o")]) == 2
+    assert cli.main(["trend", str(DATA / "h100-2026-11-26-smoke-0138" / ".."), "--out-dir", str(tmp_path / "o")]) == 2
     assert "no results directory" in capsys.readouterr().err
 
 

@@ -2,20 +2,31 @@
 # Run a batch of named parts on a GPU machine, each under its own time limit, and pack what they
 # measured: for a machine you reach for a limited time (a CI runner, a rented or shared GPU).
 #
-#   OUT_DIR=/tmp/out bash tools/batch.sh tools/batches/h200-gauntlet.txt [PART ...]
+#   OUT_DIR=/tmp/out bash tools/batch.sh tools/batches/h200-gauntlet.txt [PART[:SECONDS] ...]
 #
 # The batch file has one part per line, `NAME SECONDS COMMAND...` (# comments). A part's command
 # runs under `timeout -s INT SECONDS` (a pytest run stopped so still writes its results; killed 15 s
 # later if it has not ended: keep the limits' sum well under the machine's own limit), with
 # RESULTS=$WORK/results-NAME (for --perf-results), BASELINES (for --perf-baselines; default the
-# repository's baselines/) and WORK exported. PART names pick parts (default: all, in order); a
-# part whose name ends in '!' stops the batch when it fails (a sanity check before long parts).
+# repository's baselines/) and WORK exported. PART names pick parts (default: all; they run in the
+# file's order); PART:SECONDS replaces that part's limit for this run; a name the file does not
+# have is refused. A part whose name ends in '!' stops the batch when it fails (a sanity check
+# before long parts). Environment variables set for tools/batch.sh reach every part's command.
 # At the end: $OUT_DIR/results.tar.gz (every $WORK/results-*), and a log per part, <NAME>.log.
 # Extra wheels (a machine without a package index): put them in .whl/; they are installed first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-batch=${1:?usage: OUT_DIR=DIR bash tools/batch.sh BATCH_FILE [PART ...]}
+batch=${1:?usage: OUT_DIR=DIR bash tools/batch.sh BATCH_FILE [PART[:SECONDS] ...]}
 shift
+[[ -f "$batch" ]] || { echo "no batch file $batch (see tools/batches/)" >&2; exit 2; }
+parts=$(sed -n 's/^\([^#[:space:]][^[:space:]]*\).*/\1/p' "$batch" | tr -d '!' | tr '\n' ' ')
+declare -A wanted=()
+for arg in "$@"; do
+    name=${arg%%:*}
+    [[ " $parts" == *" $name "* ]] || { echo "unknown part '$name' in $batch; its parts: $parts" >&2; exit 2; }
+    [[ "$arg" != *:* || "${arg#*:}" =~ ^[0-9]+$ ]] || { echo "part '$arg': the limit after ':' is whole seconds" >&2; exit 2; }
+    [[ "$arg" == *:* ]] && wanted[$name]=${arg#*:} || wanted[$name]=""
+done
 export OUT_DIR=${OUT_DIR:-/tmp/diffperf-out} WORK=${WORK:-/tmp/diffperf-work}
 export BASELINES=${BASELINES:-$PWD/baselines} PYTHONUNBUFFERED=1
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$WORK/inductor-cache}
@@ -27,12 +38,14 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,uuid,driver_version,clocks.sm,power.draw \
     --format=csv > "$OUT_DIR/gpu.txt" 2>&1
-wanted=" $* "
 status=0
 while read -r name seconds cmd; do
     [[ -z "$name" || "$name" == \#* ]] && continue
     stop=0; [[ "$name" == *! ]] && { stop=1; name=${name%!}; }
-    [[ "$wanted" != "  " && "$wanted" != *" $name "* ]] && continue
+    if (( ${#wanted[@]} )); then
+        [[ -v "wanted[$name]" ]] || continue
+        [[ -n "${wanted[$name]}" ]] && seconds=${wanted[$name]}
+    fi
     export RESULTS=$WORK/results-$name
     echo "== $name (${seconds}s): $cmd" | tee "$OUT_DIR/$name.log"
     start=$(date +%s)

@@ -2,7 +2,7 @@
 """Fill inductor's autotune cache for one compiled case with a shallow copy of its denoiser.
 
 A max-autotune compile benchmarks every distinct GEMM shape of the graph; for FLUX.1-dev with
-float8 that is more than ten minutes cold (docs/h100-notes.md, ninth session), most of it spent
+float8 that is more than ten minutes cold (docs/methodology.md, H100 runs of 2026-11-26), most of it spent
 after tracing the full 57-block graph. The shapes do not depend on depth: this tool builds the
 case as the suite does, cuts each stack of identical blocks to its first (diffperf/shallow.py),
 and runs one short generation at the model's full resolution. Inductor stores each benchmarked

@@ -17,7 +17,7 @@ from .targets import load_targets, targets_markdown
 from .tables import (QUANT_LEGEND, TABLES_NOTE, _cold_text, conditions_markdown, csv_file, model_heading,
                      model_tables, not_measured_markdown, parsed_recipe, summary_markdown, tables_markdown)
 
-# -- several results sources as one (a tier measured over several sessions) -------------------
+# -- several results sources as one (a tier measured over several runs) -------------------
 
 Source = Path | str
 
