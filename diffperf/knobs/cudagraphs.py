@@ -96,14 +96,16 @@ class GraphedForward:
     def __call__(self, *args, **kwargs):
         key, leaves, spec = input_signature(args, kwargs, self.device)
         graph = self.graphs.get(key)
-        if graph is None:
+        if graph is None:  # its static inputs are made from this call's values
             graph = self._capture(key, leaves, spec)
         else:
             for buffer, leaf in zip(graph.inputs, leaves):
                 if buffer is not None:
                     buffer.copy_(leaf)
-            graph.replay()
-            self.state["replays"] += 1
+        # a capture records the kernels without running them: the static outputs hold whatever the
+        # pool's memory held until the graph is replayed, also for the call that captured it
+        graph.replay()
+        self.state["replays"] += 1
         return pytree.tree_map_only(torch.Tensor, torch.clone, graph.outputs)
 
     def _capture(self, key: tuple, leaves: list[Any], spec) -> _Graph:
