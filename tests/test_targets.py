@@ -47,10 +47,13 @@ def test_a_target_with_nothing_measured_says_so():
 def test_a_bad_targets_file_is_refused(tmp_path):
     path = tmp_path / "h100.json"
     dump(path, "diffperf-targets", {"tier": "h100", "targets": [{**LOSSLESS, "select": "fastest"}]})
-    with pytest.raises(StoredFileError, match="selects 'fastest'; valid: lossless, float8\\+compile"):
+    with pytest.raises(StoredFileError, match="selects 'fastest'; valid: lossless, float8\\+compile, cudagraphs"):
         load_targets(path, "h100")
     dump(path, "diffperf-targets", {"tier": "h100", "targets": [{**LOSSLESS, "metric": "p99"}]})
     with pytest.raises(StoredFileError, match="measures 'p99'"):
+        load_targets(path, "h100")
+    dump(path, "diffperf-targets", {"tier": "h100", "targets": [{**LOSSLESS, "at_least": 1.0}]})
+    with pytest.raises(StoredFileError, match="needs one bound"):
         load_targets(path, "h100")
     dump(path, "diffperf-targets", {"tier": "h100", "targets": [LOSSLESS]})
     with pytest.raises(ReportError, match="tier 'h100', not 'cpu'"):
@@ -61,8 +64,29 @@ def test_a_bad_targets_file_is_refused(tmp_path):
         load_targets(path, "h100")
 
 
-def test_the_committed_targets_file_loads():
+def test_cuda_graph_targets_host_share_and_mfu_gain_over_eager():
+    """SANA-like: eager 31 ms wall step of which 9 ms host-exposed; graphed 22.5 ms with 0.1 ms."""
+    def sana(recipe, step_s, exposed_ms, mfu):
+        r = case(recipe, 0.6, step=step_s, model="sana-1600m")
+        r["device_time"] = {"host_exposed_ms": {"step_ms": exposed_ms}}
+        r["mfu"] = {"fraction_of_peak": mfu}
+        return r
+
+    results = {"cases": {"sana-1600m/bf16": sana("bf16", 0.031, 9.0, 0.19),
+                         "sana-1600m/bf16+cudagraphs": sana("bf16+cudagraphs", 0.0225, 0.1, 0.27)}}
+    share = {"id": "h", "title": "SANA host share", "model": "sana-1600m", "select": "cudagraphs",
+             "metric": "host_exposed_step_share", "at_most": 0.05}
+    gain = {"id": "m", "title": "SANA MFU gain", "model": "sana-1600m", "select": "cudagraphs",
+            "metric": "mfu_gain", "at_least": 2.0}
+    text = "\n".join(targets_markdown(results, [share, gain]))
+    assert "| SANA host share | <= 5.0% | `sana-1600m/bf16+cudagraphs` | 0.4% | **met** |" in text
+    assert "| SANA MFU gain | >= x2.00 | `sana-1600m/bf16+cudagraphs` | x1.42 | **missed** (x0.71) |" in text
+
+
+def test_the_committed_targets_files_load():
     from pathlib import Path
 
-    targets = load_targets(Path(__file__).resolve().parent.parent / "fixtures" / "targets" / "h100.json", "h100")
+    root = Path(__file__).resolve().parent.parent / "fixtures" / "targets"
+    targets = load_targets(root / "h100.json", "h100")
     assert {t["id"] for t in targets} == {"flux-dev-lossless-e2e", "flux-dev-float8-step"}
+    assert {t["select"] for t in load_targets(root / "h200.json", "h200")} >= {"lossless", "cudagraphs"}

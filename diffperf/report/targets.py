@@ -14,7 +14,9 @@ from .kernels import COLUMNS, SHORT, _profiled, categories, idle_unprofiled_ms, 
 from .tables import parsed_recipe
 
 TARGETS_KIND = "diffperf-targets"
-METRICS = {"median_s": "end to end, median", "step_median_s": "denoiser step, median"}
+METRICS = {"median_s": "end to end, median", "step_median_s": "denoiser step, median",
+           "host_exposed_step_share": "host-exposed time per step (wall step - device step) over the wall step",
+           "mfu_gain": "denoiser MFU over the same model's bf16 eager MFU in the same results"}
 
 
 def _lossless(r) -> bool:
@@ -26,8 +28,31 @@ def _float8_compiled(r) -> bool:
     return bool(r.quant and r.quant.startswith("fp8") and r.compile)
 
 
+def _cudagraphs(r) -> bool:
+    return _lossless(r) and bool(r.cudagraphs or (r.compile and "reduce-overhead" in str(r.compile)))
+
+
 # which recipes a target admits; a target file names one of these
-SELECTORS: dict[str, Callable[[Any], bool]] = {"lossless": _lossless, "float8+compile": _float8_compiled}
+SELECTORS: dict[str, Callable[[Any], bool]] = {"lossless": _lossless, "float8+compile": _float8_compiled,
+                                               "cudagraphs": _cudagraphs}
+
+
+def _mfu(r: dict) -> float | None:
+    return (r.get("mfu") or {}).get("fraction_of_peak")
+
+
+def metric_value(metric: str, r: dict, results: dict) -> float | None:
+    """The target metric of one case record (None where the record lacks what it needs)."""
+    summary = r.get("summary") or {}
+    if metric in ("median_s", "step_median_s"):
+        return summary.get(metric)
+    if metric == "host_exposed_step_share":
+        exposed = (((r.get("device_time") or {}).get("host_exposed_ms")) or {}).get("step_ms")
+        step = summary.get("step_median_s")
+        return None if exposed is None or not step else max(exposed, 0.0) / (step * 1000.0)
+    eager = results["cases"].get(f"{r.get('model')}/bf16")  # mfu_gain
+    mine, base = _mfu(r), _mfu(eager) if eager and measured(eager) else None
+    return None if mine is None or not base else mine / base
 
 
 def load_targets(path: Path, tier: str | None) -> list[dict[str, Any]]:
@@ -35,6 +60,8 @@ def load_targets(path: Path, tier: str | None) -> list[dict[str, Any]]:
     if data.get("tier") != tier:
         raise ReportError(f"{display_path(path)} holds the targets of tier {data.get('tier')!r}, not {tier!r}")
     for t in data["targets"]:
+        if ("at_most" in t) == ("at_least" in t):
+            raise StoredFileError(f"{display_path(path)}: target {t.get('id')!r} needs one bound: 'at_most' or 'at_least'")
         if t.get("select") not in SELECTORS:
             raise StoredFileError(f"{display_path(path)}: target {t.get('id')!r} selects {t.get('select')!r}; "
                                   f"valid: {', '.join(SELECTORS)}")
@@ -51,14 +78,24 @@ def admitted(results: dict, target: dict) -> list[tuple[float, str, dict]]:
     found = []
     for cid, r in results["cases"].items():
         recipe = parsed_recipe(r.get("recipe", ""))
-        value = (r.get("summary") or {}).get(target["metric"])
-        if r.get("model") == target["model"] and measured(r) and recipe and admit(recipe) and value:
-            found.append((value, cid, r))
-    return sorted(found, key=lambda x: x[0])
+        if r.get("model") == target["model"] and measured(r) and recipe and admit(recipe):
+            value = metric_value(target["metric"], r, results)
+            if value:
+                found.append((value, cid, r))
+    return sorted(found, key=lambda x: x[0], reverse="at_least" in target)
 
 
 def _value(metric: str, v: float) -> str:
+    if metric == "host_exposed_step_share":
+        return f"{v:.1%}"
+    if metric == "mfu_gain":
+        return f"x{v:.2f}"
     return f"{v * 1000:.1f} ms" if metric == "step_median_s" else f"{v:.3f} s"
+
+
+def _bound(t: dict) -> tuple[str, float, bool]:
+    """('<=' or '>=', the bound, whether lower is better)."""
+    return ("<=", t["at_most"], True) if "at_most" in t else (">=", t["at_least"], False)
 
 
 def _step_text(cid: str, r: dict, runs: list[dict]) -> str:
@@ -78,13 +115,13 @@ def targets_markdown(results: dict, targets: list[dict]) -> list[str]:
     rows, details = [], []
     for t in targets:
         cases = admitted(results, t)
-        limit = t["at_most"]
+        sign, limit, lower = _bound(t)
         if not cases:
-            rows.append([t["title"], f"<= {_value(t['metric'], limit)}", "not measured", "", "not measured"])
+            rows.append([t["title"], f"{sign} {_value(t['metric'], limit)}", "not measured", "", "not measured"])
             continue
         value, cid, r = cases[0]
-        met = value <= limit
-        rows.append([t["title"], f"<= {_value(t['metric'], limit)}", f"`{cid}`", _value(t["metric"], value),
+        met = value <= limit if lower else value >= limit
+        rows.append([t["title"], f"{sign} {_value(t['metric'], limit)}", f"`{cid}`", _value(t["metric"], value),
                      "**met**" if met else f"**missed** (x{value / limit:.2f})"])
         details += [f"### {t['title']}", "", f"- best admitted case (`{t['select']}` recipes, {METRICS[t['metric']]}): "
                     f"`{cid}`, {_value(t['metric'], value)} against {_value(t['metric'], limit)}" + (f"; published: {t['published']}"
