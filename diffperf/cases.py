@@ -78,7 +78,7 @@ FLUX_OPT_TABLE = [
 ]
 
 # quantization-experiment-results.md: quantization x TE quantization x fused QKV x dtype
-QUANT_GRID_MODELS = ("flux-dev", "pixart-sigma", "sd3-medium")
+QUANT_GRID_MODELS = tuple(name for name, spec in MODELS.items() if spec.quant_grid)
 
 
 def _quant_grid(model: str) -> list[str]:

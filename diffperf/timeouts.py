@@ -2,12 +2,14 @@
 named, and the session goes on with the next case.
 
 budget = (tier base + compile allowance) x model factor x --perf-timeout-scale, plus on a GPU the
-two waits for a throttled GPU to cool (--perf-cooldown). Every test of a case gets the whole
+two waits for a throttled GPU to cool (--perf-cooldown). The model factor is the model's
+ModelSpec.timeout_factor at full size, 1 for tiny models. Every test of a case gets the whole
 budget: whichever runs first builds and measures the case.
 """
 from __future__ import annotations
 
 from .cases import Case
+from .models import get_model
 from .tiers import Tier
 
 # A FLUX.1-dev-sized case on the tier's device: build, cold call, warm-up, timed calls and the
@@ -20,13 +22,6 @@ BASE_S = {"cpu": 180.0, "cuda": 600.0}
 # package is built cold on a machine's first run). Tiny flux compiles in 4 s on the cpu tier.
 COMPILE_S = {"cpu": 300.0, "cuda": 1200.0}
 AUTOTUNE_FACTOR = 2.0
-# Full-size models relative to FLUX.1-dev: h100 bf16 seconds per image / flux-dev's 5.3 s, rounded
-# up, at least 0.25 (building and loading do not shrink as fast). Tiny models (cpu tier): 1.
-MODEL_FACTOR = {
-    "flux-dev": 1.0, "lumina2": 1.2, "kandinsky3": 0.5, "sd21-base": 0.5, "sd3-medium": 0.5,
-    "z-image-turbo": 0.3, "pixart-sigma": 0.25, "flux-schnell": 0.25, "sana-1600m": 0.25,
-}
-
 
 def case_timeout(tier: Tier, case: Case, scale: float = 1.0, cooldown_s: float = 0.0) -> float:
     """Seconds the first test of `case` may take on `tier` (setup included: it builds the case)."""
@@ -34,6 +29,6 @@ def case_timeout(tier: Tier, case: Case, scale: float = 1.0, cooldown_s: float =
     if case.recipe.compile or case.recipe.aoti:  # an AOTI package built cold compiles like compile-full
         autotune = AUTOTUNE_FACTOR if "max-autotune" in case.recipe.compile_mode else 1.0
         seconds += COMPILE_S[tier.device] * autotune
-    factor = MODEL_FACTOR.get(case.model, 1.0) if tier.size == "full" else 1.0
+    factor = get_model(case.model).timeout_factor if tier.size == "full" else 1.0
     cooling = 2 * cooldown_s if tier.device == "cuda" else 0.0  # before the timed round, and before a retake
     return round(seconds * factor * scale + cooling, 1)

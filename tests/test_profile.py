@@ -6,7 +6,7 @@ import torch
 
 from diffperf.errors import UsageError
 from diffperf.models import MODELS
-from diffperf.models import flux as flux_cfg
+from diffperf.models.flux import build as flux_cfg
 from diffperf.profile import compare, count_invocation, count_on, load, profile_generation
 from diffperf.profile.plans import Setup, default_prompt, make_plan
 from diffperf.profile.shadow import ShadowValues

@@ -44,22 +44,25 @@ import torch
 from torch import nn
 
 from diffperf.errors import UsageError
+from diffperf.models import MODELS, TeaCacheFit
 
-# Rescale polynomials, highest power first (numpy.poly1d order). Fitted by the TeaCache
-# authors / contributors and published in the TeaCache repository
-# (https://github.com/ali-vilab/TeaCache, formerly LiewFeng/TeaCache); values checked against a
-# copy of that repository (file TeaCache4FLUX/teacache_flux.py and
-# TeaCache4Lumina2/teacache_lumina2.py + README.md).
-#   FLUX.1: TeaCache4FLUX. Positive on [0, inf), minimum ~0.2 near x = 0.1.
-#   Lumina-Image-2.0: TeaCache4Lumina2 "v1" coefficients (the script's default). That README
-#     also gives "v2" [225.7042019806413, -608.8453716535591, 304.1869942338369,
-#     124.21267720116742, -1.4089066892956552] (faster at low thresholds); pass it as
-#     apply_teacache(..., coefficients=...) to use it. v1 is negative for x in ~(0.28, 1.09);
-#     like the reference, negative rescaled values are accumulated as they are (not clamped).
-TEACACHE_COEFFICIENTS: dict[str, list[float]] = {
-    "FluxTransformer2DModel": [4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01],
-    "Lumina2Transformer2DModel": [393.76566581, -603.50993606, 209.10239044, -23.00726601, 0.86377344],
-}
+# The transformers TeaCache knows: each model family states the fit of its denoiser
+# (ModelSpec.teacache, in diffperf/models/<family>/__init__.py): where the blocks are, where the
+# timestep comes, and the rescale polynomial fitted by the TeaCache authors / contributors and
+# published in the TeaCache repository (https://github.com/ali-vilab/TeaCache).
+def _fits() -> dict[str, TeaCacheFit]:
+    fits: dict[str, TeaCacheFit] = {}
+    for model in MODELS.values():
+        fit = model.teacache
+        if fit is not None and fits.setdefault(fit.class_name, fit) != fit:
+            raise RuntimeError(f"two TeaCache fits for {fit.class_name}: model {model.name}'s differs from another "
+                               "model's of the same transformer class")
+    return fits
+
+
+_SPECS = _fits()
+# rescale polynomials by transformer class, highest power first (numpy.poly1d order)
+TEACACHE_COEFFICIENTS: dict[str, list[float]] = {name: list(fit.coefficients) for name, fit in _SPECS.items()}
 
 # at most this many guidance branches (calls sharing a timestep) per step; one more call with
 # the same timestep starts a new generation instead
@@ -132,26 +135,7 @@ class TeaCacheState:
         self._prev_timestep = None
 
 
-@dataclass(frozen=True)
-class _ModelSpec:
-    class_name: str
-    block_lists: tuple[str, ...]  # ModuleList attributes the runner replaces, in call order
-    timestep_arg: int  # position of `timestep` in forward(*args) (after self)
-    time_direction: int  # sign of the timestep's change from one step to the next
-    unsupported_kwargs: tuple[str, ...] = ()
-
-
-_SPECS = {
-    "FluxTransformer2DModel": _ModelSpec(
-        "FluxTransformer2DModel", ("transformer_blocks", "single_transformer_blocks"), 3, -1,
-        ("controlnet_block_samples", "controlnet_single_block_samples"),
-    ),
-    "Lumina2Transformer2DModel": _ModelSpec("Lumina2Transformer2DModel", ("layers",), 1, +1),
-}
-assert set(_SPECS) == set(TEACACHE_COEFFICIENTS)
-
-
-def _spec_for(transformer_or_class: Any) -> _ModelSpec | None:
+def _spec_for(transformer_or_class: Any) -> TeaCacheFit | None:
     cls = transformer_or_class if isinstance(transformer_or_class, type) else type(transformer_or_class)
     for klass in cls.__mro__:
         spec = _SPECS.get(klass.__name__)
@@ -168,7 +152,7 @@ def supports_teacache(transformer_or_class: Any) -> bool:
 class _Engine:
     """The decision logic, shared by the model-specific runners."""
 
-    def __init__(self, state: TeaCacheState, spec: _ModelSpec):
+    def __init__(self, state: TeaCacheState, spec: TeaCacheFit):
         self.state = state
         self.spec = spec
         self.timestep: Any = None  # the current call's timestep argument, set by the pre-hook
@@ -304,18 +288,22 @@ class _Lumina2Runner(nn.Module):
                                  lambda residual: hidden_states + residual)
 
 
+# the runner of each transformer class with a TeaCacheFit
+RUNNERS: dict[str, type[nn.Module]] = {
+    "FluxTransformer2DModel": _FluxRunner,
+    "Lumina2Transformer2DModel": _Lumina2Runner,
+}
+
+
 class _Handle:
     """What apply_teacache leaves on the transformer."""
 
-    def __init__(self, transformer: nn.Module, spec: _ModelSpec, state: TeaCacheState):
+    def __init__(self, transformer: nn.Module, spec: TeaCacheFit, state: TeaCacheState):
         self.spec = spec
         self.state = state
         self.engine = _Engine(state, spec)
         self.originals = {name: getattr(transformer, name) for name in spec.block_lists}
-        if spec.class_name == "FluxTransformer2DModel":
-            runner: nn.Module = _FluxRunner(self.engine, *self.originals.values())
-        else:
-            runner = _Lumina2Runner(self.engine, *self.originals.values())
+        runner: nn.Module = RUNNERS[spec.class_name](self.engine, *self.originals.values())
         self.replacements = {name: nn.ModuleList() for name in spec.block_lists}
         self.replacements[spec.block_lists[0]] = nn.ModuleList([runner])
         self.swapped = False

@@ -1,10 +1,15 @@
-"""What one model entry holds. Adding a model = one ModelSpec in one module of this package."""
+"""What one model entry holds: how to build it, how the suite calls it, and every fact the
+rest of the suite needs about it. Adding a model = one family folder in this package."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
+
+if TYPE_CHECKING:  # plan.py imports ModelSpec from here
+    from .plan import PlanFunction
 
 SIZES = ("full", "tiny")
 
@@ -41,6 +46,30 @@ class KnownIssue:
 
 
 @dataclass(frozen=True)
+class TeaCacheFit:
+    """What diffperf.knobs.teacache needs to cache one diffusers transformer class: where its
+    blocks are, where its timestep comes, and the published rescale polynomial."""
+
+    class_name: str  # the diffusers transformer class, e.g. "FluxTransformer2DModel"
+    block_lists: tuple[str, ...]  # ModuleList attributes the runner replaces, in call order
+    timestep_arg: int  # position of `timestep` in forward(*args) (after self)
+    time_direction: int  # sign of the timestep's change from one step to the next (+1 / -1)
+    # rescale polynomial of the relative L1 change, highest power first (numpy.poly1d order)
+    coefficients: tuple[float, ...]
+    unsupported_kwargs: tuple[str, ...] = ()  # forward arguments TeaCache refuses when not None
+
+    def __post_init__(self):
+        if not self.block_lists:
+            raise ValueError(f"TeaCacheFit of {self.class_name}: block_lists is empty")
+        if self.time_direction not in (-1, 1):
+            raise ValueError(f"TeaCacheFit of {self.class_name}: time_direction must be -1 or +1, "
+                             f"got {self.time_direction!r}")
+        if not self.coefficients or not all(math.isfinite(c) for c in self.coefficients):
+            raise ValueError(f"TeaCacheFit of {self.class_name}: coefficients must be finite numbers, "
+                             f"got {self.coefficients!r}")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str  # stable id used by tools and CI, e.g. "flux-dev"
     pipeline_class: str  # diffusers pipeline class name
@@ -54,6 +83,15 @@ class ModelSpec:
     # builds every pipeline component with synthetic (seeded random) weights, directly on
     # request.device in request.dtype; returns the kwargs for pipeline_class(**components)
     build_components: Callable[[BuildRequest], dict[str, Any]]
+    # the calls of one generation with their input shapes, for FLOP counting (diffperf.profile);
+    # written with the types and helpers of models/plan.py, in the family's plan.py
+    plan: PlanFunction
+    # the architecture as the compute profile's "Type" column names it, e.g. "MMDiT (flow)"
+    family_type: str
+    # time budget of a full-size case relative to FLUX.1-dev's (diffperf.timeouts): H100 bf16
+    # seconds per image / flux-dev's 5.3 s, rounded up, at least 0.25 (building and loading do
+    # not shrink as fast); tiny models (cpu tier) all take 1
+    timeout_factor: float
     # extra kwargs always passed to the pipeline __call__ (e.g. use_resolution_binning=False)
     call_kwargs: Mapping[str, Any] = field(default_factory=dict)
     # per-size override of call kwargs, e.g. {"tiny": {...}}
@@ -65,8 +103,14 @@ class ModelSpec:
     fused_qkv: bool = False
     # True when the denoiser has CacheMixin.enable_cache (FirstBlockCache, MagCache, TaylorSeer)
     diffusers_cache: bool = False
-    # True when this project's TeaCache has coefficients for this model
-    teacache: bool = False
+    # the TeaCache fit of its denoiser (diffperf.knobs.teacache); None: TeaCache skips this model
+    teacache: TeaCacheFit | None = None
+    # listed in the quantization grid (dtype x quantization x text-encoder quantization x fused
+    # QKV; quantization-experiment-results.md) of the GPU tiers' full level
+    quant_grid: bool = False
+    # its row label in the user's compute-profiling-results.md (diffperf.profile.reference);
+    # None: not in that table
+    profile_reference: str | None = None
     # classifier-free guidance runs the denoiser on a doubled batch
     cfg_batched: bool = True
     # lossless-recipe fidelity floor (SSIM vs the reference recipe) on synthetic weights, for a
@@ -75,6 +119,16 @@ class ModelSpec:
     synthetic_lossless_ssim: float | None = None
     known_issues: tuple[KnownIssue, ...] = ()
     notes: str = ""
+
+    def __post_init__(self):
+        if not callable(self.plan):
+            raise TypeError(f"model {self.name!r}: plan must be a function of a plan Context, got {self.plan!r}")
+        if not self.family_type:
+            raise ValueError(f"model {self.name!r}: family_type is empty")
+        if not (isinstance(self.timeout_factor, (int, float)) and self.timeout_factor > 0):
+            raise ValueError(f"model {self.name!r}: timeout_factor must be a number > 0, got {self.timeout_factor!r}")
+        if self.teacache is not None and not isinstance(self.teacache, TeaCacheFit):
+            raise TypeError(f"model {self.name!r}: teacache must be a TeaCacheFit or None, got {self.teacache!r}")
 
     def known_issues_for(self, quant: str | None) -> tuple[KnownIssue, ...]:
         """The known upstream breaks of this model under denoiser quantization `quant`."""

@@ -12,7 +12,8 @@ activations, the scheduler step.
     p.component("transformer").gflop, p.total_flops
     denoiser_flops_per_step("flux-dev", 1024, 1024)   # FLOPs of one denoising step (for MFU)
 
-Package: plans.py (per pipeline: which calls a generation makes, with which shapes), shadow.py
+Package: plans.py (a model's plan for one setup: which calls a generation makes, with which
+shapes; each family writes its plan in diffperf/models/<family>/plan.py), shadow.py
 (meta tensors that keep small known values, for code that reads masks or ids), reference.py
 (the user's earlier table and its thop method), doc.py (docs/profile.md and its JSON), cli.py
 (tools/flops.py).

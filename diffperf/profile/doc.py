@@ -22,11 +22,6 @@ KIND = "diffperf-profile"
 RESOLUTIONS = (512, 768, 1024)
 STEP_COUNTS = (10, 20, 30, 50)
 ROLE_TITLE = {"denoiser": "denoiser", "text_encoder": "text encoder", "vae": "VAE"}
-TYPE = {  # family, as the reference's "Type" column
-    "flux-dev": "MMDiT (flow)", "flux-schnell": "MMDiT (flow)", "sd3-medium": "MMDiT (flow)",
-    "pixart-sigma": "DiT", "sana-1600m": "linear DiT (flow)", "lumina2": "DiT (flow)", "sd21-base": "UNet",
-    "kandinsky3": "UNet", "z-image-turbo": "single-stream DiT (flow)",
-}
 MATCH = 0.02  # a re-run of the reference's method "reproduces" a number within 2 %
 
 
@@ -131,7 +126,7 @@ def _main_table(profiles: list[ModelProfiles], pick) -> list[str]:
         res = f"{p.height}x{p.width}" + (f" (runs {p.render_height}x{p.render_width})"
                                          if (p.render_height, p.render_width) != (p.height, p.width) else "")
         rows.append(
-            f"| {p.model} | {TYPE.get(p.model, '')} | {res} | {p.steps} | {'yes' if p.cfg else 'no'} "
+            f"| {p.model} | {MODELS[p.model].family_type} | {res} | {p.steps} | {'yes' if p.cfg else 'no'} "
             f"| {f1(gmac(p.denoiser_flops_per_step))} | {f1(gmac(r['text_encoder']))} | {f1(gmac(r['vae']))} "
             f"| {f1(t / 1e12)} | {f1(t / 2e12)} "
             f"| {pct(r['denoiser'] / t)} / {pct(r['text_encoder'] / t)} / {pct(r['vae'] / t)} |")

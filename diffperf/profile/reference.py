@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models import MODELS
 from . import Loaded, run_invocation
 from .plans import Invocation
 
@@ -30,22 +31,27 @@ REF_TEXT_TOKENS = 77
 @dataclass(frozen=True)
 class ReferenceRow:
     label: str  # as in the reference table
-    model: str | None  # our model id; None where no registered model matches
     denoiser_gmac_per_step: float
     text_encoders_gmac: float
     vae_gmac: float
     total_tflops_as_printed: float
 
+    @property
+    def model(self) -> str | None:
+        """Our model id: the registered model whose ModelSpec.profile_reference is this row's
+        label; None where no registered model matches."""
+        return next((name for name, spec in MODELS.items() if spec.profile_reference == self.label), None)
+
 
 # "Results Table" of compute-profiling-results.md (512x512, 30 steps, guidance 7.5)
 REFERENCE_ROWS = (
-    ReferenceRow("SANA-1.6B", "sana-1600m", 14169.8, 311.7, 16715.6, 442.1),
-    ReferenceRow("SANA-600M", None, 6314.8, 311.7, 16715.6, 206.5),
-    ReferenceRow("Lumina-Image-2.0", "lumina2", 5113.8, 311.7, 1240.3, 155.0),
-    ReferenceRow("SD3-medium", "sd3-medium", 1676.2, 823.1, 1240.3, 52.3),
-    ReferenceRow("PixArt-XL", "pixart-sigma", 1350.7, 713.1, 1240.1, 42.5),
-    ReferenceRow("SD2.1-base", "sd21-base", 1172.3, 44.6, 1240.1, 36.5),
-    ReferenceRow("Kandinsky-3", "kandinsky3", 935.4, 1322.9, 0.0, 29.4),
+    ReferenceRow("SANA-1.6B", 14169.8, 311.7, 16715.6, 442.1),
+    ReferenceRow("SANA-600M", 6314.8, 311.7, 16715.6, 206.5),
+    ReferenceRow("Lumina-Image-2.0", 5113.8, 311.7, 1240.3, 155.0),
+    ReferenceRow("SD3-medium", 1676.2, 823.1, 1240.3, 52.3),
+    ReferenceRow("PixArt-XL", 1350.7, 713.1, 1240.1, 42.5),
+    ReferenceRow("SD2.1-base", 1172.3, 44.6, 1240.1, 36.5),
+    ReferenceRow("Kandinsky-3", 935.4, 1322.9, 0.0, 29.4),
 )
 # "Compute per Parameter" table: the parameter estimates it used
 REFERENCE_PARAMS_B = {"SANA-1.6B": 1.6, "SANA-600M": 0.6, "Lumina-Image-2.0": 2.0, "SD3-medium": 2.0,

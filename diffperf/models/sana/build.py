@@ -1,53 +1,11 @@
-"""SANA 1600M 1024px (Efficient-Large-Model/Sana_1600M_1024px_diffusers).
-
-Also home of the Gemma-2-2B text encoder, shared with Lumina2.
-"""
+"""SANA 1600M: component configs (full and tiny) and the synthetic build."""
 from __future__ import annotations
 
 from typing import Any
 
-from . import tokenizers
-from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import build_for, build_sized, pick
-
-# Gemma-2-2B as the pipelines load it (Gemma2Model: no LM head, last/penultimate hidden states)
-FULL_GEMMA2 = dict(
-    vocab_size=256000,
-    hidden_size=2304,
-    intermediate_size=9216,
-    num_hidden_layers=26,
-    num_attention_heads=8,
-    num_key_value_heads=4,
-    head_dim=256,
-    hidden_activation="gelu_pytorch_tanh",
-    max_position_embeddings=8192,
-    rms_norm_eps=1e-6,
-    query_pre_attn_scalar=256,
-    sliding_window=4096,
-    final_logit_softcapping=30.0,
-    attn_logit_softcapping=50.0,
-    pad_token_id=0,
-    eos_token_id=1,
-    bos_token_id=2,
-)
-TINY_GEMMA2 = dict(
-    FULL_GEMMA2,
-    vocab_size=tokenizers.MAX_VOCAB,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,  # one sliding + one full attention layer, as Gemma-2 alternates
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=16,
-    query_pre_attn_scalar=16,
-)
-
-
-def build_gemma2(config: dict, req: BuildRequest, seed_offset: int):
-    from transformers import Gemma2Config, Gemma2Model
-
-    return build_for(Gemma2Model, req, Gemma2Config(**config), seed_offset=seed_offset)
-
+from ..components import FULL_GEMMA2, TINY_GEMMA2, build_gemma2, gemma_tokenizer
+from ..spec import BuildRequest
+from ..synthetic import build_sized, pick
 
 FULL_TRANSFORMER = dict(
     in_channels=32,
@@ -135,32 +93,6 @@ def build(req: BuildRequest) -> dict[str, Any]:
         transformer=transformer,
         vae=vae,
         text_encoder=build_gemma2(pick(req, FULL_GEMMA2, TINY_GEMMA2), req, 2),
-        tokenizer=tokenizers.gemma_tokenizer(),
+        tokenizer=gemma_tokenizer(),
         scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
     )
-
-
-SPECS = (
-    ModelSpec(
-        name="sana-1600m",
-        pipeline_class="SanaPipeline",
-        denoiser="transformer",
-        vae="vae",
-        text_encoders=("text_encoder",),
-        hub_id="Efficient-Large-Model/Sana_1600M_1024px_diffusers",
-        revision="main",
-        # the pipeline prepends its complex_human_instruction (about 200 Gemma tokens) and
-        # runs Gemma on instruction + 300 tokens, keeping 300 for the transformer
-        full=GenDefaults(1024, 1024, steps=20, guidance=4.5, max_sequence_length=300),
-        tiny=GenDefaults(128, 128, steps=4, guidance=4.5, max_sequence_length=32),
-        build_components=build,
-        size_call_kwargs={"tiny": {"use_resolution_binning": False}},
-        attention_dispatcher=False,
-        # transformer.fuse_qkv_projections() exists (AttentionMixin) but SANA's attention
-        # modules do not support qkv fusion: nothing changes
-        fused_qkv=False,
-        diffusers_cache=False,
-        teacache=False,
-        cfg_batched=True,
-    ),
-)

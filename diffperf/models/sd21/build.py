@@ -1,12 +1,11 @@
-"""Stable Diffusion 2.1 base, 512 px (stabilityai/stable-diffusion-2-1-base)."""
+"""Stable Diffusion 2.1 base: component configs (full and tiny) and the synthetic build."""
 from __future__ import annotations
 
 from typing import Any
 
-from . import tokenizers
-from .flux import KL_VAE_LAYOUT, FULL_CLIP_L, build_clip, build_kl_vae
-from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import build_sized, pick
+from ..components import FULL_CLIP_L, KL_VAE_LAYOUT, TINY_KL_VAE, MAX_VOCAB, build_clip, build_kl_vae, clip_tokenizer
+from ..spec import BuildRequest
+from ..synthetic import build_sized, pick
 
 FULL_UNET = dict(
     sample_size=64,
@@ -55,14 +54,14 @@ TINY_UNET = dict(
 )
 TINY_OPENCLIP_H = dict(
     FULL_OPENCLIP_H,
-    vocab_size=tokenizers.MAX_VOCAB,
+    vocab_size=MAX_VOCAB,
     hidden_size=32,
     intermediate_size=64,
     projection_dim=32,
     num_hidden_layers=2,
     num_attention_heads=2,
 )
-TINY_VAE = dict(FULL_VAE, block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=128)
+TINY_VAE = dict(FULL_VAE, **TINY_KL_VAE)
 
 # the checkpoint's scheduler_config (PNDM, PLMS-only)
 SCHEDULER = dict(
@@ -85,31 +84,9 @@ def build(req: BuildRequest) -> dict[str, Any]:
         unet=unet,
         vae=build_kl_vae(pick(req, FULL_VAE, TINY_VAE), req, 1),
         text_encoder=build_clip(pick(req, FULL_OPENCLIP_H, TINY_OPENCLIP_H), req, 2),
-        tokenizer=tokenizers.clip_tokenizer("!"),
+        tokenizer=clip_tokenizer("!"),
         scheduler=PNDMScheduler(**SCHEDULER),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
-
-
-SPECS = (
-    ModelSpec(
-        name="sd21-base",
-        pipeline_class="StableDiffusionPipeline",
-        denoiser="unet",
-        vae="vae",
-        text_encoders=("text_encoder",),
-        hub_id="stabilityai/stable-diffusion-2-1-base",
-        revision="main",
-        full=GenDefaults(512, 512, steps=50, guidance=7.5),
-        tiny=GenDefaults(128, 128, steps=4, guidance=7.5),
-        build_components=build,
-        attention_dispatcher=False,
-        # StableDiffusionPipeline.fuse_qkv_projections() fuses the UNet and the VAE
-        fused_qkv=True,
-        diffusers_cache=False,
-        teacache=False,
-        cfg_batched=True,
-    ),
-)

@@ -1,12 +1,11 @@
-"""PixArt-Sigma XL 1024 (PixArt-alpha/PixArt-Sigma-XL-2-1024-MS)."""
+"""PixArt-Sigma XL 1024: component configs (full and tiny) and the synthetic build."""
 from __future__ import annotations
 
 from typing import Any
 
-from . import tokenizers
-from .flux import KL_VAE_LAYOUT, FULL_T5_XXL, TINY_T5, build_kl_vae, build_t5
-from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import build_sized, pick
+from ..components import FULL_T5_XXL, KL_VAE_LAYOUT, TINY_KL_VAE, TINY_T5, build_t5, build_kl_vae, t5_tokenizer
+from ..spec import BuildRequest
+from ..synthetic import build_sized, pick
 
 FULL_TRANSFORMER = dict(
     num_attention_heads=16,
@@ -46,7 +45,7 @@ TINY_TRANSFORMER = dict(
     interpolation_scale=1,
     caption_channels=TINY_T5["d_model"],
 )
-TINY_VAE = dict(FULL_VAE, block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=128)
+TINY_VAE = dict(FULL_VAE, **TINY_KL_VAE)
 
 # scheduler_config of the PixArt-Sigma checkpoints
 SCHEDULER = dict(
@@ -72,33 +71,6 @@ def build(req: BuildRequest) -> dict[str, Any]:
         transformer=transformer,
         vae=build_kl_vae(pick(req, FULL_VAE, TINY_VAE), req, 1),
         text_encoder=build_t5(pick(req, FULL_T5_XXL, TINY_T5), req, 2),
-        tokenizer=tokenizers.t5_tokenizer(),
+        tokenizer=t5_tokenizer(),
         scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
     )
-
-
-SPECS = (
-    ModelSpec(
-        name="pixart-sigma",
-        pipeline_class="PixArtSigmaPipeline",
-        denoiser="transformer",
-        vae="vae",
-        text_encoders=("text_encoder",),
-        hub_id="PixArt-alpha/PixArt-Sigma-XL-2-1024-MS",
-        revision="main",
-        full=GenDefaults(1024, 1024, steps=20, guidance=4.5, max_sequence_length=300),
-        tiny=GenDefaults(128, 128, steps=4, guidance=4.5, max_sequence_length=32),
-        build_components=build,
-        # tiny: resolution binning would snap 128 px to the 1024 bins (256 px and more);
-        # clean_caption (bs4/ftfy text clean-up, skipped with a warning where they are missing)
-        # would make tiny timings depend on optional packages. Full keeps the real defaults.
-        size_call_kwargs={"tiny": {"use_resolution_binning": False, "clean_caption": False}},
-        attention_dispatcher=False,
-        # PixArtSigmaPipeline has no fuse_qkv_projections(); transformer.fuse_qkv_projections()
-        # fuses self-attention qkv and cross-attention kv (FusedAttnProcessor2_0)
-        fused_qkv=True,
-        diffusers_cache=False,
-        teacache=False,
-        cfg_batched=True,
-    ),
-)

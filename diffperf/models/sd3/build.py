@@ -1,22 +1,14 @@
-"""Stable Diffusion 3 Medium (stabilityai/stable-diffusion-3-medium-diffusers)."""
+"""Stable Diffusion 3 Medium: component configs (full and tiny) and the synthetic build."""
 from __future__ import annotations
 
 from typing import Any
 
-from . import tokenizers
-from .flux import (
-    FULL_CLIP_L,
-    FULL_FLUX_VAE,
-    FULL_T5_XXL,
-    TINY_CLIP_L,
-    TINY_FLUX_VAE,
-    TINY_T5,
-    build_clip,
-    build_kl_vae,
-    build_t5,
+from ..components import (
+    FULL_CLIP_L, TINY_CLIP_L, FULL_T5_XXL, TINY_T5, FULL_FLUX_VAE, TINY_FLUX_VAE, build_clip, build_t5,
+    build_kl_vae, clip_tokenizer, t5_tokenizer,
 )
-from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import build_sized, pick
+from ..spec import BuildRequest
+from ..synthetic import build_sized, pick
 
 # MMDiT, 24 joint blocks; the class defaults differ (18 layers, 1152 caption dim, pos-embed 96)
 FULL_TRANSFORMER = dict(
@@ -73,34 +65,10 @@ def build(req: BuildRequest) -> dict[str, Any]:
         transformer=transformer,
         vae=build_kl_vae(pick(req, FULL_VAE, TINY_VAE), req, 1),
         text_encoder=build_clip(pick(req, FULL_CLIP_L, TINY_CLIP_L), req, 2, with_projection=True),
-        tokenizer=tokenizers.clip_tokenizer(),
+        tokenizer=clip_tokenizer(),
         text_encoder_2=build_clip(pick(req, FULL_CLIP_G, TINY_CLIP_G), req, 3, with_projection=True),
-        tokenizer_2=tokenizers.clip_tokenizer("!"),
+        tokenizer_2=clip_tokenizer("!"),
         text_encoder_3=build_t5(pick(req, FULL_T5_XXL, TINY_T5_SD3), req, 4),
-        tokenizer_3=tokenizers.t5_tokenizer(),
+        tokenizer_3=t5_tokenizer(),
         scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER),
     )
-
-
-SPECS = (
-    ModelSpec(
-        name="sd3-medium",
-        pipeline_class="StableDiffusion3Pipeline",
-        denoiser="transformer",
-        vae="vae",
-        text_encoders=("text_encoder", "text_encoder_2", "text_encoder_3"),
-        hub_id="stabilityai/stable-diffusion-3-medium-diffusers",
-        revision="main",
-        # the pipeline's default T5 length is 256 (77 CLIP + 256 T5 tokens of context)
-        full=GenDefaults(1024, 1024, steps=28, guidance=7.0, max_sequence_length=256),
-        tiny=GenDefaults(128, 128, steps=4, guidance=7.0, max_sequence_length=32),
-        build_components=build,
-        attention_dispatcher=False,
-        # StableDiffusion3Pipeline has no fuse_qkv_projections() in diffusers 0.42;
-        # transformer.fuse_qkv_projections() fuses and switches to FusedJointAttnProcessor2_0
-        fused_qkv=True,
-        diffusers_cache=False,
-        teacache=False,
-        cfg_batched=True,
-    ),
-)

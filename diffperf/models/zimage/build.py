@@ -1,12 +1,11 @@
-"""Z-Image-Turbo (Tongyi-MAI/Z-Image-Turbo)."""
+"""Z-Image-Turbo: component configs (full and tiny) and the synthetic build."""
 from __future__ import annotations
 
 from typing import Any
 
-from . import tokenizers
-from .flux import FULL_FLUX_VAE, TINY_FLUX_VAE, build_kl_vae
-from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import build_for, build_sized, pick
+from ..components import FULL_FLUX_VAE, TINY_FLUX_VAE, MAX_VOCAB, build_kl_vae, qwen_tokenizer
+from ..spec import BuildRequest
+from ..synthetic import build_for, build_sized, pick
 
 # ZImageTransformer2DModel class defaults are the released 6 B single-stream DiT
 FULL_TRANSFORMER = dict(
@@ -45,7 +44,7 @@ FULL_QWEN3_4B = dict(
 
 TINY_QWEN3 = dict(
     FULL_QWEN3_4B,
-    vocab_size=tokenizers.MAX_VOCAB,
+    vocab_size=MAX_VOCAB,
     hidden_size=32,
     intermediate_size=64,
     num_hidden_layers=2,
@@ -89,30 +88,6 @@ def build(req: BuildRequest) -> dict[str, Any]:
         transformer=transformer,
         vae=build_kl_vae(pick(req, FULL_FLUX_VAE, TINY_FLUX_VAE), req, 1),
         text_encoder=build_qwen3(pick(req, FULL_QWEN3_4B, TINY_QWEN3), req, 2),
-        tokenizer=tokenizers.qwen_tokenizer(),
+        tokenizer=qwen_tokenizer(),
         scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER),
     )
-
-
-SPECS = (
-    ModelSpec(
-        name="z-image-turbo",
-        pipeline_class="ZImagePipeline",
-        denoiser="transformer",
-        vae="vae",
-        text_encoders=("text_encoder",),
-        hub_id="Tongyi-MAI/Z-Image-Turbo",
-        revision="main",
-        # the pipeline keeps only the prompt's real tokens (chat template included), not the
-        # padded 512; 8 steps and guidance 0 as in the pipeline's example
-        full=GenDefaults(1024, 1024, steps=8, guidance=0.0, max_sequence_length=512),
-        tiny=GenDefaults(128, 128, steps=2, guidance=0.0, max_sequence_length=32),
-        build_components=build,
-        attention_dispatcher=True,
-        fused_qkv=False,  # no fuse_qkv_projections on ZImageTransformer2DModel
-        diffusers_cache=False,
-        teacache=False,
-        # when guidance > 0 the pipeline batches cond and uncond; at the turbo default 0 no CFG runs
-        cfg_batched=True,
-    ),
-)

@@ -1,13 +1,13 @@
-"""Lumina-Image 2.0 (Alpha-VLLM/Lumina-Image-2.0)."""
+"""Lumina-Image 2.0: component configs (full and tiny) and the synthetic build."""
 from __future__ import annotations
 
 from typing import Any
 
-from . import tokenizers
-from .flux import FULL_FLUX_VAE, TINY_FLUX_VAE, build_kl_vae
-from .sana import FULL_GEMMA2, TINY_GEMMA2, build_gemma2
-from .spec import BuildRequest, GenDefaults, ModelSpec
-from .synthetic import build_sized, pick
+from ..components import (
+    FULL_GEMMA2, TINY_GEMMA2, FULL_FLUX_VAE, TINY_FLUX_VAE, build_gemma2, build_kl_vae, gemma_tokenizer,
+)
+from ..spec import BuildRequest
+from ..synthetic import build_sized, pick
 
 # class defaults except the caption width, which is Gemma-2-2B's hidden size
 FULL_TRANSFORMER = dict(
@@ -56,32 +56,6 @@ def build(req: BuildRequest) -> dict[str, Any]:
         transformer=transformer,
         vae=build_kl_vae(pick(req, FULL_VAE, TINY_VAE), req, 1),
         text_encoder=build_gemma2(pick(req, FULL_GEMMA2, TINY_GEMMA2), req, 2),
-        tokenizer=tokenizers.gemma_tokenizer(),
+        tokenizer=gemma_tokenizer(),
         scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER),
     )
-
-
-SPECS = (
-    ModelSpec(
-        name="lumina2",
-        pipeline_class="Lumina2Pipeline",
-        denoiser="transformer",
-        vae="vae",
-        text_encoders=("text_encoder",),
-        hub_id="Alpha-VLLM/Lumina-Image-2.0",
-        revision="main",
-        # model card settings (the pipeline's own defaults are 30 steps and cfg_trunc_ratio 1.0);
-        # the system prompt (~35 tokens) comes first, so tiny keeps 64 tokens for the prompt
-        full=GenDefaults(1024, 1024, steps=50, guidance=4.0, max_sequence_length=256),
-        tiny=GenDefaults(128, 128, steps=4, guidance=4.0, max_sequence_length=64),
-        build_components=build,
-        # model card: CFG (a second, separate transformer pass) only for the first 25% of steps
-        call_kwargs={"cfg_trunc_ratio": 0.25, "cfg_normalization": True},
-        attention_dispatcher=False,
-        fused_qkv=False,  # no fuse_qkv_projections on Lumina2Transformer2DModel
-        diffusers_cache=False,
-        teacache=False,
-        # cond and uncond run as two batch-1 calls of the transformer
-        cfg_batched=False,
-    ),
-)
