@@ -16,7 +16,6 @@ instruction's token count (SANA).
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,18 +24,16 @@ import torch
 
 from ..errors import UsageError
 from ..models import ModelSpec
+from ..prompts import Prompts
 
 ROLES = ("text_encoder", "denoiser", "vae")
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "fixtures" / "prompts.json"
-FALLBACK_PROMPT = "A cat playing with a ball of yarn"
 
 
 def default_prompt() -> str:
-    """The suite's short prompt (what the measured cases generate)."""
-    try:
-        return json.loads(PROMPTS_FILE.read_text())["prompts"]["short"]
-    except (OSError, KeyError, ValueError):
-        return FALLBACK_PROMPT
+    """The suite's short prompt (what the measured cases generate); a missing or broken prompts
+    file is an error naming it, not a count made for another prompt."""
+    return Prompts.load(PROMPTS_FILE).texts["short"]
 
 
 # An input builder gets (device, dtype) and returns (args, kwargs) for one call; tensors are
