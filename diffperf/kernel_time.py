@@ -220,7 +220,7 @@ def profile_denoising(built: Built, prompt: str, seed: int, profiled: int = PROF
     try:
         with no_recompile(built):
             generate(built, prompt, seed)
-    except _WindowClosed:
+    except _WindowClosed:  # raised by on_step above: the profiled steps are done, the rest is not needed
         pass
     finally:
         for u in reversed(undo):

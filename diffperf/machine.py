@@ -29,13 +29,17 @@ def _version(pkg: str) -> str | None:
 
 
 def _nvml():
+    """pynvml, initialised; or, where NVML is absent (a CPU machine: expected), the exception that
+    says why, for the record."""
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        return pynvml
-    except Exception as exc:  # NVML absent (CPU machine) is expected; say why in the record
+        import pynvml  # optional at run time: only GPU machines have NVML behind it
+    except ImportError as exc:  # nvidia-ml-py not installed
         return exc
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:  # no NVML library / driver
+        return exc
+    return pynvml
 
 
 def _nvml_handle(pynvml):

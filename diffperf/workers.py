@@ -8,6 +8,7 @@ and every worker records into results/<tier>/workers/<id>/, merged by the contro
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,10 @@ def _physical_gpus(env) -> list[str]:
     if listed is not None:
         return [x.strip() for x in listed.split(",") if x.strip()]
     try:
-        import pynvml
-    except ImportError:  # nvidia-ml-py not installed: no NVIDIA GPUs to pin
+        import pynvml  # optional at run time: only GPU machines have NVML behind it
+    except ImportError as exc:  # a dependency, yet missing: a GPU runner's workers would share one GPU
+        warnings.warn(f"xdist workers are not pinned to GPUs: nvidia-ml-py cannot be imported ({exc}); "
+                      f"set CUDA_VISIBLE_DEVICES or install it")
         return []
     try:
         pynvml.nvmlInit()

@@ -1,8 +1,8 @@
 """Test-only pytest plugin for the GPU: slows every denoising step down on purpose, to show that the
 latency gate catches it and says where (docs/reliability.md, "False alarms across machines").
 
-    PYTHONPATH=tests:tools DIFFPERF_INJECT_DEVICE=0.02 pytest perf_tests -m h200 -p inject_slowdown ...
-    PYTHONPATH=tests:tools DIFFPERF_INJECT_HOST_MS=5 pytest perf_tests -m h200 -p inject_slowdown ...
+    PYTHONPATH=tests DIFFPERF_INJECT_DEVICE=0.02 pytest perf_tests -m h200 -p inject_slowdown ...
+    PYTHONPATH=tests DIFFPERF_INJECT_HOST_MS=5 pytest perf_tests -m h200 -p inject_slowdown ...
 
 DIFFPERF_INJECT_DEVICE=F: before each scheduler.step a CUDA spin kernel (torch.cuda._sleep, its
 cycles calibrated once) as long as F x the case's baseline device step time (baselines file of
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from diffperf import runner
+from diffperf.cli.noise_study import _calibrate_sleep
 from diffperf.measure import patch_method
 
 DEVICE = float(os.environ.get("DIFFPERF_INJECT_DEVICE", "0"))
@@ -39,8 +40,6 @@ def _baseline_step_ms(tier: str, case_id: str) -> float:
 
 def _cycles_for(seconds: float) -> int:
     if not _cycle_s:
-        from noise_study import _calibrate_sleep  # tools/, on PYTHONPATH
-
         # calibrated on an idle GPU (345 MHz) a cycle lasts 5x longer than under load: spin first
         # until the clocks are up (a 2% injection measured +0.5% on FLUX.1-dev without this)
         end = time.perf_counter() + 2.0

@@ -10,14 +10,13 @@ import pytest
 
 from diffperf import bench
 from diffperf.cases import Case
+from diffperf.cli import baselines as update_baselines
 from diffperf.machine import cpu_class
-from diffperf.plugin import PerfCase, case_major
 from diffperf.recipes import parse_recipe
+from diffperf.session import PerfCase, case_major
 from diffperf.tiers import get_tier
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import update_baselines  # noqa: E402
 
 pytest_plugins = ["pytester"]
 CASE = ["--perf-models", "sd21-base", "--perf-recipes", "fp32", "--perf-iterations", "2", "--perf-warmup", "0"]

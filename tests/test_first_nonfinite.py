@@ -1,13 +1,8 @@
 """tools/first_nonfinite.py names the first denoiser module whose output is not finite."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import first_nonfinite  # noqa: E402
+from diffperf.cli import first_nonfinite
 
 
 def test_names_the_module_that_first_makes_nan(monkeypatch, capsys):

@@ -1,15 +1,13 @@
 """The plugin end to end through pytester: a tiny case measured, baselined, then judged."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from diffperf.bench import STAGES
+from diffperf.cli import baselines as update_baselines
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import update_baselines  # noqa: E402
 
 pytest_plugins = ["pytester"]
 # 4 timed calls: the smallest sample for which a one-sided Mann-Whitney U can reach p < 0.05

@@ -1,16 +1,11 @@
 """A shallow copy of a denoiser fills inductor's autotune cache for the full one
 (diffperf/shallow.py, tools/prewarm_autotune.py)."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from diffperf.cli import prewarm as prewarm_autotune
 from diffperf.measure import cache_use, compile_cache_counters
 from diffperf.shallow import cut_block_stacks
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-import prewarm_autotune  # noqa: E402
 
 
 class Block(torch.nn.Module):

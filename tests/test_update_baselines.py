@@ -1,17 +1,12 @@
 """tools/update_baselines.py on hand-made results files (no model run needed)."""
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
 from diffperf import storage
+from diffperf.cli import baselines as update_baselines
 from diffperf.record import RESULTS_KIND
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import update_baselines  # noqa: E402
 
 
 def result(median=1.0, peak=1000, inconclusive=(), status="ok"):

@@ -1,11 +1,11 @@
 """The latency rule with device time apart from host time (diffperf.compare.judge_case_latency):
 every branch, on numbers shaped like the H200 measurements of launch-bound and GPU-bound models."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from diffperf.cli import baselines as update_baselines
 from diffperf.compare import judge_case_latency, judge_device, load_baselines
 from diffperf.device_time import VERSION as DEVICE_TIME_VERSION, generations, segments, stage_times, window_steps
 from diffperf.step_weights import weigh_steps, window_of
@@ -179,8 +179,6 @@ def test_summary_counts_cases_not_judged():
     assert lines[2].startswith("diffperf: 1 case inconclusive")
 
 
-sys.path.insert(0, str(ROOT / "tools"))
-import update_baselines  # noqa: E402
 
 
 def test_update_baselines_takes_a_run_without_a_baseline_of_its_cpu_class():

@@ -1,65 +1,6 @@
 #!/usr/bin/env python3
-"""Print every nn.Linear call of one generation as (input shape, weight shape, output shape): calls,
-grouped by component (denoiser, VAE, each text encoder), with other matrix products apart.
-
-Runs the full-size components on meta tensors (no weights in memory, CPU only):
-
-    python tools/census.py --model flux-schnell --resolution 1024 --steps 30 --text-tokens 512
-
---text-tokens sets the text sequence length (max_sequence_length of the T5 / Gemma / Qwen
-encoder); it is refused above a pipeline's limit (512 for FLUX, SD3, Lumina2) and for models
-whose length is fixed (sd21-base: CLIP's 77, kandinsky3: 128).
-"""
-from __future__ import annotations
-
-import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from diffperf.errors import UsageError  # noqa: E402
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model id, e.g. flux-schnell")
-    p.add_argument("--resolution", type=int, help="square image size in pixels (default: the model's)")
-    p.add_argument("--height", type=int, help="image height (overrides --resolution)")
-    p.add_argument("--width", type=int, help="image width (overrides --resolution)")
-    p.add_argument("--steps", type=int, help="denoising steps (default: the model's)")
-    p.add_argument("--text-tokens", type=int, help="text sequence length (default: the model's)")
-    p.add_argument("--guidance", type=float, help="guidance scale (default: the model's; >1 runs CFG)")
-    p.add_argument("--prompt", help="prompt (sets the real-token lengths of Lumina2, Z-Image, Kandinsky3)")
-    p.add_argument("--size", choices=("full", "tiny"), default="full", help="model size (default full)")
-    p.add_argument("--no-resolution-binning", action="store_true",
-                   help="PixArt / SANA: run at the given size instead of the pipeline's aspect-ratio bin")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from diffperf.census import render, take_census
-    from diffperf.models import get_model
-
-    try:
-        get_model(args.model)  # names the valid models on a typo
-        for name in ("resolution", "height", "width", "steps", "text_tokens"):
-            v = getattr(args, name)
-            if v is not None and v < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be >= 1; got {v}")
-        census = take_census(
-            args.model,
-            args.height or args.resolution, args.width or args.resolution, args.steps, args.size,
-            text_tokens=args.text_tokens, guidance=args.guidance, prompt=args.prompt,
-            resolution_binning=False if args.no_resolution_binning else None,
-        )
-    except UsageError as exc:
-        print(f"census: error: {exc}", file=sys.stderr)
-        return 2
-    sys.stdout.write(render(census))
-    return 0
-
+"""`python3 tools/census.py ARGS` = `diffperf census ARGS` (diffperf/cli/census.py)."""
+from diffperf.cli.census import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

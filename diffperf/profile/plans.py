@@ -3,24 +3,21 @@ model family is in its folder, diffperf/models/<family>/plan.py; the types and h
 diffperf/models/plan.py), and the suite's default prompt."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..models import ModelSpec
 from ..models.plan import ROLES, Context, Invocation, Plan, Setup
+from ..prompts import Prompts
 
 __all__ = ["ROLES", "Invocation", "Plan", "Setup", "default_prompt", "make_plan"]
 
 PROMPTS_FILE = Path(__file__).resolve().parents[2] / "fixtures" / "prompts.json"
-FALLBACK_PROMPT = "A cat playing with a ball of yarn"
 
 
 def default_prompt() -> str:
-    """The suite's short prompt (what the measured cases generate)."""
-    try:
-        return json.loads(PROMPTS_FILE.read_text())["prompts"]["short"]
-    except (OSError, KeyError, ValueError):
-        return FALLBACK_PROMPT
+    """The suite's short prompt (what the measured cases generate); a missing or broken prompts
+    file is an error naming it, not a count made for another prompt."""
+    return Prompts.load(PROMPTS_FILE).texts["short"]
 
 
 def make_plan(spec: ModelSpec, size: str, pipe, setup: Setup) -> Plan:

@@ -1,4 +1,15 @@
-"""Command line of tools/flops.py."""
+"""FLOPs / MACs per component of one generation (text encoders, denoiser, VAE), counted with
+torch's FlopCounterMode on meta tensors at full size (no GPU, no weights in memory).
+
+    python tools/flops.py                         # writes docs/profile.md and docs/profile-data.json
+    python tools/flops.py --models flux-dev,sd3-medium --out-md /tmp/p.md --out-json /tmp/p.json
+    python tools/flops.py --show flux-dev --resolution 1024 --steps 28
+    python tools/flops.py --check-real --models flux-dev,sd3-medium            # on a GPU: bf16, full size
+    python tools/flops.py --check-real --device cpu --size tiny                  # every model, tiny, fp32
+
+--check-real builds the components on --device with random weights, runs the same calls on real
+tensors, prints meta vs real FLOPs per call and exits 1 on any mismatch.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,15 +18,20 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import UsageError
+import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-DESCRIPTION = ""  # set by tools/flops.py (its docstring)
+from diffperf.errors import UsageError
+from diffperf.models import MODELS, get_model
+from diffperf.options import ROOT
+from diffperf.profile import compare, count_on, profile_generation
+from diffperf.profile.doc import _component_table, build_json, collect, differences, environment, render_markdown
+
+from .common import run_alone
+
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", help="comma-separated model ids (default: all)")
     p.add_argument("--out-md", type=Path, default=ROOT / "docs" / "profile.md")
     p.add_argument("--out-json", type=Path, default=ROOT / "docs" / "profile-data.json")
@@ -29,21 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="--show / --check-real: steps (default: the model's)")
     p.add_argument("--guidance", type=float, help="--show / --check-real: guidance (default: the model's)")
     p.add_argument("--text-tokens", type=int, help="--show / --check-real: text length (default: the model's)")
-    return p
 
 
 def _models(arg: str | None) -> list[str]:
-    from diffperf.models import MODELS, get_model
-
     if not arg:
         return list(MODELS)
     return [get_model(n.strip()).name for n in arg.split(",") if n.strip()]
 
 
 def show(args) -> int:
-    from diffperf.profile import profile_generation
-    from diffperf.profile.doc import _component_table
-
     p = profile_generation(args.show, args.resolution, args.resolution, args.steps, args.size or "full",
                            guidance=args.guidance, text_tokens=args.text_tokens)
     print(f"# {p.model} ({p.size}) {p.height}x{p.width}, {p.steps} steps, guidance {p.guidance:g}, "
@@ -56,10 +66,6 @@ def show(args) -> int:
 
 
 def check_real(args) -> int:
-    import torch
-
-    from diffperf.profile import compare, count_on, profile_generation
-
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     size = args.size or ("full" if device.type == "cuda" else "tiny")
     dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else None
@@ -97,8 +103,6 @@ def check_real(args) -> int:
 
 
 def write_docs(args) -> int:
-    from diffperf.profile.doc import build_json, collect, differences, environment, render_markdown
-
     t0 = time.perf_counter()
     profiles = collect(_models(args.models), progress=lambda n: print(f"profiling {n} ...", file=sys.stderr))
     diffs = differences(profiles)
@@ -113,8 +117,7 @@ def write_docs(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         if args.check_real:
             return check_real(args)
@@ -126,3 +129,6 @@ def main(argv=None) -> int:
         return 2
 
 
+def main(argv: list[str] | None = None) -> int:
+    """tools/flops.py: this command alone."""
+    return run_alone(__doc__, add_arguments, run, argv)
