@@ -38,7 +38,8 @@ class Built:
         return getattr(self.pipe, self.spec.denoiser)
 
     def call_context(self) -> contextlib.ExitStack:
-        """Entered around every pipeline call (attention kernel choice, inductor flags)."""
+        """Entered around every pipeline call: the knobs' call contexts (attention kernel choice,
+        inductor flags, ...), in build order."""
         stack = contextlib.ExitStack()
         for make in self.contexts:
             stack.enter_context(make())
@@ -55,15 +56,15 @@ def device_for(tier: Tier) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if tier.device == "cuda" else torch.device("cpu")
 
 
-def knob_context(case: Case, spec: ModelSpec, tier: Tier, options: PerfOptions | None, device: torch.device,
-                 pipe: Any = None) -> KnobContext:
-    """What the recipe's knobs see of this case (the pipeline once it is loaded)."""
+def knob_context(case: Case, spec: ModelSpec, tier: Tier, options: PerfOptions, device: torch.device,
+                 pipe: Any) -> KnobContext:
+    """What the recipe's knobs see of this case once its pipeline is loaded."""
     def rows(component: str):
         prompts = Prompts.load(options.prompts_file).texts.values()
         return linear_rows(pipe, spec, tier.size, component, prompts)
 
     return KnobContext(case.recipe, spec, device, options, tier.size, pipe,
-                       steps=spec.defaults(tier.size).steps, linear_rows=rows if pipe is not None else None)
+                       steps=spec.defaults(tier.size).steps, linear_rows=rows)
 
 
 def check_recipe(recipe: Recipe, spec: ModelSpec, device: torch.device) -> None:
@@ -112,6 +113,8 @@ def build_case(case: Case, tier: Tier, options: PerfOptions) -> Built:
     if device.type == "cuda":
         torch.cuda.synchronize()
     built = Built(case, spec, tier, pipe, device, time.perf_counter() - t0)
+    # each knob in its build order (Knob.order): fused projections before quantization, caches and
+    # compile late, CUDA graphs last; what it did goes to the results' `knobs`
     ctx = knob_context(case, spec, tier, options, device, pipe)
     for knob in registry.in_build_order(recipe):
         if did := knob.apply(ctx):

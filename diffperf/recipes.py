@@ -12,15 +12,6 @@ from typing import Any
 
 from .errors import UsageError
 from .knobs import registry
-from .knobs.attention import DISPATCHER_BACKEND
-from .knobs.cache import CACHES, DEFAULT_CACHE_THRESHOLD  # noqa: F401  (names of the recipe grammar)
-from .knobs.compile import COMPILE_MODES  # noqa: F401
-from .knobs.context_parallel import PARALLEL  # noqa: F401
-from .knobs.dtype import DTYPES  # noqa: F401
-from .knobs.inductor import INDUCTOR_PRESETS  # noqa: F401
-from .knobs.quantize import QUANTS  # noqa: F401
-
-ATTENTION = tuple(DISPATCHER_BACKEND)
 
 
 class _RecipeMethods:

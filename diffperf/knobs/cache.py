@@ -106,9 +106,6 @@ class CacheKnob(Knob):
         thr = recipe.cache_threshold
         return recipe.cache if thr is None else f"{recipe.cache}-{thr:g}"
 
-    def tokens(self) -> list[str]:
-        return []
-
     def patterns(self) -> list[str]:
         return [f"{c}[-threshold]" for c in CACHES]
 

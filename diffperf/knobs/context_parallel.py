@@ -31,9 +31,6 @@ class ContextParallelKnob(Knob):
     def spell(self, recipe) -> str | None:
         return f"cp-{recipe.parallel}-{recipe.parallel_degree}" if recipe.parallel else None
 
-    def tokens(self) -> list[str]:
-        return []
-
     def patterns(self) -> list[str]:
         return [f"cp-{p}-<degree>" for p in PARALLEL]
 
