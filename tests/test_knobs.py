@@ -69,18 +69,25 @@ def test_linear_rows_at_full_size_on_meta():
 def test_float8_floors_the_layers_that_get_all_zero_rows_and_only_those():
     # Kandinsky3Pipeline gives the unconditional branch all-zero text embeddings (no negative
     # prompt): float8 per-row scaling made 0/0 = NaN of every such row (all-NaN images on the H100)
-    from diffperf.build import _row_limits
+    from diffperf.build import knob_context
+    from diffperf.knobs.quantize import row_limits
+
+    def limits(b, component, kind):
+        named = {}
+        ctx = knob_context(b.case, b.spec, b.tier, PerfOptions(), b.device, b.pipe)
+        return row_limits(ctx, component, kind, named), named
 
     b = build("kandinsky3", "fp32")
-    few, zero = _row_limits(b, "unet", "fp8dq", PerfOptions())
+    (few, zero), named = limits(b, "unet", "fp8dq")
     assert not few  # float8 has no row limit
     assert "encoder_hid_proj.projection_linear" in zero
-    assert b.knobs["zero_row_floored_linears"] == [f"unet.{n}" for n in sorted(zero)]
+    assert named["zero_row_floored_linears"] == [f"unet.{n}" for n in sorted(zero)]
     p = build("pixart-sigma", "fp32")
-    assert _row_limits(p, "transformer", "fp8dq", PerfOptions()) == (frozenset(), frozenset())
-    assert "zero_row_floored_linears" not in p.knobs
+    (few_p, zero_p), named_p = limits(p, "transformer", "fp8dq")
+    assert (few_p, zero_p) == (frozenset(), frozenset())
+    assert "zero_row_floored_linears" not in named_p
     # int8 dynamic takes its row limit from the same probe, and no floor
-    few8, zero8 = _row_limits(b, "unet", "int8dq", PerfOptions())
+    (few8, zero8), _ = limits(b, "unet", "int8dq")
     assert few8 and not zero8
 
 

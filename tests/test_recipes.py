@@ -1,7 +1,10 @@
+from dataclasses import replace
+
 import pytest
 
 from diffperf.errors import UsageError
-from diffperf.recipes import KNOBS, Recipe, parse_recipe
+from diffperf.knobs.registry import KNOBS
+from diffperf.recipes import Recipe, parse_recipe, valid_tokens
 
 
 @pytest.mark.parametrize("text", ["bf16", "fp32+int8wo", "bf16+fuse-qkv+fbcache-0.3+compile",
@@ -82,6 +85,8 @@ def test_lossless_classes():
 
 
 def test_every_knob_changes_the_recipe():
-    for token, apply in KNOBS.items():
+    for token in valid_tokens():
+        token = token.replace("[-threshold]", "").replace("<degree>", "2")
+        values = next(v for k in KNOBS if (v := k.parse(token, token)) is not None)
         base = Recipe(dtype="fp32") if token == "bf16" else Recipe()
-        assert apply(base) != base, token
+        assert replace(base, **values) != base, token

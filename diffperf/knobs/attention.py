@@ -8,6 +8,7 @@ import importlib.util
 
 import torch
 
+from .base import Field, Knob, KnobContext, skip_reason
 from .skip import CaseSkip
 
 # recipe token -> diffusers AttentionBackendName value
@@ -109,3 +110,24 @@ def call_context(token: str, dispatcher: bool):
     from torch.nn.attention import sdpa_kernel
 
     return sdpa_kernel([_sdpa_backend(token)])
+
+
+class AttentionKnob(Knob):
+    name = "attention"
+    order = 30  # after fuse-qkv, which replaces attention processors
+    fields = (Field("attention", "sdpa", "'sdpa' = whatever the model does by default"),)
+    choices = {t: t for t in DISPATCHER_BACKEND}
+
+    def check(self, ctx: KnobContext) -> str | None:
+        return skip_reason(check, ctx.recipe.attention, ctx.spec.attention_dispatcher, ctx.device, ctx.spec.name)
+
+    def apply(self, ctx: KnobContext) -> None:
+        apply(ctx.denoiser, ctx.recipe.attention, ctx.spec.attention_dispatcher)
+        return None
+
+    def call_context(self, ctx: KnobContext):
+        token, dispatcher = ctx.recipe.attention, ctx.spec.attention_dispatcher
+        return lambda: call_context(token, dispatcher)
+
+
+KNOB = AttentionKnob()

@@ -1,12 +1,19 @@
 """Step caches: diffusers' FirstBlockCache / MagCache / TaylorSeer, and this project's TeaCache."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ..errors import UsageError
+from .base import Field, Knob, KnobContext
 from .skip import CaseSkip
+
+CACHES = ("fbcache", "teacache", "magcache", "taylorseer")
+# Which cache thresholds are meaningful defaults when a token gives none.
+DEFAULT_CACHE_THRESHOLD = {"fbcache": 0.2, "teacache": 0.4, "magcache": 0.06, "taylorseer": 0.0}
 
 
 @dataclass
@@ -74,3 +81,38 @@ def apply(denoiser: torch.nn.Module, kind: str, threshold: float, steps: int, mo
         raise CaseSkip(f"unknown cache {kind!r}")
     denoiser.enable_cache(config)
     return count_first_block_cache(denoiser) if kind == "fbcache" else None
+
+
+class CacheKnob(Knob):
+    """A step cache, written `<cache>[-threshold]` (taylorseer: its number is the cache interval)."""
+    name = "cache"
+    order = 70  # after quantization, before verify and compile
+    lossless = False
+    fields = (Field("cache", None), Field("cache_threshold", None))
+    TOKEN = re.compile(r"^(%s)(?:-(\d+(?:\.\d+)?))?$" % "|".join(CACHES))
+
+    def parse(self, token: str, text: str) -> dict[str, Any] | None:
+        m = self.TOKEN.match(token)
+        if not m:
+            return None
+        thr = float(m.group(2)) if m.group(2) else DEFAULT_CACHE_THRESHOLD[m.group(1)]
+        if thr < 0:
+            raise UsageError(f"recipe {text!r}: cache threshold must be >= 0")
+        return {"cache": m.group(1), "cache_threshold": thr}
+
+    def spell(self, recipe) -> str | None:
+        if not recipe.cache:
+            return None
+        thr = recipe.cache_threshold
+        return recipe.cache if thr is None else f"{recipe.cache}-{thr:g}"
+
+    def patterns(self) -> list[str]:
+        return [f"{c}[-threshold]" for c in CACHES]
+
+    def apply(self, ctx: KnobContext) -> dict[str, Any]:
+        r, spec = ctx.recipe, ctx.spec
+        return {"cache_state": apply(ctx.denoiser, r.cache, r.cache_threshold, ctx.steps, spec.name,
+                                     spec.diffusers_cache, spec.teacache is not None)}
+
+
+KNOB = CacheKnob()

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 
+from . import cudagraphs
+from .base import Field, Knob, KnobContext, skip_reason
 from .skip import CaseSkip
+
+COMPILE_MODES = ("default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
 
 
 def repeated_block_classes(denoiser: torch.nn.Module) -> list[str]:
@@ -68,3 +72,48 @@ def inductor_flags_isolated() -> Iterator[Callable[[], dict[str, Any]]]:
         yield changed
     finally:
         inductor_config.load_config(saved)
+
+
+class CompileKnob(Knob):
+    """torch.compile of the denoiser: 'compile' (regional: its repeated blocks) or 'compile-full'."""
+    name = "compile"
+    order = 90  # after caches and verify (dynamo traces their hooks into the compiled blocks)
+    fields = (Field("compile", None, "None, 'regional' (compile_repeated_blocks) or 'full'"),)
+    choices = {"compile": "regional", "compile-full": "full"}
+
+    def apply(self, ctx: KnobContext) -> dict[str, Any]:
+        r = ctx.recipe
+        return {"compiled_modules": apply(ctx.denoiser, r.compile, r.compile_mode, ctx.device)}
+
+
+class CompileModeKnob(Knob):
+    """torch.compile's mode (the compile knob passes it); 'reduce-overhead' runs with inductor's
+    CUDA-graph flags around every call."""
+    name = "compile-mode"
+    order = 95  # after compile
+    fields = (Field("compile_mode", "default"),)
+    choices = {m: m for m in COMPILE_MODES[1:]}
+
+    def conflict(self, recipe) -> str | None:
+        return None if recipe.compile else "a compile mode needs 'compile'"
+
+    def check(self, ctx: KnobContext) -> str | None:
+        r = ctx.recipe
+        if r.compile_mode != "reduce-overhead":
+            return None
+        return skip_reason(cudagraphs.check, ctx.device, r.cache, r.verify, r.parallel,
+                           "compile mode 'reduce-overhead'")
+
+    def apply(self, ctx: KnobContext) -> dict[str, Any] | None:
+        if ctx.recipe.compile_mode != "reduce-overhead":
+            return None
+        ctx.state[self.name] = flags = cudagraphs.reduce_overhead_flags()
+        return {"cudagraph_flags": flags}
+
+    def call_context(self, ctx: KnobContext) -> Callable[[], ContextManager] | None:
+        flags = ctx.state.get(self.name)
+        return None if flags is None else (lambda: torch._inductor.config.patch(flags))
+
+
+KNOB = CompileKnob()
+MODE_KNOB = CompileModeKnob()

@@ -1,9 +1,14 @@
 """torchao quantization of the denoiser and of the text encoders."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from .base import Field, Knob, KnobContext, skip_reason
 from .skip import CaseSkip
+
+QUANTS = ("int8wo", "int8dq", "fp8dq", "fp8dq-tensor", "int4wo")
 
 
 def _config(kind: str, activation_floor: float | None = None):
@@ -96,3 +101,63 @@ def count_quantized(module: torch.nn.Module) -> int:
         for m in module.modules()
         if isinstance(m, torch.nn.Linear) and type(m.weight) not in (torch.Tensor, torch.nn.Parameter)
     )
+
+
+def row_limits(ctx: KnobContext, component: str, kind: str, named: dict[str, Any],
+               prefix: str = "") -> tuple[frozenset[str], frozenset[str]]:
+    """(layers to leave unquantized, layers to quantize with a zero-row floor) of `component` for
+    quantization `kind`, from the rows its Linear layers see in a generation (the build's probe,
+    see linear_rows.py); both are named in `named` (what the knob reports). Kinds with neither
+    limit skip the probe."""
+    min_rows = MIN_ROWS.get(kind)
+    if min_rows is None and kind not in ZERO_ROW_FLOOR:
+        return frozenset(), frozenset()
+    rows = ctx.linear_rows(component)
+    few = frozenset(n for n, r in rows.items() if min_rows is not None and r.fewest < min_rows)
+    zero = frozenset(n for n, r in rows.items() if kind in ZERO_ROW_FLOOR and r.zero_rows)
+    for knob, names in ((f"{prefix}unquantized_few_row_linears", few), (f"{prefix}zero_row_floored_linears", zero)):
+        if names:
+            named.setdefault(knob, []).extend(f"{component}.{n}" for n in sorted(names))
+    return few, zero
+
+
+class QuantizeKnob(Knob):
+    """torchao quantization of the denoiser."""
+    name = "quant"
+    order = 50  # after fuse-qkv (fused weights get quantized), before caches and compile
+    lossless = False
+    fields = (Field("quant", None),)
+    choices = {q: q for q in QUANTS}
+
+    def check(self, ctx: KnobContext) -> str | None:
+        return skip_reason(check, ctx.recipe.quant, ctx.device, ctx.recipe.dtype)
+
+    def apply(self, ctx: KnobContext) -> dict[str, Any]:
+        kind, did = ctx.recipe.quant, {}
+        few, zero = row_limits(ctx, ctx.spec.denoiser, kind, did)
+        did["quantized_linears"] = quantize(ctx.denoiser, kind, few, zero)
+        return did
+
+
+class TextEncoderQuantizeKnob(Knob):
+    """torchao quantization of the text encoder(s)."""
+    name = "te-quant"
+    order = 60
+    lossless = False
+    fields = (Field("te_quant", None),)
+    choices = {"te-" + q: q for q in QUANTS}
+
+    def check(self, ctx: KnobContext) -> str | None:
+        return skip_reason(check, ctx.recipe.te_quant, ctx.device, ctx.recipe.dtype)
+
+    def apply(self, ctx: KnobContext) -> dict[str, Any]:
+        kind, did = ctx.recipe.te_quant, {}
+        did["te_quantized_linears"] = sum(
+            quantize(getattr(ctx.pipe, name), kind, *row_limits(ctx, name, kind, did, prefix="te_"))
+            for name in ctx.spec.text_encoders
+        )
+        return did
+
+
+KNOB = QuantizeKnob()
+TE_KNOB = TextEncoderQuantizeKnob()

@@ -82,6 +82,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from .base import Field, Knob, KnobContext, skip_reason
 from .skip import CaseSkip
 
 K_SIGMA = 8.0
@@ -462,3 +463,30 @@ def apply(pipe, roles: dict[str, str], steps: int, device: torch.device, *, faul
         "failures": [],
     })
     return state
+
+
+class VerifyKnob(Knob):
+    """Freivalds check of every Linear output of the pipeline."""
+    name = "verify"
+    # after quantization and caches: it checks the weights and the calls that really run;
+    # before compile: dynamo traces the hooks into the compiled blocks and fuses the checks
+    order = 80
+    fields = (Field("verify", False),)
+    choices = {"verify": True}
+
+    def check(self, ctx: KnobContext) -> str | None:
+        return skip_reason(check, ctx.recipe.quant, ctx.recipe.te_quant)
+
+    def apply(self, ctx: KnobContext) -> dict[str, Any]:
+        spec = ctx.spec
+        roles = {spec.denoiser: "denoiser", spec.vae: "vae", **{t: "text_encoder" for t in spec.text_encoders}}
+        state = apply(ctx.pipe, roles, ctx.steps, ctx.device, fault=parse_fault(ctx.options.verify_fault),
+                      seed=ctx.options.seed)
+        ctx.state[self.name] = state
+        return {"verify": state.report}  # live: updated after every pipeline call
+
+    def call_context(self, ctx: KnobContext):
+        return ctx.state[self.name].call_context
+
+
+KNOB = VerifyKnob()

@@ -41,7 +41,7 @@ class KnownIssue:
     they report the known break without failing the run, and once upstream fixes it the
     unexpected pass fails the run until the entry is removed."""
 
-    quant: str  # denoiser quantization (recipes.QUANTS) it applies to
+    quant: str  # denoiser quantization (knobs/quantize.py QUANTS) it applies to
     reason: str
 
 
