@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -60,6 +61,7 @@ REFERENCE_MAX_SIDE = 128
 
 def reference_view(img: np.ndarray, side: int = REFERENCE_MAX_SIDE) -> np.ndarray:
     """The image as references store it: downscaled (area-averaging) to `side` pixels at most."""
+    # start-up: skimage.transform loads on first use; only downscaling an image needs it
     from skimage.transform import resize
 
     h, w = img.shape[:2]
@@ -74,8 +76,6 @@ def latent_projection(latents, k: int = 256, seed: int = 0) -> list[float]:
     """k seeded Gaussian projections of the final latents (Johnson-Lindenstrauss): the relative
     distance of two projections estimates the relative distance of the full latents, so a
     reference costs k numbers instead of the whole tensor. Same device -> same projection."""
-    import torch
-
     x = latents.detach().reshape(-1).float()
     gen = torch.Generator(device=x.device).manual_seed(seed)
     rows = []

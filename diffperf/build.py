@@ -76,6 +76,7 @@ def check_recipe(recipe: Recipe, spec: ModelSpec, device: torch.device) -> None:
 
 
 def load_pipeline(spec: ModelSpec, tier: Tier, options: PerfOptions, device: torch.device, dtype: torch.dtype):
+    # start-up: diffusers takes seconds to import; only loading a pipeline needs it
     import diffusers
 
     cls = getattr(diffusers, spec.pipeline_class)
@@ -84,6 +85,7 @@ def load_pipeline(spec: ModelSpec, tier: Tier, options: PerfOptions, device: tor
         return cls(**components)
     source = options.weights_dir(spec.name)
     if source is None:
+        # start-up: only pretrained weights need huggingface_hub
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from .models import get_model
 from .profile import Loaded, _meta_loaded, _setup, load, run_invocation
@@ -93,8 +94,6 @@ class _Recorder(TorchFunctionMode):
         return out
 
     def __enter__(self):
-        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-
         self._handles = [register_module_forward_pre_hook(self._pre),
                          register_module_forward_hook(self._post, with_kwargs=True)]
         return super().__enter__()

@@ -1,11 +1,13 @@
 """Judge a measured case against its stored baseline."""
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from scipy.stats import mannwhitneyu
 
 from . import storage
@@ -82,8 +84,6 @@ class Verdict:
 def judge_latency(samples: list[float], base: dict[str, Any], tolerance: float, alpha: float) -> Verdict:
     """Fail when the median exceeds baseline*(1+tol) AND a one-sided Mann-Whitney U test says the
     samples are stochastically greater than the baseline samples scaled by (1+tol)."""
-    import numpy as np
-
     median = float(np.median(samples))
     base_median = float(base["median_s"])
     limit = base_median * (1 + tolerance)
@@ -108,8 +108,6 @@ NOISE_TOLERANCE_STEP = 0.005  # rounded up to half a percent
 
 
 def _round_up_tolerance(x: float) -> float:
-    import math
-
     return round(math.ceil(x / NOISE_TOLERANCE_STEP - 1e-9) * NOISE_TOLERANCE_STEP, 4)
 
 
@@ -117,8 +115,6 @@ def noise_tolerance(samples: list[float], floor: float) -> dict[str, Any] | None
     """A case's own latency tolerance when its samples are noisier than `floor` (the file's
     tolerance) allows: NOISE_TOLERANCE_SIGMAS x their relative standard deviation, rounded up.
     None when the file's tolerance suffices or there are too few samples to tell."""
-    import statistics
-
     if len(samples) < 3:
         return None
     rsd = statistics.stdev(samples) / statistics.mean(samples)

@@ -19,6 +19,8 @@ import statistics
 from typing import Any, NamedTuple
 
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from .build import Built
 from .kernel_time import Span, busy_time
@@ -61,8 +63,6 @@ class _Event(NamedTuple):
 def _kernel_spans(events, cuda: bool) -> list[Span]:
     """Device work as spans in nanoseconds: CUDA kernels / memcpy / memset on a GPU (the profiler's
     mirrored user ranges left out), the outermost aten operators on the CPU."""
-    from torch.autograd import DeviceType
-
     if cuda:
         return [Span(e.name, e.start, e.end) for e in events
                 if e.device == DeviceType.CUDA and not e.annotation
@@ -135,24 +135,18 @@ class _Windows:
     busy time between its synchronized markers."""
 
     def __init__(self, cuda: bool):
-        from torch.profiler import ProfilerActivity
-
         self.cuda = cuda
         self.activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         self.prof = None
         self.closed: list[tuple[str, float]] = []
 
     def mark(self, name: str) -> None:
-        from torch.profiler import record_function
-
         if self.cuda:
             torch.cuda.synchronize()  # what was queued before the marker has run before it
         with record_function(MARK + name):
             pass
 
     def open(self, name: str) -> None:
-        from torch.profiler import profile
-
         if self.prof is None:
             if self.cuda:
                 torch.cuda.synchronize()

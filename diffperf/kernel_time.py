@@ -14,6 +14,8 @@ from collections import defaultdict
 from typing import Any, Iterable, NamedTuple
 
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from .build import Built
 from .kernel_names import CATEGORIES, classify
@@ -98,8 +100,6 @@ def window_steps(total_steps: int, profiled: int = PROFILED_STEPS) -> tuple[int,
 
 
 def _gpu_spans(events) -> list[Span]:
-    from torch.autograd import DeviceType
-
     # record_function ranges (ours, torch.compile's "## Call CompiledFxGraph ... ##") are mirrored on
     # the GPU's timeline around the kernels they launched: not kernels themselves
     ranges = {e.name for e in events if e.device_type == DeviceType.CPU and getattr(e, "is_user_annotation", False)}
@@ -111,8 +111,6 @@ def _gpu_spans(events) -> list[Span]:
 def _cpu_spans(events) -> tuple[list[Span], list[Span]]:
     """(outermost aten operators: when the host computed; every aten operator's self time, as a
     span of that length from its start: what it computed, e.g. addmm's own time is the GEMM)."""
-    from torch.autograd import DeviceType
-
     ops = [e for e in events if e.device_type == DeviceType.CPU and e.name.startswith("aten::") and not e.is_async]
 
     def outermost(e) -> bool:
@@ -132,8 +130,6 @@ def host_ops(events, start: float, end: float, steps: int, top: int = HOST_OPS) 
     """The host-side events of the window (aten operators, CUDA runtime calls, record_function
     ranges such as a compiled region's wrapper) with the most self time, per step: where the host
     spends a step when the GPU waits on it."""
-    from torch.autograd import DeviceType
-
     per: dict[str, list] = {}
     for e in events:
         if e.device_type != DeviceType.CPU or e.is_async or e.name.startswith("diffperf::"):
@@ -158,8 +154,6 @@ def _marker_time(events, name: str) -> float:
 def profile_denoising(built: Built, prompt: str, seed: int, profiled: int = PROFILED_STEPS) -> dict[str, Any]:
     """One generation with `profiled` of its steps under torch.profiler, stopped when the window
     closes; breakdown() of that window, plus how the window was taken."""
-    from torch.profiler import ProfilerActivity, profile, record_function
-
     cuda = built.device.type == "cuda"
     total = built.spec.defaults(built.tier.size).steps
     first, last = window_steps(total, profiled)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import statistics
 import time
 import weakref
@@ -12,8 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .accuracy import latent_projection
 from .build import Built
 from .machine import throttle_reasons
+from .patching import patch_method
 
 
 class Clock:
@@ -36,23 +37,6 @@ class Clock:
     def sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()
-
-
-def patch_method(obj, name: str, make_wrapper):
-    """Replace obj.name by make_wrapper(current) on the instance; returns the undo function,
-    which puts back exactly what the instance had (so nested patches unwind in any order)."""
-    had = name in vars(obj)
-    previous = vars(obj).get(name)
-    original = getattr(obj, name)
-    setattr(obj, name, functools.wraps(original)(make_wrapper(original)))
-
-    def undo():
-        if had:
-            setattr(obj, name, previous)
-        else:
-            delattr(obj, name)
-
-    return undo
 
 
 class StageProbe:
@@ -239,8 +223,6 @@ class LatentCapture:
         self.remove = patch_method(getattr(built.pipe, built.spec.vae), "decode", make)
 
     def projection(self) -> list[float]:
-        from .accuracy import latent_projection
-
         if self.latents is None:
             raise RuntimeError("the pipeline never called the VAE decoder")
         return latent_projection(self.latents)
@@ -281,6 +263,7 @@ _CACHE_COUNTERS = (("inductor", "fxgraph_cache_hit"), ("inductor", "fxgraph_cach
 def compile_cache_counters() -> dict[str, Any]:
     """The caches' hit / miss counters, and the seconds spent so far in each compiler phase
     (torch._dynamo's compilation_time_metrics: dynamo tracing, AOTAutograd, inductor, ...)."""
+    # start-up: torch._dynamo / torch._inductor take seconds to import; loaded when a case runs, not at start
     from torch._dynamo import utils
 
     out: dict[str, Any] = {name: utils.counters[group][name] for group, name in _CACHE_COUNTERS}
@@ -306,6 +289,7 @@ def _reason(text: str) -> str:
 def cache_use(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """Cache hits and misses of one call, whether it was served from a warm cache, and its largest
     compiler phases (nested: a phase's time includes the phases it calls)."""
+    # start-up: torch._dynamo / torch._inductor take seconds to import; loaded when a case runs, not at start
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
     delta = {name: after[name] - before[name] for _, name in _CACHE_COUNTERS}

@@ -6,10 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from .cases import LEVELS
 from .errors import UsageError, unknown
+from .knobs.verify import parse_fault
+from .models import get_model
+from .paths import ROOT
 from .recipes import parse_recipe
+from .tiers import get_tier
 
-ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_MODES = ("synthetic", "pretrained")
 DEVICE_TIME_MODES = ("auto", "on", "off")
 
@@ -91,10 +95,6 @@ def _csv(text: str) -> tuple[str, ...]:
 
 def parse_options(get) -> PerfOptions:
     """`get(name)` returns the raw value of an option (pytest's config.getoption)."""
-    from .cases import LEVELS
-    from .models import get_model
-    from .tiers import get_tier
-
     tier = get("perf_tier")
     if tier is not None:
         get_tier(tier)
@@ -129,8 +129,6 @@ def parse_options(get) -> PerfOptions:
         raise UsageError(f"--perf-cooldown must be >= 0 seconds, got {cooldown}")
     kw = {}
     if get("perf_verify_fault"):
-        from .knobs.verify import parse_fault
-
         kw["verify_fault"] = str(parse_fault(get("perf_verify_fault")))  # validated, normalised
     for opt, key in (("perf_results", "results_dir"), ("perf_baselines", "baselines_dir"),
                      ("perf_references", "references_dir")):

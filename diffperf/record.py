@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import storage
-from .options import ROOT
+from .paths import ROOT
 
 RESULTS_KIND = "diffperf-results"
 RUN_KIND = "diffperf-run-header"

@@ -68,6 +68,7 @@ def fidelity_threshold(tier_device: str, recipe: Recipe, model_floor: float | No
 def compact_references(tier_dir: Path, side: int) -> list[Path]:
     """Downscale every reference image under `tier_dir` larger than `side` pixels (the view the
     tests compare at, accuracy.reference_view); returns the files rewritten."""
+    # start-up: diffperf.accuracy loads scikit-image; only rewriting or checking stored references needs it
     from . import accuracy
 
     done = []
@@ -85,6 +86,7 @@ def compact_references(tier_dir: Path, side: int) -> list[Path]:
 def view_sensitivity(tier_dir: Path, side: int) -> list[dict]:
     """What a smaller view does to SSIM: for every recipe of a model with images of its reference
     recipe, the worst SSIM over prompts against that reference at the stored size and at `side`."""
+    # start-up: diffperf.accuracy loads scikit-image; only rewriting or checking stored references needs it
     from . import accuracy
 
     rows = []

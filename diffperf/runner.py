@@ -16,12 +16,16 @@ from . import accuracy
 from .build import build_case, device_for
 from .cases import Case
 from .device_time import host_exposed, measure_device_time
+from .hardware import compute_dtype, mfu
 from .hostspeed import measure_host_speed
+from .kernel_time import profile_denoising
 from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
 from .machine import NvmlSampler, cpu_class, gpu_identity, inconclusive_reasons
 from .measure import generate_with_latents, measure
 from .options import PerfOptions
+from .parallel import RankSampler, launch
+from .profile import denoiser_flops_per_step
 from .prompts import Prompts
 from .record import RunRecorder
 from .step_weights import weigh_steps, window_wall_step_s
@@ -51,8 +55,6 @@ def _cache_report(state) -> dict[str, Any] | None:
 
 def run_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, recorder: RunRecorder) -> CaseOutcome:
     if case.recipe.parallel:  # several processes under torchrun; this process stays off the devices
-        from .parallel import launch
-
         result, images = launch(case, tier, options)  # every rank profiles with --perf-kernel-profile
     else:
         result, images = measure_case(case, tier, options, prompts)
@@ -102,8 +104,6 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             load = {"load_peak_allocated_bytes": torch.cuda.max_memory_allocated(),
                     "load_resident_bytes": torch.cuda.memory_allocated()}
         if case.recipe.parallel:  # a torchrun rank: the ranks time together and agree on throttling
-            from .parallel import RankSampler
-
             sampler = RankSampler(cuda)
         else:
             sampler = NvmlSampler() if cuda else None
@@ -155,8 +155,6 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
         if options.measures_device_time(device.type):  # after the timed calls and the images, like the profile
             result["device_time"] = device_time_of(built, prompts, result["summary"], m.stages)
         if options.kernel_profile:  # after the timed calls and the images: it measures nothing they use
-            from .kernel_time import profile_denoising
-
             result["kernel_profile"] = profile_denoising(built, prompts.timing_prompt, prompts.seed)
         return result, images
     finally:
@@ -191,9 +189,6 @@ def device_time_of(built, prompts: Prompts, summary: dict[str, Any], stages: lis
 def denoiser_mfu(case: Case, tier: Tier, result: dict[str, Any], height: int, width: int) -> dict[str, Any]:
     """Achieved TFLOP/s of the denoiser and its share of the GPU's dense peak. FLOPs per step are
     counted on meta tensors (diffperf.profile) at the case's resolution, with its real batch."""
-    from .hardware import compute_dtype, mfu
-    from .profile import denoiser_flops_per_step
-
     flops = denoiser_flops_per_step(case.model, height, width, size=tier.size)
     # with a step cache the median step is a skipped one (a few ms): a per-step MFU means nothing
     step_s = None if case.recipe.cache else result["summary"]["step_median_s"]

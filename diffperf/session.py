@@ -129,7 +129,7 @@ def _names_in(expr: str) -> set[str]:
 def _evaluate(expr: str, true_names: set[str], known: set[str]) -> bool:
     # pytest has no public API that evaluates a -m expression, and the tiers must be known before
     # collection (they decide the parametrization); its own -m deselection then runs as usual.
-    # Imported here: pytest's private module, loaded only when -m names a tier.
+    # optional: pytest's private module, imported only when -m names a tier (a pytest without it breaks those runs only)
     from _pytest.mark.expression import Expression
 
     # names the expression uses that are not tiers/levels are treated as matching

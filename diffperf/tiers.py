@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .errors import unknown
 
 
@@ -58,8 +60,6 @@ def get_tier(name: str) -> Tier:
 
 def detect_tier() -> str:
     """The single-GPU tier of this machine's GPU 0, or "cpu" without CUDA."""
-    import torch
-
     if not torch.cuda.is_available():
         return "cpu"
     gpu = torch.cuda.get_device_name(0).lower()
@@ -71,8 +71,6 @@ def detect_tier() -> str:
 
 def machine_mismatch(tier: Tier) -> str | None:
     """Why this machine cannot run `tier`, or None when it can."""
-    import torch
-
     if tier.device == "cpu":
         return None
     if not torch.cuda.is_available():

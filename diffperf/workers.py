@@ -12,7 +12,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import pytest
+import torch
+
+from . import storage
 from .errors import UsageError
+from .record import RESULTS_KIND, load_results, write_csv
 
 WORKERS_DIR = "workers"
 
@@ -46,8 +51,6 @@ def _physical_gpus(env) -> list[str]:
 
 def pin_worker(worker: str, worker_count: int, env=os.environ) -> str | None:
     """Point this worker at its own GPU; returns the GPU id it got (None without GPUs)."""
-    import torch
-
     gpus = _physical_gpus(env)
     if not gpus:
         return None
@@ -64,8 +67,6 @@ def pin_worker(worker: str, worker_count: int, env=os.environ) -> str | None:
 
 
 def group_mark(model: str):
-    import pytest
-
     return pytest.mark.xdist_group(model)
 
 
@@ -106,9 +107,6 @@ def merge_worker_results(tier_dir: Path, since: str) -> Path | None:
     """Merge results/<tier>/workers/*/ started at or after `since` (ISO time of this session: a
     worker directory left by an earlier run is not mixed in) into results/<tier>/results.json
     (+ csv); image paths are rewritten relative to the tier directory. None with no workers."""
-    from . import storage
-    from .record import RESULTS_KIND, load_results, write_csv
-
     parts = sorted(p for p in (Path(tier_dir) / WORKERS_DIR).glob("*") if p.is_dir())
     loaded = [(p, load_results(p)) for p in parts if (p / "run.json").exists()]
     loaded = [(p, d) for p, d in loaded if d["started"] >= since]

@@ -10,6 +10,7 @@ import torch
 
 from diffperf import machine, parallel
 from diffperf.kernel_names import classify
+from diffperf.knobs import context_parallel
 from diffperf.report.kernels import kernel_profile_markdown
 
 # two GPUs as NVML numbers them, by PCI bus id
@@ -87,7 +88,7 @@ def _digest(rank, uuid, step_s, comm_ms=None, hidden=2048):
     if comm_ms is not None:
         d["kernel_profile"] = {"window_ms_per_step": 100.0, "busy_ms_per_step": 90.0, "idle_ms_per_step": 10.0,
                                "categories_ms_per_step": {"communication": comm_ms, "gemm": 60.0}}
-    d["activation_shapes"] = parallel.summarize_shapes(
+    d["activation_shapes"] = context_parallel.summarize_shapes(
         {"<denoiser>": {"hidden_states": [1, 4096, 64], "encoder_hidden_states": [1, 512, 4096]},
          **{f"transformer_blocks.{i}": {"hidden_states": [1, hidden, 3072], "encoder_hidden_states": [1, 256, 3072],
                                         "image_rotary_emb": [[hidden + 256, 128]] * 2} for i in range(3)}},
@@ -114,7 +115,7 @@ def test_diagnosis_shows_ranks_on_one_gpu_and_a_rank_holding_the_whole_sequence(
 
 def test_blocks_with_different_shapes_are_listed_apart():
     shapes = {f"b.{i}": {"hidden_states": [1, 8 if i in (2, 3) else 4, 2]} for i in range(6)}
-    out = parallel.summarize_shapes(shapes, {"b": 6})["blocks"]["b"]
+    out = context_parallel.summarize_shapes(shapes, {"b": 6})["blocks"]["b"]
     assert [g["blocks"] for g in out] == ["0-1", "2-3", "4-5"]
 
 

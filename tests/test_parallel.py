@@ -6,6 +6,7 @@ import torch
 
 from diffperf import accuracy, parallel
 from diffperf.cases import Case, cases_for_tier
+from diffperf.knobs import context_parallel
 from diffperf.knobs.skip import CaseSkip
 from diffperf.options import PerfOptions
 from diffperf.recipes import parse_recipe
@@ -62,12 +63,12 @@ def test_what_context_parallelism_cannot_do_is_skipped_with_the_reason():
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
     with pytest.raises(CaseSkip, match="no context-parallel plan"):
-        parallel.check(parse_recipe("bf16+cp-ulysses-2"), "sd3-medium", SD3Transformer2DModel, "cuda")
+        context_parallel.check_case(parse_recipe("bf16+cp-ulysses-2"), "sd3-medium", SD3Transformer2DModel, "cuda")
     with pytest.raises(CaseSkip, match="log-sum-exp"):
-        parallel.check(parse_recipe("fp32+cp-ring-2"), "flux-dev", FluxTransformer2DModel, "cpu")
+        context_parallel.check_case(parse_recipe("fp32+cp-ring-2"), "flux-dev", FluxTransformer2DModel, "cpu")
     with pytest.raises(CaseSkip, match="eager"):
-        parallel.check(parse_recipe("bf16+cp-ring-2+compile"), "flux-dev", FluxTransformer2DModel, "cuda")
-    parallel.check(parse_recipe("bf16+cp-ring-2"), "flux-dev", FluxTransformer2DModel, "cuda")  # allowed
+        context_parallel.check_case(parse_recipe("bf16+cp-ring-2+compile"), "flux-dev", FluxTransformer2DModel, "cuda")
+    context_parallel.check_case(parse_recipe("bf16+cp-ring-2"), "flux-dev", FluxTransformer2DModel, "cuda")  # allowed
 
 
 def test_multi_gpu_tier_lists_the_single_gpu_reference_and_both_attention_schemes():

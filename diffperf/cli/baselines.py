@@ -27,7 +27,7 @@ from diffperf.compare import (BASELINE_KIND, DEVICE_KEYS, DEVICE_TOLERANCE, DEVI
                               noise_tolerance, run_spread_tolerance, version_of)
 from diffperf.device_time import VERSION as DEVICE_TIME_VERSION
 from diffperf.errors import StoredFileError
-from diffperf.options import ROOT
+from diffperf.paths import ROOT
 from diffperf.record import NOT_MEASURED, load_results, not_measured_why, now
 from diffperf.references import (LATENTS_FILE, LATENTS_KIND, compact_references, reference_dir,
                                  view_sensitivity)

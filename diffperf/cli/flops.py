@@ -22,7 +22,7 @@ import torch
 
 from diffperf.errors import UsageError
 from diffperf.models import MODELS, get_model
-from diffperf.options import ROOT
+from diffperf.paths import ROOT
 from diffperf.profile import compare, count_on, profile_generation
 from diffperf.profile.doc import _component_table, build_json, collect, differences, environment, render_markdown
 

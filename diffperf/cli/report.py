@@ -21,7 +21,7 @@ from pathlib import Path
 
 from diffperf import report as rep
 from diffperf.errors import StoredFileError, UsageError
-from diffperf.options import ROOT
+from diffperf.paths import ROOT
 from diffperf.record import load_results
 from diffperf.report.trend import write_trend
 

@@ -45,6 +45,7 @@ def default_dir() -> Path:
     workflow keeps between runs)."""
     if os.environ.get(ENV_DIR):
         return Path(os.environ[ENV_DIR])
+    # start-up: torch._inductor takes seconds to import; only AOTInductor recipes need it
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
     return Path(cache_dir()) / "diffperf-aoti"
@@ -151,6 +152,7 @@ class PackageStore:
 def build_package(module: torch.nn.Module, forward: Callable, args: tuple, kwargs: dict, path: Path,
                   inductor: dict[str, Any]) -> dict[str, float]:
     """Export module's original forward with these inputs and compile it into `path`."""
+    # start-up: torch._inductor takes seconds to import; only AOTInductor recipes need it
     import torch._inductor
 
     timings = {}
@@ -178,6 +180,7 @@ def build_package(module: torch.nn.Module, forward: Callable, args: tuple, kwarg
 
 def load_package(path: Path, module: torch.nn.Module, device: torch.device):
     """The package's runner, reading the module's own parameters and buffers."""
+    # start-up: torch._inductor takes seconds to import; only AOTInductor recipes need it
     import torch._inductor
 
     index = device.index if device.type == "cuda" and device.index is not None else -1

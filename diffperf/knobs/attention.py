@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .base import Field, Knob, KnobContext, skip_reason
 from .skip import CaseSkip
@@ -29,8 +30,6 @@ CUDA_ONLY = {"sdpa-efficient", "sdpa-cudnn", "fa2", "fa3", "sage"}
 
 
 def _sdpa_backend(token: str):
-    from torch.nn.attention import SDPBackend
-
     return {
         "sdpa-flash": SDPBackend.FLASH_ATTENTION,
         "sdpa-efficient": SDPBackend.EFFICIENT_ATTENTION,
@@ -44,6 +43,7 @@ def diffusers_refusal(token: str) -> str | None:
     if it accepts it. diffusers' own requirements check decides (the one set_attention_backend
     runs): the package found with distribution metadata, its version floor (flash-attn >= 2.6.3,
     sageattention >= 2.1.1) and its kernels imported, all as evaluated when diffusers was imported."""
+    # start-up: diffusers takes seconds to import; recipes import this module before any build
     from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
 
     try:
@@ -71,6 +71,7 @@ def check(token: str, dispatcher: bool, device: torch.device, model: str) -> Non
     if pkg:
         refusal = diffusers_refusal(token)
         if refusal is not None:
+            # start-up: diffusers takes seconds to import; recipes import this module before any build
             import diffusers
 
             raise CaseSkip(f"attention {token!r}: diffusers {diffusers.__version__} refuses its backend "
@@ -89,6 +90,7 @@ def apply(denoiser: torch.nn.Module, token: str, dispatcher: bool) -> None:
     """Set the backend on the model's processors; the registry's process-wide choice is restored."""
     if token == "sdpa" or not dispatcher:
         return
+    # start-up: diffusers takes seconds to import; recipes import this module before any build
     from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
     previous = _AttentionBackendRegistry._active_backend
@@ -104,11 +106,10 @@ def call_context(token: str, dispatcher: bool):
     if token == "sdpa":
         return contextlib.nullcontext()
     if dispatcher:
+        # start-up: diffusers takes seconds to import; recipes import this module before any build
         from diffusers.models.attention_dispatch import attention_backend
 
         return attention_backend(DISPATCHER_BACKEND[token])
-    from torch.nn.attention import sdpa_kernel
-
     return sdpa_kernel([_sdpa_backend(token)])
 
 

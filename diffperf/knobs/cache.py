@@ -10,6 +10,7 @@ import torch
 from ..errors import UsageError
 from .base import Field, Knob, KnobContext
 from .skip import CaseSkip
+from .teacache import apply_teacache, supports_teacache
 
 CACHES = ("fbcache", "teacache", "magcache", "taylorseer")
 # Which cache thresholds are meaningful defaults when a token gives none.
@@ -27,6 +28,7 @@ class StepCounts:
 def count_first_block_cache(denoiser: torch.nn.Module) -> StepCounts:
     """Count FirstBlockCache's decisions: wraps the head block hook's test of the first block's
     residual change (diffusers keeps no counters; without them "skipped nothing" is invisible)."""
+    # start-up: diffusers takes seconds to import; recipes import this module before any build
     from diffusers.hooks.first_block_cache import _FBC_LEADER_BLOCK_HOOK
 
     heads = [m._diffusers_hook.get_hook(_FBC_LEADER_BLOCK_HOOK) for m in denoiser.modules()
@@ -56,19 +58,19 @@ def apply(denoiser: torch.nn.Module, kind: str, threshold: float, steps: int, mo
     """Enable the cache on the denoiser; returns a state object with skip counters where they
     can be had (TeaCache, FirstBlockCache), else None."""
     if kind == "teacache":
-        from .teacache import apply_teacache, supports_teacache
-
         if not (teacache_ok and supports_teacache(denoiser)):
             raise CaseSkip(f"TeaCache has no published rescale coefficients for {model} "
                            f"({type(denoiser).__name__})")
         return apply_teacache(denoiser, threshold=threshold, num_steps=steps)
     if not diffusers_cache or not hasattr(denoiser, "enable_cache"):
         raise CaseSkip(f"{kind}: {type(denoiser).__name__} of {model} has no diffusers enable_cache support")
+    # start-up: diffusers takes seconds to import; recipes import this module before any build
     from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
 
     if kind == "fbcache":
         config = FirstBlockCacheConfig(threshold=threshold)
     elif kind == "magcache":
+        # start-up: diffusers takes seconds to import; recipes import this module before any build
         from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
 
         if not model.startswith("flux"):

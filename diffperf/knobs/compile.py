@@ -59,6 +59,7 @@ def inductor_flags_isolated() -> Iterator[Callable[[], dict[str, Any]]]:
     """Restores torch._inductor.config when the block ends, so that a flag some library sets
     process-wide cannot reach the next case. Yields a function that names the flags changed so far
     (the recipe's own preset is patched around each call only, so it never shows there)."""
+    # start-up: torch._inductor takes seconds to import; loaded when a case runs, not at start
     import torch._inductor.config as inductor_config
 
     saved = inductor_config.get_config_copy()

@@ -20,6 +20,9 @@ from typing import Iterable
 
 import torch
 
+from ..profile import Loaded, _setup, run_invocation
+from ..profile.plans import make_plan
+
 
 @dataclass
 class RowsSeen:
@@ -37,9 +40,6 @@ def linear_rows(pipe, spec, size: str, component: str, prompts: Iterable[str]) -
     """{qualified name inside the component: what its inputs were} for every nn.Linear that ran,
     over the generation's calls of `component` with each prompt (text length changes the rows of
     caption layers where a pipeline keeps only the real tokens)."""
-    from ..profile import Loaded, _setup, run_invocation
-    from ..profile.plans import make_plan
-
     module = getattr(pipe, component)
     param = next(module.parameters())
     loaded = Loaded(spec, size, param.device, param.dtype, pipe, {})

@@ -12,6 +12,7 @@ QUANTS = ("int8wo", "int8dq", "fp8dq", "fp8dq-tensor", "int4wo")
 
 
 def _config(kind: str, activation_floor: float | None = None):
+    # start-up: torchao takes seconds to import; only quantized recipes need it
     from torchao.quantization import (
         Float8DynamicActivationFloat8WeightConfig,
         Int4WeightOnlyConfig,
@@ -82,6 +83,7 @@ def quantize(module: torch.nn.Module, kind: str, exclude: frozenset[str] = froze
     """Quantize the eligible nn.Linear layers in place, except those named in `exclude`
     (qualified names inside `module`); those named in `floored` get ZERO_ROW_FLOOR[kind]. Returns
     how many were quantized."""
+    # start-up: torchao takes seconds to import; only quantized recipes need it
     from torchao.quantization import quantize_
 
     keep = _eligible(kind, exclude)

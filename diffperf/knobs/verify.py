@@ -82,6 +82,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
+from ..patching import patch_method
 from .base import Field, Knob, KnobContext, skip_reason
 from .skip import CaseSkip
 
@@ -394,8 +395,6 @@ def apply(pipe, roles: dict[str, str], steps: int, device: torch.device, *, faul
     (component attribute -> denoiser / text_encoder / vae / other). steps: denoising steps of a
     call (buffers hold steps + 2 slots; later steps share the last). fused: compile the check
     (default: on CUDA). Returns the state; put state.call_context around every pipeline call."""
-    from ..measure import patch_method
-
     if fused is None:
         fused = device.type == "cuda"
     state = VerifyState(device, steps + 2, fused, seed)

@@ -144,6 +144,7 @@ TINY_FLUX_VAE = dict(FULL_FLUX_VAE, **TINY_KL_VAE)
 
 # ------------------------------------------------------------------ builders
 def build_clip(config: dict, req: BuildRequest, seed_offset: int, with_projection: bool = False):
+    # start-up: transformers takes seconds to import; only building a model needs it
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
@@ -151,18 +152,21 @@ def build_clip(config: dict, req: BuildRequest, seed_offset: int, with_projectio
 
 
 def build_t5(config: dict, req: BuildRequest, seed_offset: int):
+    # start-up: transformers takes seconds to import; only building a model needs it
     from transformers import T5Config, T5EncoderModel
 
     return build_for(T5EncoderModel, req, T5Config(**config), seed_offset=seed_offset)
 
 
 def build_gemma2(config: dict, req: BuildRequest, seed_offset: int):
+    # start-up: transformers takes seconds to import; only building a model needs it
     from transformers import Gemma2Config, Gemma2Model
 
     return build_for(Gemma2Model, req, Gemma2Config(**config), seed_offset=seed_offset)
 
 
 def build_kl_vae(config: dict, req: BuildRequest, seed_offset: int):
+    # start-up: diffusers takes seconds to import; only building a model needs it
     from diffusers import AutoencoderKL
 
     return build_for(AutoencoderKL, req, seed_offset=seed_offset, **config)

@@ -165,6 +165,7 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>"):
     pad_token: "<|endoftext|>" (CLIP-L of SD1/FLUX/SD3) or "!" (the OpenCLIP tokenizers of SD2
     and SD3's tokenizer_2).
     """
+    # start-up: transformers takes seconds to import; only making this tokenizer needs it
     from transformers import CLIPTokenizer
 
     vocab, merges = _clip_vocab()
@@ -177,6 +178,7 @@ def clip_tokenizer(pad_token: str = "<|endoftext|>"):
 @functools.lru_cache(maxsize=None)
 def t5_tokenizer():
     """T5TokenizerFast (Unigram, "▁" word starts), model_max_length 512, <pad> 0 and </s> 1."""
+    # start-up: transformers takes seconds to import; only making this tokenizer needs it
     from transformers import T5TokenizerFast
 
     pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
@@ -202,6 +204,7 @@ def t5_tokenizer():
 @functools.lru_cache(maxsize=None)
 def gemma_tokenizer():
     """GemmaTokenizerFast (BPE with byte fallback, "▁" for spaces); adds <bos> like Gemma-2."""
+    # start-up: transformers takes seconds to import; only making this tokenizer needs it
     from transformers import GemmaTokenizerFast
 
     # learn on words that start at "▁" (or at a line start), punctuation apart, as Gemma's
@@ -236,6 +239,7 @@ QWEN3_CHAT_TEMPLATE = (
 @functools.lru_cache(maxsize=None)
 def qwen_tokenizer():
     """Qwen2TokenizerFast (byte-level BPE, "Ġ" for a leading space) with a Qwen3 chat template."""
+    # start-up: transformers takes seconds to import; only making this tokenizer needs it
     from tokenizers import AddedToken
     from transformers import Qwen2TokenizerFast
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 import torch
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from ..models import BuildRequest, ModelSpec, get_model
@@ -73,8 +74,6 @@ class _ByModuleKind:
             self.totals[kind] += self.counter.get_total_flops() - self._start.pop(id(m))
 
     def __enter__(self):
-        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-
         self._handles = [register_module_forward_pre_hook(self._pre), register_module_forward_hook(self._post)]
         return self
 
@@ -199,6 +198,7 @@ def load(model: str | ModelSpec, size: str = "full", device: str | torch.device 
          dtype: torch.dtype = torch.bfloat16, seed: int = 0) -> Loaded:
     """Build every component (meta: full size, no memory) and the pipeline object around them
     (used only for its settings: tokenizers, vae_scale_factor, system prompt)."""
+    # start-up: diffusers takes seconds to import; only counting a pipeline's FLOPs needs it
     import diffusers
 
     spec = model if isinstance(model, ModelSpec) else get_model(model)
@@ -223,6 +223,7 @@ def _meta_loaded(name: str, size: str) -> Loaded:
 
 @contextlib.contextmanager
 def _quiet_diffusers():
+    # start-up: diffusers takes seconds to import; only counting a pipeline's FLOPs needs it
     from diffusers.utils import logging as dlog
 
     old = dlog.get_verbosity()

@@ -464,6 +464,7 @@ def build_json(profiles: list[ModelProfiles], diffs: list[dict[str, Any]], meta:
 
 
 def environment() -> dict[str, Any]:
+    # start-up: only the environment of a FLOP document names these versions
     import diffusers
     import transformers
 

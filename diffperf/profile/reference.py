@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.nn.modules.module import register_module_forward_hook
 
 from ..models import MODELS
 from . import Loaded, run_invocation
@@ -84,8 +85,6 @@ class ThopStyle:
             self.macs += 2 * _numel(args[0]) * (2 if affine else 1)
 
     def __enter__(self):
-        from torch.nn.modules.module import register_module_forward_hook
-
         self._handle = register_module_forward_hook(self._hook)
         return self
 

@@ -5,6 +5,9 @@ import math
 import sys
 from pathlib import Path
 
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
 from ..references import reference_dir
 from .common import Case, ReportError, _fmt_mem, _fmt_s, _median, _peak, by_latency, model_cases, models_of
 
@@ -17,7 +20,7 @@ LADDER_GROUPS = ("flux-fast-ladder",)  # groups drawn as ladders in the results 
 def group_order(group: str) -> list[str] | None:
     """Recipe names of a group in the order diffperf/cases.py lists them (None: not a listed group)."""
     try:
-        from .. import cases
+        from .. import cases  # optional: cases imports every model family; a broken one must not stop a report
         from ..recipes import parse_recipe
     except ImportError as exc:  # cases imports every model family; a broken one must not stop a report
         print(f"note: cannot import diffperf.cases ({exc}); keeping the results file's order", file=sys.stderr)
@@ -80,6 +83,7 @@ def ladder_figsize(n: int) -> tuple[float, float]:
 
 def plot_ladder(cases: list[Case], title: str, out: Path) -> Path:
     """Bar chart of median latency, each bar labelled with its speedup vs the first bar."""
+    # start-up: matplotlib takes a second to import; only charts need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -138,8 +142,6 @@ def _wrap_px(text: str, font, width: int, max_lines: int) -> list[str]:
 
 
 def _tile_image(path: Path | None, tile: int):
-    from PIL import Image
-
     canvas = Image.new("RGB", (tile, tile), (200, 200, 200))
     if path is None or not path.exists():
         return canvas, False
@@ -173,9 +175,6 @@ def grid_image(results: dict, base_dir: Path, model: str, out: Path, prompt: str
     fastest first, each labelled with recipe, median latency, peak memory and SSIM vs the
     reference recipe; an image missing from the results is taken from `references`
     (fixtures/reference) when it holds one. Returns (path, warnings)."""
-    from PIL import Image, ImageDraw, ImageFont
-    from tqdm import tqdm
-
     cases = by_latency(model_cases(results, model))
     font = ImageFont.load_default(size=GRID_FONT_SIZE)
     grid = Image.new("RGB", grid_size(len(cases), tile, cols), "white")

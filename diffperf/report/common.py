@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..options import ROOT
+from ..paths import ROOT
 
 Case = tuple[str, dict[str, Any]]  # (case id, case dict of a results file)
 

@@ -7,6 +7,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from scipy.stats import mannwhitneyu
+
 from ..compare import BASELINE_KIND, DEVICE_TOLERANCE, judge_case_latency, load_baselines
 from ..record import commit_label, load_results
 from ..references import cpu_class_sensitive
@@ -90,8 +92,6 @@ def compare_runs(new: dict, old_kind: str, old: dict, tolerance: float | None = 
                  alpha: float | None = None) -> Comparison:
     """Judge every case in both with judge_latency (the rule the latency tests apply). A baselines
     file brings its own tolerance and p-value; otherwise tolerance/alpha (defaults 0.05)."""
-    from scipy.stats import mannwhitneyu
-
     device_tolerance = DEVICE_TOLERANCE
     tier_device = TIERS[new["tier"]].device if new.get("tier") in TIERS else "cuda"
     if old_kind == "baselines":

@@ -5,6 +5,8 @@ import statistics
 from pathlib import Path
 
 from ..errors import UsageError
+from ..models import MODELS
+from ..recipes import parse_recipe
 from ..record import commit_label, load_results, not_measured_why, write_csv
 from .common import (Case, _fmt_bytes, _fmt_s, _median, _mem_unit, _missing_last, _peak, _ssim_text, by_latency,
                      by_memory, md_table, measured, model_cases, models_of)
@@ -22,8 +24,6 @@ QUANT_LEGEND = ("Quantization (torchao): INT8 = int8 dynamic activation + int8 w
 def parsed_recipe(name: str):
     """The Recipe of a results file's recipe string, or None for a token this version does not
     know (the case is still reported)."""
-    from ..recipes import parse_recipe
-
     try:
         return parse_recipe(name)
     except UsageError:  # a recipe of an older or newer suite: the report shows it unparsed
@@ -185,9 +185,6 @@ def conditions_markdown(results: dict) -> list[str]:
 
 def _known_issues(r: dict) -> list[str]:
     """The reasons its model gives for the case's known break (ModelSpec.known_issues)."""
-    from ..models import MODELS
-    from ..recipes import parse_recipe
-
     spec = MODELS.get(r.get("model"))
     if spec is None or not r.get("recipe"):
         return []

@@ -192,6 +192,7 @@ def over_runs(runs: list[Run], cid: str) -> tuple[float, float, float] | None:
 def plot_model(runs: list[Run], model: str, out: Path) -> Path:
     """Median per run of each case of the model, bars from the run's 25th to 75th percentile,
     device time dashed where measured, change points ringed and labelled."""
+    # start-up: matplotlib takes a second to import; only charts need it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -53,6 +53,7 @@ SCHNELL_SCHEDULER = dict(DEV_SCHEDULER, shift=1.0, use_dynamic_shifting=False)
 
 
 def _build(req: BuildRequest, full_tf: dict, tiny_tf: dict, scheduler: dict) -> dict[str, Any]:
+    # start-up: diffusers takes seconds to import; only building this model needs it
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
     transformer = build_sized(FluxTransformer2DModel, req, full_tf, tiny_tf)

@@ -76,6 +76,7 @@ SCHEDULER = dict(
 
 
 def build(req: BuildRequest) -> dict[str, Any]:
+    # start-up: diffusers takes seconds to import; only building this model needs it
     from diffusers import DDPMScheduler, Kandinsky3UNet, VQModel
 
     unet = build_sized(Kandinsky3UNet, req, FULL_UNET, TINY_UNET)

@@ -7,6 +7,7 @@ from ..plan import Context, Invocation, Plan, act, full, known, real_tokens, tok
 
 
 def plan_kandinsky3(ctx: Context) -> Plan:
+    # start-up: diffusers takes seconds to import; only this model's FLOP plan needs it
     from diffusers.pipelines.kandinsky3.pipeline_kandinsky3 import downscale_height_and_width
 
     s, pipe = ctx.setup, ctx.pipe

@@ -49,6 +49,7 @@ SCHEDULER = dict(num_train_timesteps=1000, shift=6.0, use_dynamic_shifting=False
 
 
 def build(req: BuildRequest) -> dict[str, Any]:
+    # start-up: diffusers takes seconds to import; only building this model needs it
     from diffusers import FlowMatchEulerDiscreteScheduler, Lumina2Transformer2DModel
 
     transformer = build_sized(Lumina2Transformer2DModel, req, FULL_TRANSFORMER, TINY_TRANSFORMER)

@@ -64,6 +64,7 @@ SCHEDULER = dict(
 
 
 def build(req: BuildRequest) -> dict[str, Any]:
+    # start-up: diffusers takes seconds to import; only building this model needs it
     from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
 
     transformer = build_sized(PixArtTransformer2DModel, req, FULL_TRANSFORMER, TINY_TRANSFORMER)

@@ -7,9 +7,11 @@ from ..plan import Context, Invocation, Plan, act, binned, check_multiple, full,
 
 
 def plan_pixart(ctx: Context) -> Plan:
+    # start-up: diffusers takes seconds to import; only this model's FLOP plan needs it
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
         ASPECT_RATIO_256_BIN, ASPECT_RATIO_512_BIN, ASPECT_RATIO_1024_BIN,
     )
+    # start-up: diffusers takes seconds to import; only this model's FLOP plan needs it
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
 
     s, pipe = ctx.setup, ctx.pipe

@@ -85,6 +85,7 @@ SCHEDULER = dict(
 
 
 def build(req: BuildRequest) -> dict[str, Any]:
+    # start-up: diffusers takes seconds to import; only building this model needs it
     from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaTransformer2DModel
 
     transformer = build_sized(SanaTransformer2DModel, req, FULL_TRANSFORMER, TINY_TRANSFORMER)

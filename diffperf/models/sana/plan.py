@@ -9,10 +9,12 @@ from ..plan import Context, Invocation, Plan, act, binned, check_multiple, full,
 
 
 def plan_sana(ctx: Context) -> Plan:
+    # start-up: diffusers takes seconds to import; only this model's FLOP plan needs it
     from diffusers import SanaPipeline
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
         ASPECT_RATIO_512_BIN, ASPECT_RATIO_1024_BIN,
     )
+    # start-up: diffusers takes seconds to import; only this model's FLOP plan needs it
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
     from diffusers.pipelines.sana.pipeline_sana import ASPECT_RATIO_4096_BIN
 

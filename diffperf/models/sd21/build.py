@@ -77,6 +77,7 @@ SCHEDULER = dict(
 
 
 def build(req: BuildRequest) -> dict[str, Any]:
+    # start-up: diffusers takes seconds to import; only building this model needs it
     from diffusers import PNDMScheduler, UNet2DConditionModel
 
     unet = build_sized(UNet2DConditionModel, req, FULL_UNET, TINY_UNET)

@@ -58,6 +58,7 @@ SCHEDULER = dict(num_train_timesteps=1000, shift=3.0)
 
 
 def build(req: BuildRequest) -> dict[str, Any]:
+    # start-up: diffusers takes seconds to import; only building this model needs it
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
     transformer = build_sized(SD3Transformer2DModel, req, FULL_TRANSFORMER, TINY_TRANSFORMER)

@@ -67,6 +67,7 @@ SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False
 
 
 def build_qwen3(config: dict, req: BuildRequest, seed_offset: int):
+    # start-up: transformers takes seconds to import; only building this model needs it
     from transformers import Qwen3Config, Qwen3Model
 
     cfg = dict(config)
@@ -81,6 +82,7 @@ def build_qwen3(config: dict, req: BuildRequest, seed_offset: int):
 
 
 def build(req: BuildRequest) -> dict[str, Any]:
+    # start-up: diffusers takes seconds to import; only building this model needs it
     from diffusers import FlowMatchEulerDiscreteScheduler, ZImageTransformer2DModel
 
     transformer = build_sized(ZImageTransformer2DModel, req, FULL_TRANSFORMER, TINY_TRANSFORMER)

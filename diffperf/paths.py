@@ -1,0 +1,6 @@
+"""Where the repository is: the default results, baselines, references and prompts live under it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
