@@ -5,7 +5,7 @@ A module belongs to the layer of the longest prefix below that matches its name
 (`diffperf.knobs.linear_rows` is engine although `diffperf.knobs` is catalog); the package itself,
 `diffperf`, matches only its own __init__.py, so a new module must be given a layer here. The layers follow
 what runs on what; where that differs from the order the data flows in (models -> recipes ->
-cases -> build -> measure -> record -> compare -> report), the reason is given beside the layer.
+cases -> build -> measure -> record -> compare -> report), the reason is given beside the layer (docs/architecture.md draws them).
 """
 from __future__ import annotations
 
