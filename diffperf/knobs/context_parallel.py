@@ -35,7 +35,7 @@ def check_case(recipe, spec_name: str, denoiser_cls, device_type: str) -> None:
 
 def shard_denoiser(denoiser, recipe, device_type: str) -> dict[str, Any]:
     """Shard the denoiser's attention over the process group (torch.distributed is initialised)."""
-    from diffusers import ContextParallelConfig  # start-up: diffusers loads in seconds; recipes import this module
+    from diffusers import ContextParallelConfig  # start-up: diffusers takes seconds to import; recipes import this module
 
     if recipe.attention == "sdpa":
         # a backend with context-parallel support; cuDNN SDPA also returns the LSE ring needs
