@@ -145,6 +145,21 @@ def extra_info(tier: str, case_id: str, result: dict[str, Any], weights: str, st
     }
 
 
+def prepare(benchmark, clock: ReplayClock, case_id: str, tier: str, result: dict[str, Any], weights: str,
+            case_path, stage: str) -> tuple[list[float], str | None]:
+    """Hand one stage of a measured case to pytest-benchmark's fixture: (its samples, None), the
+    replay clock loaded and the benchmark's group and extra info set; or ([], why it is skipped)."""
+    if not benchmark.enabled:
+        return [], DISABLED
+    samples, why = stage_samples(result, stage)
+    if why:
+        return [], f"{tier}:{case_id}: no {stage} samples: {why}"
+    clock.load(samples)
+    benchmark.group = group(tier, result, stage)
+    benchmark.extra_info.update(extra_info(tier, case_id, result, weights, stage, case_path))
+    return samples, None
+
+
 def machine_info(machine: dict[str, Any]) -> dict[str, Any]:
     """The stable part of a diffperf machine state (diffperf.machine.machine_state) for
     pytest-benchmark's machine_info: what a comparison between two saved runs depends on. Clocks

@@ -11,15 +11,10 @@ pytestmark = pytest.mark.benchmark(timer=CLOCK)  # the marker also keeps --bench
 
 @pytest.mark.parametrize("stage", list(bench.STAGES))
 def test_benchmark(benchmark, perf_outcome, perf_case, perf_state, stage):
-    if not benchmark.enabled:
-        pytest.skip(bench.DISABLED)
-    tier, result = perf_case.tier.name, perf_outcome.result
-    samples, why = bench.stage_samples(result, stage)
+    cid, tier = perf_case.case.id, perf_case.tier.name
+    samples, why = bench.prepare(benchmark, CLOCK, cid, tier, perf_outcome.result, perf_state.options.weights,
+                                 perf_state.recorders[tier].case_path(cid), stage)
     if why:
-        pytest.skip(f"{perf_case.id}: no {stage} samples: {why}")
-    CLOCK.load(samples)
-    benchmark.group = bench.group(tier, result, stage)
-    benchmark.extra_info.update(bench.extra_info(tier, perf_case.case.id, result, perf_state.options.weights, stage,
-                                                 perf_state.recorders[tier].case_path(perf_case.case.id)))
+        pytest.skip(why)
     benchmark.pedantic(CLOCK.idle, setup=CLOCK.next_round, rounds=len(samples))
     assert benchmark.stats["data"] == samples, f"{perf_case.id} {stage}: pytest-benchmark holds other numbers"
