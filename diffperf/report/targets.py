@@ -29,7 +29,8 @@ def _float8_compiled(r) -> bool:
 
 
 def _cudagraphs(r) -> bool:
-    return _lossless(r) and bool(r.cudagraphs or (r.compile and "reduce-overhead" in str(r.compile)))
+    # the eager / AOTI denoiser replayed from CUDA graphs, or inductor's own (compile ... reduce-overhead)
+    return _lossless(r) and (r.cudagraphs or r.compile_mode == "reduce-overhead")
 
 
 # which recipes a target admits; a target file names one of these
