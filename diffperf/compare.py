@@ -12,6 +12,7 @@ from scipy.stats import mannwhitneyu
 
 from . import storage
 from .errors import StoredFileError
+from .machine import gpu_clock
 
 
 def version_of(device: dict[str, Any]) -> int:
@@ -227,7 +228,7 @@ def cpu_class_entry(result: dict[str, Any], base: dict[str, Any],
 
 @dataclass(frozen=True)
 class LatencyVerdict:
-    """One case's latency verdict. status: passed, failed, inconclusive (host drift: neither a pass
+    """One case's latency verdict. status: passed, failed, inconclusive (host drift or GPU clock drift: neither a pass
     nor a failure), unclear (over the limit without significance) or stale (clearly faster).
     kind: what decided it: 'device' (busy GPU time), 'host' (wall time with the device time holding)
     or 'wall' (no device time on one side: wall time alone)."""
@@ -241,7 +242,8 @@ class LatencyVerdict:
     host_ratio: float | None = None
     notes: tuple[str, ...] = ()
     device: dict[str, Any] | None = None
-    # why an inconclusive verdict is so: "host drift" (this host slower than the baseline's) or
+    # why an inconclusive verdict is so: "host drift" (this host slower than the baseline's), "gpu
+    # clock" (this GPU clocked lower than the baseline's, which explains the device time's growth) or
     # "no class baseline" (cpu tier: no baseline of this CPU class yet, which a run here can make)
     why: str | None = None
 
@@ -311,6 +313,39 @@ def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, al
             "ratio": ratio, "grew": grew}
 
 
+# a GPU whose SM clock over the timed region is lower than the baseline's GPU's by more than this
+# is clocked apart (chips at their power limit: up to 3.4% between H200s, docs/reliability.md)
+CLOCK_NOTICE = 0.005
+
+
+def clock_ratio(result: dict[str, Any], base: dict[str, Any]) -> tuple[float | None, str]:
+    """The baseline GPU's median SM clock over this run's (> 1: this GPU ran slower clocks), and its
+    text; (None, '') where a side has no clock recorded."""
+    now, old = gpu_clock(result.get("nvml")), base.get("gpu_clock") or gpu_clock(base.get("nvml"))
+    if not now or not old or not old.get("sm_clock_mhz"):
+        return None, ""
+    capped = now.get("power_capped_share") or 0.0
+    text = (f"median SM clock {now['sm_clock_mhz']:.0f} vs {old['sm_clock_mhz']:.0f} MHz"
+            + (f", at its power limit in {capped:.0%} of the samples" if capped else ""))
+    return old["sm_clock_mhz"] / now["sm_clock_mhz"], text
+
+
+def explained_by_clock(dev: dict[str, Any], now: dict[str, Any], base: dict[str, Any], ratio: float,
+                       tolerance: float, vae_tolerance: float) -> bool:
+    """Whether every stage that grew grew by no more than a GPU clocked `ratio` times slower explains
+    (its ratio <= clock ratio x (1 + its tolerance))."""
+    keys = {label: key for key, label in DEVICE_STAGES}
+    for label in dev["grew"]:
+        new, old = now.get(keys[label]), base.get(keys[label])
+        tol = vae_tolerance if label == "VAE decode" else tolerance
+        slack = DEVICE_SLACK_MS if label != "denoiser step" else 0.0
+        if not (isinstance(new, (int, float)) and isinstance(old, (int, float)) and old > 0):
+            return False
+        if new > old * ratio * (1 + tol) + slack:
+            return False
+    return True
+
+
 def judge_cpu_latency(result: dict[str, Any], base: dict[str, Any], file_tolerances: dict[str, Any],
                       class_sensitive: bool) -> LatencyVerdict:
     """The cpu tier: against the baseline of this CPU's class (cpu_class_entry), the samples scaled by
@@ -340,7 +375,8 @@ def judge_cpu_latency(result: dict[str, Any], base: dict[str, Any], file_toleran
 def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolerances: dict[str, Any],
                        tier_device: str = "cuda", class_sensitive: bool = False) -> LatencyVerdict:
     """The latency rule, in one place (perf_tests/test_latency.py and tools/report.py compare):
-    1. device time over its baseline (tolerance, significance): failed, naming the stage;
+    1. device time over its baseline (tolerance, significance): failed, naming the stage; inconclusive
+       when this GPU's SM clock is lower than the baseline GPU's and explains every stage's growth;
     2. wall time over its limit while the device time holds: when the growth is the device's own
        (within its tolerance) it passes; when the host benchmark says this host is slower than the
        baseline's by as much (wall <= baseline wall x host ratio x (1 + tolerance)), inconclusive;
@@ -381,10 +417,19 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
                                   f"which explains the slower wall time (no comparable device time): {wall_text}",
                                   notes=tuple(notes), why="host drift", **common)
         return LatencyVerdict(wall.status, "wall", wall_text, notes=tuple(notes), **common)
-    dev = judge_device(dev_now, dev_base, dev_tol, alpha,
-                       own.get("device_vae", file_tolerances.get("device_vae", DEVICE_VAE_TOLERANCE)))
+    vae_tol = own.get("device_vae", file_tolerances.get("device_vae", DEVICE_VAE_TOLERANCE))
+    dev = judge_device(dev_now, dev_base, dev_tol, alpha, vae_tol)
     host_text = "" if hr is None else f"; host benchmark x{hr:.3f} of the baseline's host"
     if dev["status"] == "failed":
+        clock, clock_text = clock_ratio(result, base)
+        if clock is not None and clock > 1 + CLOCK_NOTICE and explained_by_clock(dev, dev_now, dev_base, clock, dev_tol,
+                                                                                 vae_tol):
+            return LatencyVerdict("inconclusive", "device",
+                                  f"inconclusive: GPU clock {1 / clock - 1:+.1%} vs the baseline's GPU ({clock_text}), "
+                                  f"which explains the device time's growth ({dev['message']}); a GPU at its power "
+                                  f"limit clocks by its chip and its load, so a code change that draws more power "
+                                  f"looks the same: re-run on the baseline's GPU. Wall: {wall_text}",
+                                  device_tolerance=dev_tol, notes=tuple(notes), device=dev, why="gpu clock", **common)
         return LatencyVerdict("failed", "device", f"{dev['message']}. Wall: {wall_text}", device_tolerance=dev_tol,
                               notes=tuple(notes), device=dev, **common)
     if wall.status != "failed":

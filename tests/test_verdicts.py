@@ -269,3 +269,54 @@ def test_update_baselines_keeps_timing_per_cpu_class():
     update_baselines.keep_classes(entry, {"cpu_class": "AVX512+bf16"}, old)
     assert entry["cpu_class"] == "AVX512+bf16" and set(entry["by_cpu_class"]) == {"AVX2", "AVX512+bf16"}
     assert entry["by_cpu_class"]["AVX2"]["median_s"] == 9.0 and entry["by_cpu_class"]["AVX512+bf16"]["median_s"] == 1.0
+
+
+def nvml(mhz, capped=True, n=20):
+    """NVML samples of a timed region: the SM clock, at the power limit (reason 0x4) or not."""
+    return [{"sm_clock_mhz": mhz, "throttle_reasons": 4 if capped else 0} for _ in range(n)]
+
+
+def flux_like(step_ms, mhz):
+    """A GPU-bound case (the GPU at its power limit): wall ~ device time."""
+    r = sana_like(4.9 * step_ms / 170.0, device(step_ms=step_ms, te_ms=22.0, vae_ms=88.0))
+    return {**r, "nvml": nvml(mhz)}
+
+
+def flux_base(mhz=1815):
+    return {**baseline(4.9, device(step_ms=170.0, te_ms=22.0, vae_ms=88.0)), "gpu_clock": {"sm_clock_mhz": mhz}}
+
+
+def test_a_lower_gpu_clock_that_explains_the_growth_is_inconclusive():
+    """Measured between two H200s (FLUX.1-dev fused QKV): the step x1.027 at a median SM clock of 1755
+    vs 1815 MHz, both GPUs at their power limit: the chip, not the code."""
+    v = judge_case_latency(flux_like(170.0 * 1.027, 1755), flux_base(1815), FILE_TOL)
+    assert v.status == "inconclusive" and v.why == "gpu clock" and v.kind == "device"
+    assert "GPU clock -3.3%" in v.message and "1755 vs 1815 MHz" in v.message and "power limit" in v.message
+
+
+def test_device_growth_beyond_the_clock_drop_fails():
+    v = judge_case_latency(flux_like(170.0 * 1.06, 1755), flux_base(1815), FILE_TOL)
+    assert v.failed and v.kind == "device" and v.device["grew"] == ["denoiser step"]
+
+
+def test_equal_clocks_keep_the_tight_device_gate():
+    """A 2% slower step at the baseline's clock fails; a higher clock never excuses anything."""
+    assert judge_case_latency(flux_like(170.0 * 1.02, 1815), flux_base(1815), FILE_TOL).failed
+    assert judge_case_latency(flux_like(170.0 * 1.02, 1830), flux_base(1815), FILE_TOL).failed
+
+
+def test_a_baseline_without_a_clock_judges_device_time_as_before():
+    base = flux_base()
+    del base["gpu_clock"]
+    assert judge_case_latency(flux_like(170.0 * 1.027, 1755), base, FILE_TOL).failed
+
+
+def test_update_baselines_stores_the_clock_and_refuses_a_clock_inconclusive_run():
+    r = {"status": "ok", "model": "flux-dev", "recipe": "bf16", "timing": {"samples_s": [4.9, 4.91], "cold_s": 6.0},
+         "summary": {"median_s": 4.9}, "memory": {"run_peak_allocated_bytes": 10, "weights_bytes": 5},
+         "nvml": nvml(1785) + nvml(1980, capped=False, n=5)}
+    entry = update_baselines.entry_from_result("flux-dev/bf16", r)
+    assert entry["gpu_clock"] == {"sm_clock_mhz": 1785.0, "power_capped_share": 0.8}
+    verdict = judge_case_latency(flux_like(170.0 * 1.027, 1755), flux_base(1815), FILE_TOL).record()
+    with pytest.raises(update_baselines.Refused, match="GPU clocked lower"):
+        update_baselines.entry_from_result("flux-dev/bf16", {**r, "latency_verdict": verdict})

@@ -27,6 +27,7 @@ from diffperf.compare import (BASELINE_KIND, DEVICE_KEYS, DEVICE_TOLERANCE, DEVI
                               noise_tolerance, run_spread_tolerance, version_of)
 from diffperf.device_time import VERSION as DEVICE_TIME_VERSION
 from diffperf.errors import StoredFileError
+from diffperf.machine import gpu_clock
 from diffperf.paths import ROOT
 from diffperf.record import NOT_MEASURED, load_results, not_measured_why, now
 from diffperf.references import (LATENTS_FILE, LATENTS_KIND, compact_references, reference_dir,
@@ -100,8 +101,10 @@ def entry_from_result(cid: str, r: dict) -> dict:
     # a run on a host slower than the baseline's is refused; a cpu run on a CPU class without a
     # baseline of its own is exactly what makes that class's baseline
     if verdict.get("status") == "inconclusive" and verdict.get("why") != "no class baseline":
-        raise Refused(f"{cid}: its latency verdict was inconclusive ({verdict.get('message', '')[:160]}): a run on a "
-                      f"host slower than the baseline's is no baseline; re-measure on a quiet host")
+        what = ("a run on a GPU clocked lower than the baseline's is no baseline; re-measure on the baseline's GPU"
+                if verdict.get("why") == "gpu clock" else
+                "a run on a host slower than the baseline's is no baseline; re-measure on a quiet host")
+        raise Refused(f"{cid}: its latency verdict was inconclusive ({verdict.get('message', '')[:160]}): {what}")
     s, mem, t = r.get("summary") or {}, r.get("memory") or {}, r.get("timing") or {}
     entry = {
         "model": r["model"],
@@ -131,6 +134,9 @@ def entry_from_result(cid: str, r: dict) -> dict:
     if host:  # the host benchmark beside the case: tells host drift from a host-side regression
         entry["host_speed"] = {"op_us": host["op_us"], **{k: v for k, v in (host.get("before") or {}).items()
                                                          if k in ("dispatch_us", "launch_us", "fp32_gflops")}}
+    clock = gpu_clock(r.get("nvml"))
+    if clock:  # the SM clock of the timed region: tells a lower-clocked GPU from a code change
+        entry["gpu_clock"] = {k: clock[k] for k in ("sm_clock_mhz", "power_capped_share")}
     if r.get("fidelity"):
         entry["fidelity"] = {k: r["fidelity"][k] for k in ("reference_recipe", "ssim", "psnr")}
     return entry

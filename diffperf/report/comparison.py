@@ -34,7 +34,7 @@ def load_old(path: Path) -> tuple[str, dict]:
 
 def _old_entries(kind: str, data: dict) -> dict[str, dict]:
     """case id -> a baseline-like entry of the old side (median_s, samples_s, stage medians, device
-    time, host speed, own tolerances) and its peak memory."""
+    time, host speed, GPU clock samples, own tolerances) and its peak memory."""
     out = {}
     for cid, c in data["cases"].items():
         if kind == "baselines":
@@ -44,7 +44,7 @@ def _old_entries(kind: str, data: dict) -> dict[str, dict]:
             timing = {"median_s": _median(c), "samples_s": c["timing"]["samples_s"], "host_speed": c.get("host_speed"),
                       **{k: s.get(k) for k in ("step_median_s", "text_encode_median_s", "vae_decode_median_s")}}
             # a run is a baseline of its own CPU class (cpu tier; None when it did not record one)
-            out[cid] = {**timing, "peak": _peak(c), "device_time": c.get("device_time"),
+            out[cid] = {**timing, "peak": _peak(c), "device_time": c.get("device_time"), "nvml": c.get("nvml"),
                         "cpu_class": c.get("cpu_class"), "by_cpu_class": {c.get("cpu_class") or "unknown": timing}}
     return out
 
@@ -56,7 +56,7 @@ class CaseChange:
     new_median: float
     p_slower: float
     p_faster: float
-    verdict: str  # "slower", "faster", "same" or "inconclusive" (host drift)
+    verdict: str  # "slower", "faster", "same" or "inconclusive" (host drift or GPU clock drift)
     n_new: int
     n_old: int
     old_peak: int | None
@@ -148,7 +148,8 @@ def comparison_markdown(cmp: Comparison, new: dict, new_path: str, old_kind: str
         f"**faster** is the mirror test (tolerance +{cmp.tolerance:.0%} and alpha {cmp.alpha:g} from {src}). "
         f"Where both sides measured busy device time, it is judged first and the wall time apart from it "
         f"(diffperf.compare.judge_case_latency): a slower wall time with the device time holding is a host-side "
-        f"regression, or **inconclusive** when the host benchmark says the host itself is that much slower.", "",
+        f"regression, or **inconclusive** when the host benchmark says the host itself is that much slower; a device "
+        f"time that grew no more than a lower SM clock than the baseline GPU's explains is **inconclusive** too.", "",
     ]
     diff = _fingerprint_diff(new, old)
     if diff:
