@@ -177,3 +177,34 @@ def test_a_tiny_pipeline_runs_from_its_package_and_gives_the_eager_image(tmp_pat
         image, state = run("fp32+aoti")
         assert [e["action"] for e in state["packages"]] == [action] and state["dir"] == str(tmp_path)
         np.testing.assert_allclose(image.astype(float), reference.astype(float), atol=2.0)
+
+
+def test_the_first_load_is_checked_in_a_child_process_once(built_once):
+    root, _, state = built_once
+    (entry,) = state["packages"]
+    assert entry["load_check_s"] > 0  # the build's own load was checked in a child first
+    (meta,) = root.glob("*.json")
+    assert json.loads(meta.read_text())["load_checked"] is True
+
+
+def test_a_package_that_kills_the_loader_fails_its_case_not_the_run(built_once, tmp_path, monkeypatch):
+    """The child dies by SIGSEGV (as AOTInductor's loader did on an H200 with torch 2.11): the case
+    fails naming the signal, this process never loads the package, and a later run fails at once."""
+    root, _, _ = built_once
+    store = tmp_path / "store"
+    shutil.copytree(root, store)
+    (meta,) = store.glob("*.json")
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "load_checked"}))
+    monkeypatch.setattr(aoti, "PROBE_CODE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(aoti, "load_package", lambda *a: pytest.fail("loaded a package that crashed the child"))
+    monkeypatch.setattr(aoti, "build_package", lambda *a, **k: pytest.fail("rebuilt instead of failing"))
+    m = Tiny().eval()
+    aoti.apply(m, "tiny", "fp32+aoti", CPU, root=store)
+    with pytest.raises(aoti.AOTILoaderCrash, match="killed a child process .*SIGSEGV"):
+        m(torch.randn(2, 8), timestep=torch.ones(2), return_dict=False)
+    assert "SIGSEGV" in json.loads(meta.read_text())["load_crash"]
+    monkeypatch.setattr(aoti, "probe_load", lambda *a: pytest.fail("probed a package known to crash"))
+    again = Tiny().eval()
+    aoti.apply(again, "tiny", "fp32+aoti", CPU, root=store)
+    with pytest.raises(aoti.AOTILoaderCrash, match="not loaded again. Delete it"):
+        again(torch.randn(2, 8), timestep=torch.ones(2), return_dict=False)

@@ -9,6 +9,11 @@ model reads the denoiser's own tensors (load_constants, user-managed), so the pa
 only and fits any weights of the same shapes. Next to each package a metadata file records its key
 and checksum; a package whose metadata is missing or disagrees, or that fails to load, is rebuilt
 with a warning, never loaded as it is.
+
+A package is first loaded in a child process, once (the metadata records that it loaded): on an
+H200 with torch 2.11 AOTInductor's loader ended the process with a segmentation fault, which in the
+run's own process would end every case after it. A package that kills the child fails its case,
+and the metadata keeps why, so that later runs fail it at once instead of building it again.
 """
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ import hashlib
 import json
 import os
 import platform
+import signal
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -38,6 +46,36 @@ INDUCTOR_CONFIGS = {"aot_inductor.package_constants_in_so": False}
 
 class AOTIPackageRebuilt(UserWarning):
     """A stored package was stale or corrupt and is built again."""
+
+
+class AOTILoaderCrash(RuntimeError):
+    """AOTInductor's loader killed the child process that loaded the package."""
+
+
+# the child's load: the runner only (the crash seen was there, before any constant is loaded)
+PROBE_CODE = "import sys, torch._inductor as i; i.aoti_load_package(sys.argv[1], device_index=int(sys.argv[2]))"
+PROBE_TIMEOUT_S = 600.0
+
+
+def _device_index(device: torch.device) -> int:
+    return device.index if device.type == "cuda" and device.index is not None else -1
+
+
+def probe_load(package: Path, device: torch.device) -> tuple[str, str] | None:
+    """Load the package's runner in a child process. None: it loaded; else ('crash' when a signal
+    ended the child, 'error' when it failed, the child's last lines)."""
+    proc = subprocess.run([sys.executable, "-c", PROBE_CODE, str(package), str(_device_index(device))],
+                          capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    if proc.returncode == 0:
+        return None
+    tail = " | ".join((proc.stderr or proc.stdout or "").strip().splitlines()[-3:])
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        return "crash", f"{name}{': ' + tail if tail else ''}"
+    return "error", f"exit status {proc.returncode}: {tail}"
 
 
 def default_dir() -> Path:
@@ -138,8 +176,20 @@ class PackageStore:
 
     def record(self, key: dict[str, Any], build_s: float) -> None:
         package, meta_path = self.paths(key)
-        meta = {"kind": KIND, "schema_version": SCHEMA_VERSION, "key": key, "sha256": _file_sha256(package),
-                "bytes": package.stat().st_size, "build_s": build_s}
+        self._write(meta_path, {"kind": KIND, "schema_version": SCHEMA_VERSION, "key": key,
+                                "sha256": _file_sha256(package), "bytes": package.stat().st_size, "build_s": build_s})
+
+    def meta(self, key: dict[str, Any]) -> dict[str, Any]:
+        """The metadata of a package that problem() passed."""
+        return json.loads(self.paths(key)[1].read_text())
+
+    def mark(self, key: dict[str, Any], **fields: Any) -> None:
+        """Add fields to a stored package's metadata (its load check, or the crash it caused)."""
+        meta_path = self.paths(key)[1]
+        self._write(meta_path, {**json.loads(meta_path.read_text()), **fields})
+
+    @staticmethod
+    def _write(meta_path: Path, meta: dict[str, Any]) -> None:
         tmp = meta_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
         os.replace(tmp, meta_path)
@@ -183,8 +233,7 @@ def load_package(path: Path, module: torch.nn.Module, device: torch.device):
     # start-up: torch._inductor takes seconds to import; only AOTInductor recipes need it
     import torch._inductor
 
-    index = device.index if device.type == "cuda" and device.index is not None else -1
-    runner = torch._inductor.aoti_load_package(str(path), device_index=index)
+    runner = torch._inductor.aoti_load_package(str(path), device_index=_device_index(device))
     tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     wanted = runner.get_constant_fqns()
     missing = [n for n in wanted if n not in tensors]
@@ -221,9 +270,16 @@ class AOTIForward:
         entry: dict[str, Any] = {"package": str(package), "signature": key["signature"]}
         problem = self.store.problem(key)
         if problem is None:
+            crash = self.store.meta(key).get("load_crash")
+            if crash:
+                raise AOTILoaderCrash(f"aoti: the stored package {package} killed AOTInductor's loader when it was "
+                                      f"first loaded ({crash}); not loaded again. Delete it to try once more")
             t0 = time.perf_counter()
             try:
+                self._check_load(key, package, entry)
                 runner = load_package(package, self.module, self.device)
+            except AOTILoaderCrash:
+                raise
             except Exception as e:  # a package that passed its checksum yet does not load: rebuilt, said loudly
                 problem = f"the package {package.name} failed to load: {type(e).__name__}: {e}"
             else:
@@ -240,10 +296,31 @@ class AOTIForward:
         entry["build_s"] = time.perf_counter() - t0
         self.store.record(key, entry["build_s"])
         t0 = time.perf_counter()
+        self._check_load(key, package, entry)
         runner = load_package(package, self.module, self.device)
         entry.update(action="rebuilt" if problem != "absent" else "built", load_s=time.perf_counter() - t0)
         self.state["packages"].append(entry)
         return runner
+
+
+    def _check_load(self, key: dict[str, Any], package: Path, entry: dict[str, Any]) -> None:
+        """Load the package in a child process once, before this process loads it: a loader crash
+        there fails this case (AOTILoaderCrash, kept in the metadata), not the whole run."""
+        if self.store.meta(key).get("load_checked"):
+            return
+        t0 = time.perf_counter()
+        failed = probe_load(package, self.device)
+        entry["load_check_s"] = time.perf_counter() - t0
+        if failed is None:
+            self.store.mark(key, load_checked=True)
+            return
+        kind, text = failed
+        if kind == "crash":
+            self.store.mark(key, load_crash=f"{text} (torch {torch.__version__})")
+            raise AOTILoaderCrash(f"aoti: AOTInductor's loader killed a child process loading {package} ({text}; "
+                                  f"torch {torch.__version__}, CUDA {torch.version.cuda}): the package is not loaded "
+                                  f"into this process, and later runs fail this case at once")
+        raise RuntimeError(f"aoti: the package {package.name} failed to load in a child process ({text})")
 
 
 def apply(denoiser: torch.nn.Module, model: str, recipe: str, device: torch.device,
