@@ -208,3 +208,18 @@ def test_a_package_that_kills_the_loader_fails_its_case_not_the_run(built_once, 
     aoti.apply(again, "tiny", "fp32+aoti", CPU, root=store)
     with pytest.raises(aoti.AOTILoaderCrash, match="not loaded again. Delete it"):
         again(torch.randn(2, 8), timestep=torch.ones(2), return_dict=False)
+
+
+def test_aoti_check_names_the_variant_whose_load_crashes(tmp_path, monkeypatch):
+    """diffperf aoti-check: one package with its weights, one without; a crash of the second's
+    load is reported as such, and the command fails."""
+    from diffperf.cli import aoti_check
+
+    built = []
+    monkeypatch.setattr(aoti, "build_package", lambda m, f, a, k, path, ind, configs=None: built.append(configs))
+    monkeypatch.setattr(aoti, "probe_load", lambda path, device: ("crash", "SIGSEGV") if built[-1] else None)
+    out = tmp_path / "check.json"
+    assert aoti_check.main(["--device", "cpu", "--out", str(out)]) == 1
+    variants = json.loads(out.read_text())["variants"]
+    assert [v["outcome"] for v in variants.values()] == ["loaded", "crash"]
+    assert built == [{}, aoti.INDUCTOR_CONFIGS]

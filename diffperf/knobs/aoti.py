@@ -200,8 +200,9 @@ class PackageStore:
 
 
 def build_package(module: torch.nn.Module, forward: Callable, args: tuple, kwargs: dict, path: Path,
-                  inductor: dict[str, Any]) -> dict[str, float]:
-    """Export module's original forward with these inputs and compile it into `path`."""
+                  inductor: dict[str, Any], configs: dict[str, Any] | None = None) -> dict[str, float]:
+    """Export module's original forward with these inputs and compile it into `path` (with the
+    inductor flags and `configs`, by default INDUCTOR_CONFIGS: the weights left out)."""
     # start-up: torch._inductor takes seconds to import; only AOTInductor recipes need it
     import torch._inductor
 
@@ -222,7 +223,8 @@ def build_package(module: torch.nn.Module, forward: Callable, args: tuple, kwarg
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.pt2")
     torch._inductor.aoti_compile_and_package(exported, package_path=str(tmp),
-                                             inductor_configs={**inductor, **INDUCTOR_CONFIGS})
+                                             inductor_configs={**inductor, **(INDUCTOR_CONFIGS if configs is None
+                                                                               else configs)})
     os.replace(tmp, path)
     timings["compile_s"] = time.perf_counter() - t0
     return timings

@@ -1,0 +1,78 @@
+"""Whether AOTInductor packages load on this machine, each in a child process.
+
+Builds the package of a tiny module (a Linear layer and a buffer) twice, with its weights inside the
+package (AOTInductor's default) and without them (as the `aoti` knob builds a denoiser's package),
+loads each in a child process, and prints what happened: loaded, failed, or the signal that ended the
+child. A loader that crashes on one variant only names the option that triggers it.
+
+    diffperf aoti-check --out aoti-check.json      (or: python3 tools/aoti_check.py ...)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from diffperf.knobs import aoti
+
+from .common import run_alone
+
+VARIANTS = {"weights in the package": {}, "weights left out (the aoti knob)": aoti.INDUCTOR_CONFIGS}
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(64, 64)
+        self.register_buffer("shift", torch.arange(64.0))
+
+    def forward(self, x):
+        return self.proj(x) + self.shift
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="device to build and load for (default: cuda where there is one)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the outcomes as JSON here")
+
+
+def check(device: torch.device, workdir: Path) -> dict[str, dict]:
+    """variant -> {outcome: loaded | failed | crash, detail, build_s, load_check_s}."""
+    torch.manual_seed(0)
+    module = _Tiny().to(device).eval()
+    x = torch.randn(4, 64, device=device)
+    out = {}
+    for i, (name, configs) in enumerate(VARIANTS.items()):
+        path = workdir / f"tiny-{i}.pt2"
+        t0 = time.perf_counter()
+        aoti.build_package(module, module.forward, (x,), {}, path, {}, configs=dict(configs))
+        build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        failed = aoti.probe_load(path, device)
+        out[name] = {"inductor_configs": dict(configs), "outcome": "loaded" if failed is None else failed[0],
+                     "detail": None if failed is None else failed[1], "build_s": round(build_s, 1),
+                     "load_check_s": round(time.perf_counter() - t0, 1)}
+        print(f"{name}: {out[name]['outcome']}" + (f" ({out[name]['detail']})" if failed else "")
+              + f"; built in {build_s:.1f} s", flush=True)
+    return out
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here; valid: cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        outcomes = check(device, Path(tmp))
+    report = {"torch": torch.__version__, "cuda": torch.version.cuda,
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "variants": outcomes}
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+    return 0 if all(v["outcome"] == "loaded" for v in outcomes.values()) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_alone(__doc__, add_arguments, run, argv)
