@@ -308,7 +308,9 @@ def gate_markdown(path: Path, tier: str | None) -> list[str]:
         lines += [f"Device time (where both sides measured it by the same method) is judged first, per stage: text "
                   f"encode and denoiser step +{tol['device']:.1%}, VAE decode +{tol.get('device_vae', tol['device']):.1%}"
                   f"; a slower wall time with the device time holding is a host-side regression, or inconclusive "
-                  f"when the host benchmark says this host is that much slower than the baseline's.", ""]
+                  f"when the host benchmark says this host is that much slower than the baseline's; a device time "
+                  f"that grew no more than a lower SM clock than the baseline GPU's explains is inconclusive too "
+                  f"(GPU clock drift: GPUs at their power limit clock by chip).", ""]
     spread = tol.get("spread")
     if spread:
         lines += [f"Measured spread of {len(spread['medians_s'])} medians of `{spread['case']}` in one session: "
