@@ -137,6 +137,11 @@ def targets_markdown(results: dict, targets: list[dict]) -> list[str]:
         sign, limit, lower = _bound(t)
         if not cases:
             rows.append([t["title"], f"{sign} {_value(t['metric'], limit)}", "not measured", "", "not measured"])
+            if t.get("limits") or t.get("would_close"):  # why nothing was measured, where the file says
+                details += [f"### {t['title']}", "", f"- not measured: no result of the `{t['select']}` recipes has "
+                            f"{METRICS[t['metric']]}"]
+                details += [f"- what stands in the way: {t['limits']}"] if t.get("limits") else []
+                details += [f"- what would measure it: {t['would_close']}", ""] if t.get("would_close") else [""]
             continue
         value, cid, r = cases[0]
         met = value <= limit if lower else value >= limit
