@@ -12,7 +12,6 @@ from scipy.stats import mannwhitneyu
 
 from . import storage
 from .errors import StoredFileError
-from .machine import gpu_clock
 
 
 def version_of(device: dict[str, Any]) -> int:
@@ -311,6 +310,21 @@ def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, al
     stale = not failed and total < base_total * (1 - tolerance)
     return {"status": "failed" if failed else "stale" if stale else "passed", "message": text, "p_value": p,
             "ratio": ratio, "grew": grew}
+
+
+SW_POWER_CAP = 0x4  # NVML clocks-event reason (diffperf.machine samples it): the GPU holds its power limit
+
+
+def gpu_clock(samples: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The SM clock the GPU ran the timed region at: the median of the NVML samples, and the share of
+    samples in which the GPU held its power limit (None without samples). A GPU-bound model on an
+    H200 runs at its power limit, and two chips of one model then clock apart by a few percent."""
+    clocks = [s["sm_clock_mhz"] for s in samples or [] if isinstance(s.get("sm_clock_mhz"), (int, float))]
+    if not clocks:
+        return None
+    capped = sum(1 for s in samples if int(s.get("throttle_reasons") or 0) & SW_POWER_CAP)
+    return {"sm_clock_mhz": float(statistics.median(clocks)), "power_capped_share": round(capped / len(samples), 3),
+            "samples": len(clocks)}
 
 
 # a GPU whose SM clock over the timed region is lower than the baseline's GPU's by more than this

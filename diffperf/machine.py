@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import statistics
 import threading
 import time
 from typing import Any
@@ -209,21 +208,6 @@ def wait_until_cool(read, timeout_s: float, hottest_c: float | None = None, poll
         s = read()
     return {"waited_s": round(clock() - start, 1), "cleared": cool(s), "temperature_c": s["temperature_c"],
             "throttle": s["throttle"], "target_c": None if hottest_c is None else hottest_c - COOL_MARGIN_C}
-
-
-SW_POWER_CAP = 0x4  # NVML clocks-event reason: the GPU holds its power limit (clocks set by chip and load)
-
-
-def gpu_clock(samples: list[dict[str, Any]] | None) -> dict[str, Any] | None:
-    """The SM clock the GPU ran the timed region at: the median of the NVML samples, and the share of
-    samples in which the GPU held its power limit (None without samples). A GPU-bound model on an
-    H200 runs at its power limit, and two chips of one model then clock apart by a few percent."""
-    clocks = [s["sm_clock_mhz"] for s in samples or [] if isinstance(s.get("sm_clock_mhz"), (int, float))]
-    if not clocks:
-        return None
-    capped = sum(1 for s in samples if int(s.get("throttle_reasons") or 0) & SW_POWER_CAP)
-    return {"sm_clock_mhz": float(statistics.median(clocks)), "power_capped_share": round(capped / len(samples), 3),
-            "samples": len(clocks)}
 
 
 def throttle_reasons(samples: list[dict[str, Any]]) -> list[str]:

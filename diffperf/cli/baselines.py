@@ -24,10 +24,9 @@ from pathlib import Path
 from diffperf import storage
 from diffperf.accuracy import REFERENCE_MAX_SIDE
 from diffperf.compare import (BASELINE_KIND, DEVICE_KEYS, DEVICE_TOLERANCE, DEVICE_VAE_TOLERANCE, baseline_path,
-                              noise_tolerance, run_spread_tolerance, version_of)
+                              gpu_clock, noise_tolerance, run_spread_tolerance, version_of)
 from diffperf.device_time import VERSION as DEVICE_TIME_VERSION
 from diffperf.errors import StoredFileError
-from diffperf.machine import gpu_clock
 from diffperf.paths import ROOT
 from diffperf.record import NOT_MEASURED, load_results, not_measured_why, now
 from diffperf.references import (LATENTS_FILE, LATENTS_KIND, compact_references, reference_dir,
