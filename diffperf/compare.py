@@ -280,6 +280,13 @@ def _device_stage_changes(now: dict[str, Any], base: dict[str, Any]) -> str:
 DEVICE_SLACK_MS = 0.2  # a stage measured once (text encode, VAE decode) may move by this much without a change
 
 
+def stage_limit(label: str, old: float, tolerance: float, vae_tolerance: float, scale: float = 1.0) -> float:
+    """The most a device stage may take against its baseline `old` (x `scale`): x (1 + its tolerance,
+    the VAE decode's own), plus DEVICE_SLACK_MS for the stages measured once (text encode, VAE decode)."""
+    tol = vae_tolerance if label == "VAE decode" else tolerance
+    return old * scale * (1 + tol) + (0.0 if label == "denoiser step" else DEVICE_SLACK_MS)
+
+
 def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, alpha: float,
                  vae_tolerance: float = DEVICE_VAE_TOLERANCE) -> dict[str, Any]:
     """Busy device time against the baseline's, stage by stage: the denoiser step fails when its
@@ -292,12 +299,13 @@ def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, al
     if len(steps) >= 2 and len(base_steps) >= 2:
         p = float(mannwhitneyu(steps, [s * (1 + tolerance) for s in base_steps], alternative="greater").pvalue)
     grew = []
-    if now.get("step_ms") and base.get("step_ms") and now["step_ms"] > base["step_ms"] * (1 + tolerance) \
-            and p is not None and p < alpha:
+    if now.get("step_ms") and base.get("step_ms") and p is not None and p < alpha \
+            and now["step_ms"] > stage_limit("denoiser step", base["step_ms"], tolerance, vae_tolerance):
         grew.append("denoiser step")
-    for key, label, tol in (("text_encode_ms", "text encode", tolerance), ("vae_decode_ms", "VAE decode", vae_tolerance)):
+    for key, label in (("text_encode_ms", "text encode"), ("vae_decode_ms", "VAE decode")):
         new, old = now.get(key), base.get(key)
-        if isinstance(new, (int, float)) and isinstance(old, (int, float)) and new > old * (1 + tol) + DEVICE_SLACK_MS:
+        if isinstance(new, (int, float)) and isinstance(old, (int, float)) \
+                and new > stage_limit(label, old, tolerance, vae_tolerance):
             grew.append(label)
     total, base_total = now["total_ms"], base["total_ms"]
     ratio = total / base_total
@@ -323,8 +331,7 @@ def gpu_clock(samples: list[dict[str, Any]] | None) -> dict[str, Any] | None:
     if not clocks:
         return None
     capped = sum(1 for s in samples if int(s.get("throttle_reasons") or 0) & SW_POWER_CAP)
-    return {"sm_clock_mhz": float(statistics.median(clocks)), "power_capped_share": round(capped / len(samples), 3),
-            "samples": len(clocks)}
+    return {"sm_clock_mhz": float(statistics.median(clocks)), "power_capped_share": round(capped / len(samples), 3)}
 
 
 # a GPU whose SM clock over the timed region is lower than the baseline's GPU's by more than this
@@ -351,11 +358,9 @@ def explained_by_clock(dev: dict[str, Any], now: dict[str, Any], base: dict[str,
     keys = {label: key for key, label in DEVICE_STAGES}
     for label in dev["grew"]:
         new, old = now.get(keys[label]), base.get(keys[label])
-        tol = vae_tolerance if label == "VAE decode" else tolerance
-        slack = DEVICE_SLACK_MS if label != "denoiser step" else 0.0
         if not (isinstance(new, (int, float)) and isinstance(old, (int, float)) and old > 0):
             return False
-        if new > old * ratio * (1 + tol) + slack:
+        if new > stage_limit(label, old, tolerance, vae_tolerance, scale=ratio):
             return False
     return True
 

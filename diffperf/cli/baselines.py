@@ -135,7 +135,7 @@ def entry_from_result(cid: str, r: dict) -> dict:
                                                          if k in ("dispatch_us", "launch_us", "fp32_gflops")}}
     clock = gpu_clock(r.get("nvml"))
     if clock:  # the SM clock of the timed region: tells a lower-clocked GPU from a code change
-        entry["gpu_clock"] = {k: clock[k] for k in ("sm_clock_mhz", "power_capped_share")}
+        entry["gpu_clock"] = clock
     if r.get("fidelity"):
         entry["fidelity"] = {k: r["fidelity"][k] for k in ("reference_recipe", "ssim", "psnr")}
     return entry

@@ -272,13 +272,15 @@ class AOTIForward:
         entry: dict[str, Any] = {"package": str(package), "signature": key["signature"]}
         problem = self.store.problem(key)
         if problem is None:
-            crash = self.store.meta(key).get("load_crash")
-            if crash:
+            meta = self.store.meta(key)
+            if meta.get("load_crash"):
                 raise AOTILoaderCrash(f"aoti: the stored package {package} killed AOTInductor's loader when it was "
-                                      f"first loaded ({crash}); not loaded again. Delete it to try once more")
+                                      f"first loaded ({meta['load_crash']}); not loaded again. Delete it to try once "
+                                      f"more")
             t0 = time.perf_counter()
             try:
-                self._check_load(key, package, entry)
+                if not meta.get("load_checked"):
+                    self._check_load(key, package, entry)
                 runner = load_package(package, self.module, self.device)
             except AOTILoaderCrash:
                 raise
@@ -304,12 +306,10 @@ class AOTIForward:
         self.state["packages"].append(entry)
         return runner
 
-
     def _check_load(self, key: dict[str, Any], package: Path, entry: dict[str, Any]) -> None:
-        """Load the package in a child process once, before this process loads it: a loader crash
-        there fails this case (AOTILoaderCrash, kept in the metadata), not the whole run."""
-        if self.store.meta(key).get("load_checked"):
-            return
+        """Load the package in a child process before this process loads it (once: the metadata
+        records that it loaded): a loader crash there fails this case (AOTILoaderCrash, kept in the
+        metadata), not the whole run."""
         t0 = time.perf_counter()
         failed = probe_load(package, self.device)
         entry["load_check_s"] = time.perf_counter() - t0

@@ -68,7 +68,8 @@ def metric_value(metric: str, r: dict, results: dict) -> float | None:
         exposed, device_step = (dev.get("host_exposed_ms") or {}).get("step_ms"), dev.get("step_ms")
         if exposed is None or not device_step:
             return None
-        return max(exposed, 0.0) / (device_step + max(exposed, 0.0))
+        exposed = max(exposed, 0.0)
+        return exposed / (device_step + exposed)
     eager = results["cases"].get(f"{r.get('model')}/bf16")  # mfu_gain
     mine, base = _mfu(r), _mfu(eager) if eager and measured(eager) else None
     return None if mine is None or not base else mine / base
@@ -140,8 +141,11 @@ def targets_markdown(results: dict, targets: list[dict]) -> list[str]:
             if t.get("limits") or t.get("would_close"):  # why nothing was measured, where the file says
                 details += [f"### {t['title']}", "", f"- not measured: no result of the `{t['select']}` recipes has "
                             f"{METRICS[t['metric']]}"]
-                details += [f"- what stands in the way: {t['limits']}"] if t.get("limits") else []
-                details += [f"- what would measure it: {t['would_close']}", ""] if t.get("would_close") else [""]
+                if t.get("limits"):
+                    details.append(f"- what stands in the way: {t['limits']}")
+                if t.get("would_close"):
+                    details.append(f"- what would measure it: {t['would_close']}")
+                details.append("")
             continue
         value, cid, r = cases[0]
         met = value <= limit if lower else value >= limit
