@@ -223,3 +223,15 @@ def test_aoti_check_names_the_variant_whose_load_crashes(tmp_path, monkeypatch):
     variants = json.loads(out.read_text())["variants"]
     assert [v["outcome"] for v in variants.values()] == ["loaded", "crash"]
     assert built == [{}, aoti.INDUCTOR_CONFIGS]
+
+
+def test_aoti_check_keeps_its_packages_where_asked(tmp_path, monkeypatch):
+    """--keep DIR: the packages are built there and stay, named in the report."""
+    from diffperf.cli import aoti_check
+
+    monkeypatch.setattr(aoti, "build_package", lambda m, f, a, k, path, ind, configs=None: path.write_bytes(b"pkg"))
+    monkeypatch.setattr(aoti, "probe_load", lambda path, device: None)
+    out, keep = tmp_path / "check.json", tmp_path / "kept"
+    assert aoti_check.main(["--device", "cpu", "--out", str(out), "--keep", str(keep)]) == 0
+    named = [v["package"] for v in json.loads(out.read_text())["variants"].values()]
+    assert sorted(p.name for p in keep.iterdir()) == sorted(named) == ["tiny-0.pt2", "tiny-1.pt2"]

@@ -6,6 +6,9 @@ loads each in a child process, and prints what happened: loaded, failed, or the 
 child. A loader that crashes on one variant only names the option that triggers it.
 
     diffperf aoti-check --out aoti-check.json      (or: python3 tools/aoti_check.py ...)
+
+--keep DIR keeps the packages (tiny-0.pt2: weights inside, tiny-1.pt2: left out), for example to take
+a native backtrace of a crashing load under gdb.
 """
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="device to build and load for (default: cuda where there is one)")
     ap.add_argument("--out", type=Path, default=None, help="also write the outcomes as JSON here")
+    ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                    help="build the packages in DIR and keep them (default: a temporary folder, removed)")
 
 
 def check(device: torch.device, workdir: Path) -> dict[str, dict]:
@@ -53,7 +58,7 @@ def check(device: torch.device, workdir: Path) -> dict[str, dict]:
         build_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         failed = aoti.probe_load(path, device)
-        out[name] = {"inductor_configs": dict(configs), "outcome": "loaded" if failed is None else failed[0],
+        out[name] = {"package": path.name, "inductor_configs": dict(configs), "outcome": "loaded" if failed is None else failed[0],
                      "detail": None if failed is None else failed[1], "build_s": round(build_s, 1),
                      "load_check_s": round(time.perf_counter() - t0, 1)}
         print(f"{name}: {out[name]['outcome']}" + (f" ({out[name]['detail']})" if failed else "")
@@ -65,8 +70,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device here; valid: cpu")
-    with tempfile.TemporaryDirectory() as tmp:
-        outcomes = check(device, Path(tmp))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        outcomes = check(device, args.keep)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            outcomes = check(device, Path(tmp))
     report = {"torch": torch.__version__, "cuda": torch.version.cuda,
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "variants": outcomes}
     if args.out:
