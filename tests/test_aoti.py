@@ -217,7 +217,7 @@ def test_aoti_check_names_the_variant_whose_load_crashes(tmp_path, monkeypatch):
 
     built = []
     monkeypatch.setattr(aoti, "build_package", lambda m, f, a, k, path, ind, configs=None: built.append(configs))
-    monkeypatch.setattr(aoti, "probe_load", lambda path, device: ("crash", "SIGSEGV") if built[-1] else None)
+    monkeypatch.setattr(aoti, "probe_load", lambda path, device, timeout_s: ("crash", "SIGSEGV") if built[-1] else None)
     out = tmp_path / "check.json"
     assert aoti_check.main(["--device", "cpu", "--out", str(out)]) == 1
     variants = json.loads(out.read_text())["variants"]
@@ -230,8 +230,17 @@ def test_aoti_check_keeps_its_packages_where_asked(tmp_path, monkeypatch):
     from diffperf.cli import aoti_check
 
     monkeypatch.setattr(aoti, "build_package", lambda m, f, a, k, path, ind, configs=None: path.write_bytes(b"pkg"))
-    monkeypatch.setattr(aoti, "probe_load", lambda path, device: None)
+    monkeypatch.setattr(aoti, "probe_load", lambda path, device, timeout_s: None)
     out, keep = tmp_path / "check.json", tmp_path / "kept"
     assert aoti_check.main(["--device", "cpu", "--out", str(out), "--keep", str(keep)]) == 0
     named = [v["package"] for v in json.loads(out.read_text())["variants"].values()]
     assert sorted(p.name for p in keep.iterdir()) == sorted(named) == ["tiny-0.pt2", "tiny-1.pt2"]
+
+
+def test_a_load_that_hangs_is_reported_with_where_it_was(tmp_path, monkeypatch):
+    """A child whose load does not end is stopped at the time limit, and the answer says where it was
+    (faulthandler's stack, printed shortly before the limit)."""
+    monkeypatch.setattr(aoti, "PROBE_CODE", "import faulthandler, sys, time; "
+                        "faulthandler.dump_traceback_later(float(sys.argv[3]), exit=False); time.sleep(60)")
+    kind, detail = aoti.probe_load(tmp_path / "p.pt2", CPU, timeout_s=7)
+    assert kind == "hung" and detail.startswith("no answer after 7 s: File \"<string>\", line 1")

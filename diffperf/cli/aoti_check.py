@@ -43,10 +43,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--out", type=Path, default=None, help="also write the outcomes as JSON here")
     ap.add_argument("--keep", type=Path, default=None, metavar="DIR",
                     help="build the packages in DIR and keep them (default: a temporary folder, removed)")
+    ap.add_argument("--load-timeout", type=float, default=120.0, metavar="SECONDS",
+                    help="a child whose load has not ended after this long is reported hung, with where it was "
+                         "(default: 120)")
 
 
-def check(device: torch.device, workdir: Path) -> dict[str, dict]:
-    """variant -> {outcome: loaded | failed | crash, detail, build_s, load_check_s}."""
+def check(device: torch.device, workdir: Path, load_timeout_s: float = aoti.PROBE_TIMEOUT_S) -> dict[str, dict]:
+    """variant -> {outcome: loaded | error | crash | hung, detail, build_s, load_check_s}."""
     torch.manual_seed(0)
     module = _Tiny().to(device).eval()
     x = torch.randn(4, 64, device=device)
@@ -56,13 +59,14 @@ def check(device: torch.device, workdir: Path) -> dict[str, dict]:
         t0 = time.perf_counter()
         aoti.build_package(module, module.forward, (x,), {}, path, {}, configs=dict(configs))
         build_s = time.perf_counter() - t0
+        print(f"{name}: built in {build_s:.1f} s; loading it in a child process", flush=True)
         t0 = time.perf_counter()
-        failed = aoti.probe_load(path, device)
+        failed = aoti.probe_load(path, device, load_timeout_s)
         out[name] = {"package": path.name, "inductor_configs": dict(configs), "outcome": "loaded" if failed is None else failed[0],
                      "detail": None if failed is None else failed[1], "build_s": round(build_s, 1),
                      "load_check_s": round(time.perf_counter() - t0, 1)}
         print(f"{name}: {out[name]['outcome']}" + (f" ({out[name]['detail']})" if failed else "")
-              + f"; built in {build_s:.1f} s", flush=True)
+              + f" after {out[name]['load_check_s']} s", flush=True)
     return out
 
 
@@ -72,10 +76,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--device {args.device}: no CUDA device here; valid: cpu")
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        outcomes = check(device, args.keep)
+        outcomes = check(device, args.keep, args.load_timeout)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            outcomes = check(device, Path(tmp))
+            outcomes = check(device, Path(tmp), args.load_timeout)
     report = {"torch": torch.__version__, "cuda": torch.version.cuda,
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "variants": outcomes}
     if args.out:

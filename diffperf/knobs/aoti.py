@@ -52,8 +52,10 @@ class AOTILoaderCrash(RuntimeError):
     """AOTInductor's loader killed the child process that loaded the package."""
 
 
-# the child's load: the runner only (the crash seen was there, before any constant is loaded)
-PROBE_CODE = "import sys, torch._inductor as i; i.aoti_load_package(sys.argv[1], device_index=int(sys.argv[2]))"
+# the child's load: the runner only (the crash seen was there, before any constant is loaded); a
+# child that has not answered shortly before the time limit prints where it is (faulthandler)
+PROBE_CODE = ("import faulthandler, sys; faulthandler.dump_traceback_later(float(sys.argv[3]), exit=False); "
+              "import torch._inductor as i; i.aoti_load_package(sys.argv[1], device_index=int(sys.argv[2]))")
 PROBE_TIMEOUT_S = 600.0
 
 
@@ -61,11 +63,17 @@ def _device_index(device: torch.device) -> int:
     return device.index if device.type == "cuda" and device.index is not None else -1
 
 
-def probe_load(package: Path, device: torch.device) -> tuple[str, str] | None:
+def probe_load(package: Path, device: torch.device, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[str, str] | None:
     """Load the package's runner in a child process. None: it loaded; else ('crash' when a signal
-    ended the child, 'error' when it failed, the child's last lines)."""
-    proc = subprocess.run([sys.executable, "-c", PROBE_CODE, str(package), str(_device_index(device))],
-                          capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    ended the child, 'hung' when it had not ended after timeout_s, 'error' when it failed; the
+    child's last lines: for a hung child, where it was)."""
+    argv = [sys.executable, "-c", PROBE_CODE, str(package), str(_device_index(device)), str(max(timeout_s - 5, 1))]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as hung:
+        err = hung.stderr.decode(errors="replace") if isinstance(hung.stderr, bytes) else hung.stderr or ""
+        frames = [line.strip() for line in err.splitlines() if line.strip().startswith("File ")]
+        return "hung", f"no answer after {timeout_s:.0f} s{': ' + ' <- '.join(frames[:4]) if frames else ''}"
     if proc.returncode == 0:
         return None
     tail = " | ".join((proc.stderr or proc.stdout or "").strip().splitlines()[-3:])
