@@ -244,3 +244,31 @@ def test_a_load_that_hangs_is_reported_with_where_it_was(tmp_path, monkeypatch):
                         "faulthandler.dump_traceback_later(float(sys.argv[3]), exit=False); time.sleep(60)")
     kind, detail = aoti.probe_load(tmp_path / "p.pt2", CPU, timeout_s=7)
     assert kind == "hung" and detail.startswith("no answer after 7 s: File \"<string>\", line 1")
+
+
+def test_a_loader_that_crashes_here_skips_every_aoti_recipe_asked_once(tmp_path, monkeypatch):
+    """Whether packages load at all is asked once per environment (a tiny package loaded in a child):
+    a crash there skips aoti recipes with the reason, and later cases read the record."""
+    monkeypatch.setenv(aoti.ENV_DIR, str(tmp_path))
+    built = []
+    monkeypatch.setattr(aoti, "build_probe", lambda path, device, configs=None: built.append(path) or 1.0)
+    monkeypatch.setattr(aoti, "probe_load", lambda path, device, timeout_s: ("crash", "SIGSEGV"))
+    for _ in range(2):
+        with pytest.raises(CaseSkip, match=r"do not load on this machine .* ended in crash: SIGSEGV; remembered in "):
+            check_recipe(parse_recipe("fp32+aoti"), get_model("pixart-sigma"), CPU)
+    assert len(built) == 1
+    (record,) = tmp_path.glob(f"{aoti.LOADER_PREFIX}*.json")
+    assert json.loads(record.read_text())["environment"] == aoti.environment(CPU)
+
+
+def test_the_loader_is_asked_again_in_another_environment(tmp_path, monkeypatch):
+    """A record made under another torch (or GPU, or driver) does not answer for this one."""
+    monkeypatch.setattr(aoti, "build_probe", lambda path, device, configs=None: 1.0)
+    monkeypatch.setattr(aoti, "probe_load", lambda path, device, timeout_s: None)
+    problem, record = aoti.loader_problem(CPU, tmp_path)
+    assert problem is None and json.loads(record.read_text())["problem"] is None
+    monkeypatch.setattr(aoti, "probe_load", lambda path, device, timeout_s: ("hung", "no answer after 240 s"))
+    assert aoti.loader_problem(CPU, tmp_path)[0] is None  # the record answers
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    problem, other = aoti.loader_problem(CPU, tmp_path)
+    assert problem == "hung: no answer after 240 s" and other != record

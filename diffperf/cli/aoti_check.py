@@ -27,16 +27,6 @@ from .common import run_alone
 VARIANTS = {"weights in the package": {}, "weights left out (the aoti knob)": aoti.INDUCTOR_CONFIGS}
 
 
-class _Tiny(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.proj = torch.nn.Linear(64, 64)
-        self.register_buffer("shift", torch.arange(64.0))
-
-    def forward(self, x):
-        return self.proj(x) + self.shift
-
-
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="device to build and load for (default: cuda where there is one)")
@@ -50,15 +40,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def check(device: torch.device, workdir: Path, load_timeout_s: float = aoti.PROBE_TIMEOUT_S) -> dict[str, dict]:
     """variant -> {outcome: loaded | error | crash | hung, detail, build_s, load_check_s}."""
-    torch.manual_seed(0)
-    module = _Tiny().to(device).eval()
-    x = torch.randn(4, 64, device=device)
     out = {}
     for i, (name, configs) in enumerate(VARIANTS.items()):
         path = workdir / f"tiny-{i}.pt2"
-        t0 = time.perf_counter()
-        aoti.build_package(module, module.forward, (x,), {}, path, {}, configs=dict(configs))
-        build_s = time.perf_counter() - t0
+        build_s = aoti.build_probe(path, device, dict(configs))
         print(f"{name}: built in {build_s:.1f} s; loading it in a child process", flush=True)
         t0 = time.perf_counter()
         failed = aoti.probe_load(path, device, load_timeout_s)

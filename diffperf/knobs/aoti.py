@@ -10,10 +10,18 @@ only and fits any weights of the same shapes. Next to each package a metadata fi
 and checksum; a package whose metadata is missing or disagrees, or that fails to load, is rebuilt
 with a warning, never loaded as it is.
 
-A package is first loaded in a child process, once (the metadata records that it loaded): on an
-H200 with torch 2.11 AOTInductor's loader ended the process with a segmentation fault, which in the
-run's own process would end every case after it. A package that kills the child fails its case,
-and the metadata keeps why, so that later runs fail it at once instead of building it again.
+Before any denoiser is exported, the knob asks once per environment (GPU, torch, CUDA driver) whether
+AOTInductor packages load here at all: a tiny module's package is built and loaded in a child process,
+and the answer is remembered in the package directory (loader-check-*.json). Where that load crashes
+or hangs, every aoti recipe skips with the reason, as a FlashAttention-3 recipe skips without
+flash-attn 3: on an H200 with torch 2.11 (CUDA 13) the loader ended the child with a segmentation
+fault after about a minute, for a tiny Linear module as for SD 2.1's UNet, with or without the weights
+inside the package. Delete the record to ask again.
+
+A package is first loaded in a child process, once (the metadata records that it loaded), which in
+the run's own process would end every case after it if it crashed. A package that kills the child
+fails its case, and the metadata keeps why, so that later runs fail it at once instead of building it
+again.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,6 +49,9 @@ from .skip import CaseSkip
 ENV_DIR = "DIFFPERF_AOTI_DIR"
 SCHEMA_VERSION = 1
 KIND = "diffperf-aoti-package"
+LOADER_KIND = "diffperf-aoti-loader-check"
+LOADER_PREFIX = "loader-check-"
+LOADER_TIMEOUT_S = 240.0  # a tiny package's load took about 5 s where it worked, about 60 s before it crashed
 # the weights stay out of the package: they are the denoiser's own tensors at load time
 INDUCTOR_CONFIGS = {"aot_inductor.package_constants_in_so": False}
 
@@ -105,6 +117,74 @@ def check(device: torch.device, cache: str | None, verify: bool, parallel: str |
         raise CaseSkip("aoti: verify's Freivalds checks are forward hooks that read results on the host")
     if parallel:
         raise CaseSkip(f"aoti: context parallelism ({parallel}) splits the denoiser across processes at run time")
+    problem, record = loader_problem(device)
+    if problem is not None:
+        raise CaseSkip(f"aoti: AOTInductor packages do not load on this machine (torch {torch.__version__}, "
+                       f"{device_identity(device).get('name', device.type)}): a tiny module's package, loaded in a "
+                       f"child process, ended in {problem}; remembered in {record} (delete it to check again; "
+                       f"`diffperf aoti-check` loads a package with and without its weights)")
+
+
+class ProbeModule(torch.nn.Module):
+    """The tiny module whose package tells whether AOTInductor packages load here: a Linear layer
+    and a buffer (a parameter and a constant for the loader to place)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(64, 64)
+        self.register_buffer("shift", torch.arange(64.0))
+
+    def forward(self, x):
+        return self.proj(x) + self.shift
+
+
+def build_probe(path: Path, device: torch.device, configs: dict[str, Any] | None = None) -> float:
+    """Build ProbeModule's package at `path` (configs as build_package's); the seconds it took."""
+    torch.manual_seed(0)
+    module = ProbeModule().to(device).eval()
+    t0 = time.perf_counter()
+    build_package(module, module.forward, (torch.randn(4, 64, device=device),), {}, path, {}, configs=configs)
+    return time.perf_counter() - t0
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What decides whether a package loads: the device, torch, python and the CUDA driver."""
+    env = {"device": device_identity(device), "torch": torch.__version__, "python": platform.python_version()}
+    if device.type == "cuda":
+        env["cuda_driver"] = torch._C._cuda_getDriverVersion()
+    return env
+
+
+def loader_problem(device: torch.device, root: Path | None = None,
+                   timeout_s: float = LOADER_TIMEOUT_S) -> tuple[str | None, Path]:
+    """(why AOTInductor packages do not load in this environment, or None; the record that says so).
+    Asked once per environment: a record of another kind, schema or environment is asked again."""
+    root = Path(root) if root is not None else default_dir()
+    env = environment(device)
+    record = root / f"{LOADER_PREFIX}{_digest(env)}.json"
+    try:
+        known = json.loads(record.read_text())
+    except FileNotFoundError:
+        known = None
+    except (OSError, ValueError) as e:
+        warnings.warn(f"aoti: the loader check record {record} is unreadable ({e}); checking again",
+                      AOTIPackageRebuilt, stacklevel=2)
+        known = None
+    if isinstance(known, dict) and known.get("kind") == LOADER_KIND and \
+            known.get("schema_version") == SCHEMA_VERSION and known.get("environment") == env:
+        return known["problem"], record
+    with tempfile.TemporaryDirectory() as tmp:
+        package = Path(tmp) / "probe.pt2"
+        build_s = build_probe(package, device)
+        t0 = time.perf_counter()
+        failed = probe_load(package, device, timeout_s)
+    problem = None if failed is None else f"{failed[0]}: {failed[1]}"
+    root.mkdir(parents=True, exist_ok=True)
+    _write_json(record, {"kind": LOADER_KIND, "schema_version": SCHEMA_VERSION, "environment": env,
+                                 "problem": problem, "build_s": round(build_s, 1),
+                                 "load_check_s": round(time.perf_counter() - t0, 1),
+                                 "checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return problem, record
 
 
 def _version(dist: str) -> str:
@@ -139,6 +219,13 @@ def package_key(model: str, recipe: str, signature: list, structure: str, device
 
 def _digest(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write through a temporary file: a reader never sees half a file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def _file_sha256(path: Path) -> str:
@@ -198,9 +285,7 @@ class PackageStore:
 
     @staticmethod
     def _write(meta_path: Path, meta: dict[str, Any]) -> None:
-        tmp = meta_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta, indent=1, sort_keys=True))
-        os.replace(tmp, meta_path)
+        _write_json(meta_path, meta)
 
     def discard(self, key: dict[str, Any]) -> None:
         for path in self.paths(key):
