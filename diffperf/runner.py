@@ -17,6 +17,7 @@ from .build import build_case, device_for
 from .cases import Case
 from .device_time import host_exposed, measure_device_time
 from .hardware import compute_dtype, mfu
+from .hostspeed import FIGURES as HOST_FIGURES
 from .hostspeed import measure_host_speed
 from .kernel_time import profile_denoising
 from .knobs.compile import inductor_flags_isolated
@@ -170,8 +171,10 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
 
 
 def both_sides(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The host benchmark taken before and after a case's timed calls; op_us is their mean."""
-    return {"op_us": (before["op_us"] + after["op_us"]) / 2, "before": before, "after": after}
+    """The host benchmark taken before and after a case's timed calls: each figure the two share is
+    their mean (the verdicts read op_us, and on the cpu tier fp32_gflops too), beside both sides."""
+    means = {k: (before[k] + after[k]) / 2 for k in HOST_FIGURES if k in before and k in after}
+    return {**means, "before": before, "after": after}
 
 
 def device_time_of(built, prompts: Prompts, summary: dict[str, Any], stages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -216,3 +216,27 @@ def test_a_run_with_nothing_measured_is_an_error(tmp_path, capsys):
         update(tmp_path, write_results(tmp_path, {"flux-dev/bf16+fa2": skipped}))
     assert "all skipped, failed or interrupted" in capsys.readouterr().err
     assert not (tmp_path / "baselines" / "cpu.json").exists()
+
+
+def test_a_cases_host_benchmark_keeps_the_means_of_before_and_after():
+    """Both sides' figures are averaged where the verdicts read them (op_us; fp32_gflops on the cpu
+    tier, which a result once kept only inside `before` and `after`), and a baseline stores the means."""
+    from diffperf.runner import both_sides
+
+    before = {"op_us": 2.0, "dispatch_us": 2.0, "fp32_gflops": 100.0, "ops": 2000}
+    after = {"op_us": 4.0, "dispatch_us": 3.0, "fp32_gflops": 300.0, "ops": 2000}
+    host = both_sides(before, after)
+    assert (host["op_us"], host["dispatch_us"], host["fp32_gflops"]) == (3.0, 2.5, 200.0)
+    assert host["before"] is before and "launch_us" not in host
+
+
+@pytest.mark.parametrize("host, stored", [
+    ({"op_us": 3.0, "dispatch_us": 2.5, "fp32_gflops": 200.0, "before": {"op_us": 2.0, "fp32_gflops": 100.0}},
+     {"op_us": 3.0, "dispatch_us": 2.5, "fp32_gflops": 200.0}),
+    ({"op_us": 3.0, "before": {"op_us": 2.0, "dispatch_us": 2.0, "fp32_gflops": 100.0}},  # an older suite's result
+     {"op_us": 3.0, "dispatch_us": 2.0, "fp32_gflops": 100.0}),
+])
+def test_the_baseline_keeps_the_host_benchmark_means(tmp_path, host, stored):
+    assert update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": {**result(), "host_speed": host}})) == 0
+    data = json.loads((tmp_path / "baselines" / "cpu.json").read_text())
+    assert data["cases"]["sd21-base/fp32"]["host_speed"] == stored

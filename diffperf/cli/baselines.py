@@ -27,6 +27,7 @@ from diffperf.compare import (BASELINE_KIND, DEVICE_KEYS, DEVICE_TOLERANCE, DEVI
                               gpu_clock, noise_tolerance, run_spread_tolerance, version_of)
 from diffperf.device_time import VERSION as DEVICE_TIME_VERSION
 from diffperf.errors import StoredFileError
+from diffperf.hostspeed import FIGURES as HOST_FIGURES
 from diffperf.paths import ROOT
 from diffperf.record import NOT_MEASURED, load_results, not_measured_why, now
 from diffperf.references import (LATENTS_FILE, LATENTS_KIND, compact_references, reference_dir,
@@ -131,8 +132,10 @@ def entry_from_result(cid: str, r: dict) -> dict:
               f"{DEVICE_TIME_VERSION}): judged on wall time until re-measured")
     host = r.get("host_speed")
     if host:  # the host benchmark beside the case: tells host drift from a host-side regression
-        entry["host_speed"] = {"op_us": host["op_us"], **{k: v for k, v in (host.get("before") or {}).items()
-                                                         if k in ("dispatch_us", "launch_us", "fp32_gflops")}}
+        # the means of before and after; results of older suites kept only op_us's mean at the top
+        entry["host_speed"] = {k: host[k] if k in host else (host.get("before") or {}).get(k)
+                               for k in HOST_FIGURES
+                               if k in host or k in (host.get("before") or {})}
     clock = gpu_clock(r.get("nvml"))
     if clock:  # the SM clock of the timed region: tells a lower-clocked GPU from a code change
         entry["gpu_clock"] = clock
