@@ -68,3 +68,29 @@ def test_batch_sh_refuses_bad_part_arguments(tmp_path, arg, message):
     r = run_batch(tmp_path, arg)
     assert r.returncode == 2 and message in r.stderr, r.stdout + r.stderr
     assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+def test_batch_sh_carries_the_inductor_cache_between_machines(tmp_path):
+    """INDUCTOR_CACHE_OUT=1 packs the compile cache into pieces; INDUCTOR_CACHE_IN unpacks them on the
+    next machine before its first part."""
+    (tmp_path / "b.txt").write_text("# a test batch\n"
+                                    "compile 5 mkdir -p $TORCHINDUCTOR_CACHE_DIR/fxgraph && echo kernel > $TORCHINDUCTOR_CACHE_DIR/fxgraph/k\n"
+                                    "warm 5 cat $TORCHINDUCTOR_CACHE_DIR/fxgraph/k\n")
+    first = subprocess.run(["bash", str(ROOT / "tools" / "batch.sh"), str(tmp_path / "b.txt"), "compile"],
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "OUT_DIR": str(tmp_path / "out1"), "WORK": str(tmp_path / "w1"),
+                                "INDUCTOR_CACHE_OUT": "1"})
+    assert first.returncode == 0 and "inductor cache packed" in first.stdout, first.stdout + first.stderr
+    pieces = sorted((tmp_path / "out1").glob("inductor-cache.tar.gz.part-*"))
+    assert [p.name for p in pieces] == ["inductor-cache.tar.gz.part-0"]
+    second = subprocess.run(["bash", str(ROOT / "tools" / "batch.sh"), str(tmp_path / "b.txt"), "warm"],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "OUT_DIR": str(tmp_path / "out2"), "WORK": str(tmp_path / "w2"),
+                                 "INDUCTOR_CACHE_IN": str(tmp_path / "out1" / "inductor-cache.tar.gz.part-*")})
+    assert second.returncode == 0 and "inductor cache seeded" in second.stdout, second.stdout + second.stderr
+    assert "kernel" in (tmp_path / "out2" / "warm.log").read_text()
+    missing = subprocess.run(["bash", str(ROOT / "tools" / "batch.sh"), str(tmp_path / "b.txt"), "warm"],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "OUT_DIR": str(tmp_path / "out3"), "WORK": str(tmp_path / "w3"),
+                                  "INDUCTOR_CACHE_IN": str(tmp_path / "nowhere.tar.gz")})
+    assert missing.returncode == 2 and "no such file" in missing.stderr

@@ -14,6 +14,10 @@
 # before long parts). Environment variables set for tools/batch.sh reach every part's command.
 # At the end: $OUT_DIR/results.tar.gz (every $WORK/results-*), and a log per part, <NAME>.log.
 # Extra wheels (a machine without a package index): put them in .whl/; they are installed first.
+# The compile cache between machines of one GPU and software (compiled cases then start warm):
+# INDUCTOR_CACHE_OUT=1 packs TORCHINDUCTOR_CACHE_DIR at the end into $OUT_DIR/inductor-cache.tar.gz.part-N,
+# pieces of at most 15 MiB (upload limits); INDUCTOR_CACHE_IN='DIR/inductor-cache.tar.gz.part-*' (or one
+# .tar.gz) unpacks such pieces into it before the first part.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 batch=${1:?usage: OUT_DIR=DIR bash tools/batch.sh BATCH_FILE [PART[:SECONDS] ...]}
@@ -31,6 +35,14 @@ export OUT_DIR=${OUT_DIR:-/tmp/diffperf-out} WORK=${WORK:-/tmp/diffperf-work}
 export BASELINES=${BASELINES:-$PWD/baselines} PYTHONUNBUFFERED=1
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$WORK/inductor-cache}
 mkdir -p "$OUT_DIR" "$WORK"
+if [[ -n "${INDUCTOR_CACHE_IN:-}" ]]; then
+    pieces=$(compgen -G "$INDUCTOR_CACHE_IN" | sort) || { echo "INDUCTOR_CACHE_IN=$INDUCTOR_CACHE_IN: no such file" >&2; exit 2; }
+    mkdir -p "$TORCHINDUCTOR_CACHE_DIR"
+    # shellcheck disable=SC2086  # the pieces, in order
+    cat $pieces | tar -xz -C "$TORCHINDUCTOR_CACHE_DIR" \
+        || { echo "INDUCTOR_CACHE_IN=$INDUCTOR_CACHE_IN: not a gzipped tar of a cache directory" >&2; exit 2; }
+    echo "inductor cache seeded from $INDUCTOR_CACHE_IN ($(du -sh "$TORCHINDUCTOR_CACHE_DIR" | cut -f1))"
+fi
 if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" .whl/*.whl \
         || { echo "wheel install failed" >&2; exit 1; }
@@ -58,4 +70,8 @@ while read -r name seconds cmd; do
 done < "$batch"
 # full-resolution images stay behind (~2.5 MB each); the 128-px views and everything else travel
 tar -C "$WORK" --exclude="*.full.png" -czf "$OUT_DIR/results.tar.gz" $(cd "$WORK" && ls -d results-* 2>/dev/null)
+if [[ "${INDUCTOR_CACHE_OUT:-}" == 1 && -d "$TORCHINDUCTOR_CACHE_DIR" ]]; then
+    tar -C "$TORCHINDUCTOR_CACHE_DIR" -cz . | split -b 15M -d -a 1 - "$OUT_DIR/inductor-cache.tar.gz.part-"
+    echo "inductor cache packed: $(du -ch "$OUT_DIR"/inductor-cache.tar.gz.part-* | tail -1 | cut -f1) in $(ls "$OUT_DIR"/inductor-cache.tar.gz.part-* | wc -l) piece(s)"
+fi
 exit $status
