@@ -79,18 +79,20 @@ def test_batch_sh_carries_the_inductor_cache_between_machines(tmp_path):
     first = subprocess.run(["bash", str(ROOT / "tools" / "batch.sh"), str(tmp_path / "b.txt"), "compile"],
                            capture_output=True, text=True, timeout=60,
                            env={**os.environ, "OUT_DIR": str(tmp_path / "out1"), "WORK": str(tmp_path / "w1"),
-                                "INDUCTOR_CACHE_OUT": "1"})
+                                "INDUCTOR_CACHE_OUT": "1", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "c1")})
     assert first.returncode == 0 and "inductor cache packed" in first.stdout, first.stdout + first.stderr
     pieces = sorted((tmp_path / "out1").glob("inductor-cache.tar.gz.part-*"))
-    assert [p.name for p in pieces] == ["inductor-cache.tar.gz.part-0"]
+    assert [p.name for p in pieces] == ["inductor-cache.tar.gz.part-00"]
     second = subprocess.run(["bash", str(ROOT / "tools" / "batch.sh"), str(tmp_path / "b.txt"), "warm"],
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "OUT_DIR": str(tmp_path / "out2"), "WORK": str(tmp_path / "w2"),
-                                 "INDUCTOR_CACHE_IN": str(tmp_path / "out1" / "inductor-cache.tar.gz.part-*")})
+                                 "INDUCTOR_CACHE_IN": str(tmp_path / "out1" / "inductor-cache.tar.gz.part-*"),
+                                 "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "c2")})
     assert second.returncode == 0 and "inductor cache seeded" in second.stdout, second.stdout + second.stderr
     assert "kernel" in (tmp_path / "out2" / "warm.log").read_text()
     missing = subprocess.run(["bash", str(ROOT / "tools" / "batch.sh"), str(tmp_path / "b.txt"), "warm"],
                              capture_output=True, text=True, timeout=60,
                              env={**os.environ, "OUT_DIR": str(tmp_path / "out3"), "WORK": str(tmp_path / "w3"),
-                                  "INDUCTOR_CACHE_IN": str(tmp_path / "nowhere.tar.gz")})
+                                  "INDUCTOR_CACHE_IN": str(tmp_path / "nowhere.tar.gz"),
+                                  "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "c3")})
     assert missing.returncode == 2 and "no such file" in missing.stderr

@@ -15,7 +15,7 @@
 # At the end: $OUT_DIR/results.tar.gz (every $WORK/results-*), and a log per part, <NAME>.log.
 # Extra wheels (a machine without a package index): put them in .whl/; they are installed first.
 # The compile cache between machines of one GPU and software (compiled cases then start warm):
-# INDUCTOR_CACHE_OUT=1 packs TORCHINDUCTOR_CACHE_DIR at the end into $OUT_DIR/inductor-cache.tar.gz.part-N,
+# INDUCTOR_CACHE_OUT=1 packs TORCHINDUCTOR_CACHE_DIR at the end into $OUT_DIR/inductor-cache.tar.gz.part-NN,
 # pieces of at most 15 MiB (upload limits); INDUCTOR_CACHE_IN='DIR/inductor-cache.tar.gz.part-*' (or one
 # .tar.gz) unpacks such pieces into it before the first part.
 set -uo pipefail
@@ -71,7 +71,7 @@ done < "$batch"
 # full-resolution images stay behind (~2.5 MB each); the 128-px views and everything else travel
 tar -C "$WORK" --exclude="*.full.png" -czf "$OUT_DIR/results.tar.gz" $(cd "$WORK" && ls -d results-* 2>/dev/null)
 if [[ "${INDUCTOR_CACHE_OUT:-}" == 1 && -d "$TORCHINDUCTOR_CACHE_DIR" ]]; then
-    tar -C "$TORCHINDUCTOR_CACHE_DIR" -cz . | split -b 15M -d -a 1 - "$OUT_DIR/inductor-cache.tar.gz.part-"
+    tar -C "$TORCHINDUCTOR_CACHE_DIR" -cz . | split -b 15M -d -a 2 - "$OUT_DIR/inductor-cache.tar.gz.part-"
     echo "inductor cache packed: $(du -ch "$OUT_DIR"/inductor-cache.tar.gz.part-* | tail -1 | cut -f1) in $(ls "$OUT_DIR"/inductor-cache.tar.gz.part-* | wc -l) piece(s)"
 fi
 exit $status
