@@ -133,9 +133,8 @@ def entry_from_result(cid: str, r: dict) -> dict:
     host = r.get("host_speed")
     if host:  # the host benchmark beside the case: tells host drift from a host-side regression
         # the means of before and after; results of older suites kept only op_us's mean at the top
-        entry["host_speed"] = {k: host[k] if k in host else (host.get("before") or {}).get(k)
-                               for k in HOST_FIGURES
-                               if k in host or k in (host.get("before") or {})}
+        before = host.get("before") or {}
+        entry["host_speed"] = {k: host.get(k, before.get(k)) for k in HOST_FIGURES if k in host or k in before}
     clock = gpu_clock(r.get("nvml"))
     if clock:  # the SM clock of the timed region: tells a lower-clocked GPU from a code change
         entry["gpu_clock"] = clock

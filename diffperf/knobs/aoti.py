@@ -178,12 +178,12 @@ def loader_problem(device: torch.device, root: Path | None = None,
         build_s = build_probe(package, device)
         t0 = time.perf_counter()
         failed = probe_load(package, device, timeout_s)
+        load_check_s = time.perf_counter() - t0
     problem = None if failed is None else f"{failed[0]}: {failed[1]}"
     root.mkdir(parents=True, exist_ok=True)
     _write_json(record, {"kind": LOADER_KIND, "schema_version": SCHEMA_VERSION, "environment": env,
-                                 "problem": problem, "build_s": round(build_s, 1),
-                                 "load_check_s": round(time.perf_counter() - t0, 1),
-                                 "checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+                         "problem": problem, "build_s": round(build_s, 1), "load_check_s": round(load_check_s, 1),
+                         "checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return problem, record
 
 
@@ -271,7 +271,7 @@ class PackageStore:
 
     def record(self, key: dict[str, Any], build_s: float) -> None:
         package, meta_path = self.paths(key)
-        self._write(meta_path, {"kind": KIND, "schema_version": SCHEMA_VERSION, "key": key,
+        _write_json(meta_path, {"kind": KIND, "schema_version": SCHEMA_VERSION, "key": key,
                                 "sha256": _file_sha256(package), "bytes": package.stat().st_size, "build_s": build_s})
 
     def meta(self, key: dict[str, Any]) -> dict[str, Any]:
@@ -281,11 +281,7 @@ class PackageStore:
     def mark(self, key: dict[str, Any], **fields: Any) -> None:
         """Add fields to a stored package's metadata (its load check, or the crash it caused)."""
         meta_path = self.paths(key)[1]
-        self._write(meta_path, {**json.loads(meta_path.read_text()), **fields})
-
-    @staticmethod
-    def _write(meta_path: Path, meta: dict[str, Any]) -> None:
-        _write_json(meta_path, meta)
+        _write_json(meta_path, {**json.loads(meta_path.read_text()), **fields})
 
     def discard(self, key: dict[str, Any]) -> None:
         for path in self.paths(key):
