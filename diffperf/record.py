@@ -191,12 +191,20 @@ def write_csv(path: Path, cases: dict[str, dict[str, Any]]) -> None:
             w.writerow(csv_row(cid, r))
 
 
+def results_file(directory: Path) -> Path | None:
+    """A results directory's results.json, or its compressed results.json.gz; None if neither."""
+    for name in ("results.json", "results.json.gz"):
+        if (Path(directory) / name).exists():
+            return Path(directory) / name
+    return None
+
+
 def load_results(path: Path) -> dict[str, Any]:
-    """A results.json, or a results directory (results.json inside, else its per-case files)."""
+    """A results.json (or .json.gz), or a results directory (that file inside, else its per-case files)."""
     path = Path(path)
     if path.is_dir():
-        if (path / "results.json").exists():
-            return storage.load(path / "results.json", RESULTS_KIND)
+        if whole := results_file(path):
+            return storage.load(whole, RESULTS_KIND)
         files = sorted((path / "cases").glob("*.json"))
         if not files or not (path / "run.json").exists():
             raise storage.StoredFileError(f"no results.json, and no run.json + cases/*.json, under {path}")

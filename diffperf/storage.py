@@ -1,7 +1,9 @@
 """Versioned JSON files: every stored file carries kind + schema_version, and a file this code
-does not understand is refused loudly, naming the file."""
+does not understand is refused loudly, naming the file. A file whose name ends in .gz is read
+through gzip (kept records of runs are stored compressed: `gzip -9n results.json`)."""
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -17,8 +19,8 @@ SCHEMA_VERSION = 1
 def load(path: Path, kind: str) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
+        text = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:  # gzip's BadGzipFile is an OSError
         raise StoredFileError(f"cannot read {kind} file {path}: {exc}") from exc
     try:
         data = json.loads(text)

@@ -3,7 +3,6 @@ once per signature, loaded on later runs, and a stale or corrupt one is rebuilt 
 One real compile of a tiny module (about 25 s on a 2-core machine); the rebuilds copy its bytes."""
 import json
 import shutil
-import warnings
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """Which physical GPU a result ran on (NVML through torch's PCI bus id), and the context-parallel
 diagnosis: communication kernels, the per-rank summary, and ranks that agree on a throttled round."""
-import os
 import sys
 import types
 from types import SimpleNamespace

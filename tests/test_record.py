@@ -21,3 +21,30 @@ def test_a_broken_case_is_kept_with_its_non_finite_values_named(tmp_path):
         assert r["non_finite"] == ["latent_projections.short[0]", "fidelity.latent_distance"]
     # a stored broken projection is infinitely far from any reference
     assert accuracy.latent_distance(stored["latent_projections"]["short"], [1.0, 1.0]) == math.inf
+
+
+def test_a_run_kept_compressed_reads_as_it_was_and_a_broken_archive_is_named(tmp_path):
+    import gzip
+    import shutil
+
+    import pytest
+
+    from diffperf.errors import StoredFileError
+    from diffperf.report.trend import load_runs
+
+    rec = RunRecorder(tmp_path / "run", "cpu", "synthetic", {"gpu": None})
+    rec.add("sd21-base/fp32", {"model": "sd21-base", "recipe": "fp32", "status": "ok", "images": {},
+                               "summary": {"median_s": 0.5}, "timing": {"samples_s": [0.5, 0.6]}})
+    plain = rec.finish()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with open(plain, "rb") as src, gzip.open(kept / "results.json.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert load_results(kept) == load_results(plain)  # the directory, as `report doc` names it
+    assert load_results(kept / "results.json.gz") == load_results(plain)
+    (run,) = load_runs([kept])  # `report trend` too
+    assert list(run.cases) == ["sd21-base/fp32"]
+
+    (kept / "results.json.gz").write_bytes(b"not gzip")
+    with pytest.raises(StoredFileError, match="cannot read .*results.json.gz"):
+        load_results(kept)

@@ -1,5 +1,6 @@
 """tools/report.py on a hand-made results file (no model runs)."""
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -522,10 +523,21 @@ def _baselines(path: Path, tier="cpu") -> Path:
 def test_doc_with_baselines_states_the_latency_gate(results, tmp_path):
     assert run("doc", results, "--out", tmp_path / "d.md", "--baselines", _baselines(tmp_path / "cpu.json")) == 0
     gate = (tmp_path / "d.md").read_text().split("## Latency gate")[1].split("\n## ")[0]
-    assert "+1.5%" in gate and "p < 0.05" in gate and "chosen from a noise study" in gate
+    assert "+1.5%" in gate and "p < 0.05" in gate and "chosen from a noise study." in gate
+    assert "Memory: +2.0% + 64 MiB." in gate
     assert "Measured spread of 3 medians of `flux-dev/fp32`" in gate and "0.60%" in gate
     assert "| `sd21-base/fp32` | +23.0% | 2 x the relative standard deviation |" in gate
     assert "flux-dev/fp32` | +" not in gate  # no tolerance of its own: not listed
+
+
+def test_doc_states_a_small_memory_slack_in_kib_and_ends_the_note_once(results, tmp_path):
+    path = _baselines(tmp_path / "cpu.json")
+    data = json.loads(path.read_text())
+    data["tolerances"] = {**data["tolerances"], "memory_slack_bytes": 65536, "note": "deterministic."}
+    path.write_text(json.dumps(data))
+    assert run("doc", results, "--out", tmp_path / "d.md", "--baselines", path) == 0
+    gate = (tmp_path / "d.md").read_text().split("## Latency gate")[1]
+    assert "Memory: +2.0% + 64 KiB." in gate and "deterministic.\n" in gate
 
 
 def test_doc_refuses_baselines_of_another_tier(results, tmp_path, capsys):

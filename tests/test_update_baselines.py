@@ -194,6 +194,18 @@ def test_cpu_tier_keeps_its_one_gross_tolerance(tmp_path):
     assert "tolerances" not in json.loads((tmp_path / "baselines" / "cpu.json").read_text())["cases"]["sd21-base/fp32"]
 
 
+def test_kept_tolerances_get_the_tiers_current_note(tmp_path):
+    update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": result()}))
+    path = tmp_path / "baselines" / "cpu.json"
+    data = json.loads(path.read_text())
+    data["tolerances"] = {**data["tolerances"], "latency": 2.0, "note": "an older way of judging"}
+    path.write_text(json.dumps(data))
+    update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": result(median=1.1)}))
+    kept = json.loads(path.read_text())["tolerances"]
+    assert kept["latency"] == 2.0  # the numbers stay as they were
+    assert kept["note"] == update_baselines.TOLERANCE_NOTE["cpu"]
+
+
 def test_skipped_failed_and_interrupted_cases_are_listed_not_baselined(tmp_path, capsys):
     skipped = {"model": "flux-dev", "recipe": "bf16+fa2", "status": "skipped", "reason": "flash-attn is not installed"}
     failed = {"model": "pixart-sigma", "recipe": "fp32", "status": "failed",

@@ -267,7 +267,8 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         print_diff(cid, (old or {}).get("cases", {}).get(cid), entry)
         entry["provenance"] = {"date": provenance["date"], "commit": provenance["commit"]}
     old_cases.update(new_entries)
-    # --replace starts the file afresh, tolerances included; otherwise they are kept
+    # --replace starts the file afresh, tolerances included; otherwise they are kept, with the tier's
+    # own note (how it judges) brought up to date unless a noise study set the tolerance and its note
     tolerances = (None if args.replace else (old or {}).get("tolerances")) or {
         "latency": tier.latency_tolerance, "memory": tier.memory_tolerance,
         "memory_slack_bytes": tier.memory_slack_bytes, "p_value": tier.p_value,
@@ -276,6 +277,8 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         "note": TOLERANCE_NOTE.get(tier.name, "initial GPU tolerance (+3% latency); not yet derived from a "
                                                  "measured spread of repeated medians on this GPU"),
     }
+    if tier.name in TOLERANCE_NOTE and "spread" not in tolerances:
+        tolerances = {**tolerances, "note": TOLERANCE_NOTE[tier.name]}
     if tier.device == "cuda" and "device" not in tolerances:  # busy device time, judged apart from the wall
         tolerances = {**tolerances, "device": DEVICE_TOLERANCE, "device_vae": DEVICE_VAE_TOLERANCE,
                       "device_note": "busy device time per stage (diffperf.device_time): text encode and denoiser "

@@ -298,12 +298,14 @@ def gate_markdown(path: Path, tier: str | None) -> list[str]:
     if data["tier"] != tier:
         raise ReportError(f"{display_path(path)} is the baselines file of tier {data['tier']!r}, not {tier!r}")
     tol = data["tolerances"]
+    slack = tol["memory_slack_bytes"]
+    slack_text = f"{slack / 2**20:g} MiB" if slack >= 2**20 else f"{slack / 2**10:g} KiB"
     lines = [f"## Latency gate (`{display_path(path)}`)", "",
              f"A case fails when its median exceeds its baseline median by more than +{tol['latency']:.1%} and "
              f"{tol.get('test', 'a one-sided Mann-Whitney U test')} gives p < {tol['p_value']}. "
-             f"Memory: +{tol['memory']:.1%} + {tol['memory_slack_bytes'] / 2**20:.0f} MiB.", ""]
+             f"Memory: +{tol['memory']:.1%} + {slack_text}.", ""]
     if tol.get("note"):
-        lines += [tol["note"] + ".", ""]
+        lines += [tol["note"].rstrip(".") + ".", ""]
     if tol.get("device"):
         lines += [f"Device time (where both sides measured it by the same method) is judged first, per stage: text "
                   f"encode and denoiser step +{tol['device']:.1%}, VAE decode +{tol.get('device_vae', tol['device']):.1%}"

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..record import RESULTS_KIND, commit_label, load_results, safe_name
+from ..record import RESULTS_KIND, commit_label, load_results, results_file, safe_name
 from .common import ReportError, display_path, md_table, measured
 
 TREND_DPI = 100
@@ -141,9 +141,9 @@ def load_runs(sources: list[Path]) -> list[Run]:
     folders), ordered by date."""
     runs = []
     for source in map(Path, sources):
-        if source.is_dir() and not ((source / "results.json").exists() or (source / "run.json").exists()):
+        if source.is_dir() and not (results_file(source) or (source / "run.json").exists()):
             runs += _storage_runs(source)
-        elif source.is_file() and (data := _benchmark_file(source)) is not None:
+        elif source.is_file() and source.suffix != ".gz" and (data := _benchmark_file(source)) is not None:
             runs.append(run_of_benchmark(data, display_path(source)))
         else:
             runs.append(run_of_results(load_results(source), display_path(source)))

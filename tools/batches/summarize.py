@@ -16,22 +16,17 @@ import os
 import sys
 from pathlib import Path
 
+from diffperf.errors import StoredFileError
 from diffperf.record import load_results
-
-
-def case_files(results_dir: Path) -> dict[str, dict]:
-    """The cases of one run: results.json where the run finished, else its per-case files."""
-    whole = results_dir / "results.json"
-    if whole.exists():
-        return json.loads(whole.read_text())["cases"]
-    return {c["case"]: c for c in (json.loads(p.read_text()) for p in sorted(results_dir.glob("cases/*.json")))}
 
 
 def cold_starts(dirs: list[str]) -> int:
     for d in dirs:
-        cases = case_files(Path(d))
-        if not cases:
-            print(d, "no results")
+        try:
+            cases = load_results(Path(d))["cases"]
+        except StoredFileError as exc:  # a part that measured nothing
+            print(d, "no results:", exc)
+            continue
         for cid, c in cases.items():
             t = c.get("timing") or {}
             print(d, cid, c.get("status"), "cold_s", t.get("cold_s"), "cache", t.get("cold_compile_cache"))
