@@ -4,7 +4,8 @@ One extra generation after the timed calls runs a few denoising steps under torc
 kernel of that window is put in a category (GEMM, attention, quantization, ...) and the time the
 device sat idle inside the window is counted: launch gaps, host-side work, syncs. Numbers are per
 step. On a GPU the kernels are the CUDA activities (kernels, memcpy, memset); on a CPU, where the
-profiler sees no kernels, the aten operators (their self time: addmm's own time is its GEMM).
+profiler sees no kernels, the aten operators (their self time: addmm's own time is its GEMM) and
+the collectives between processes (c10d / gloo operators: context parallelism's communication).
 Every kernel's time is kept (`kernels`), so that a report can re-derive the categories with newer
 rules (kernel_names.py). The profiler adds host-side cost to every launch, so the profiled window
 is longer than a timed step, more so for launch-bound cases; kernel durations barely change."""
@@ -108,15 +109,22 @@ def _gpu_spans(events) -> list[Span]:
             and e.name not in ranges and not e.name.startswith(("diffperf::", "## ", "Torch-Compiled Region"))]
 
 
+def _is_cpu_op(name: str) -> bool:
+    # aten operators, and the collectives between processes (c10d / gloo: on the CPU they are
+    # operators on the host, where on a GPU they are NCCL kernels)
+    return name.startswith("aten::") or classify(name) == "communication"
+
+
 def _cpu_spans(events) -> tuple[list[Span], list[Span]]:
-    """(outermost aten operators: when the host computed; every aten operator's self time, as a
-    span of that length from its start: what it computed, e.g. addmm's own time is the GEMM)."""
-    ops = [e for e in events if e.device_type == DeviceType.CPU and e.name.startswith("aten::") and not e.is_async]
+    """(outermost operators: when the host computed or waited on a collective; every operator's self
+    time, as a span of that length from its start: what it computed, e.g. addmm's own time is the
+    GEMM, a collective's wait its communication)."""
+    ops = [e for e in events if e.device_type == DeviceType.CPU and _is_cpu_op(e.name) and not e.is_async]
 
     def outermost(e) -> bool:
         p = e.cpu_parent
         while p is not None:
-            if p.name.startswith("aten::"):
+            if _is_cpu_op(p.name):
                 return False
             p = p.cpu_parent
         return True

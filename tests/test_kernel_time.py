@@ -72,6 +72,31 @@ def test_breakdown_clips_to_the_window_and_splits_per_step():
     assert [k["name"] for k in got["kernels"]] == ["nvjet_gemm", "flash_fwd", "triton_poi_fused_add"]
 
 
+def test_on_the_cpu_the_collectives_count_as_communication():
+    from types import SimpleNamespace as NS
+
+    from torch.autograd import DeviceType
+
+    from diffperf.kernel_time import _cpu_spans
+
+    def op(name, start, end, self_us, parent=None):
+        return NS(name=name, device_type=DeviceType.CPU, is_async=False, cpu_parent=parent,
+                  time_range=NS(start=start, end=end), self_cpu_time_total=self_us)
+
+    gemm = op("aten::addmm", 0, 300, 300)
+    funcol = op("_c10d_functional::all_to_all_single", 300, 350, 20)
+    inner = op("c10d::alltoall_base_", 310, 340, 30, parent=funcol)  # gloo's all-to-all inside it
+    wait = op("_c10d_functional::wait_tensor", 350, 800, 450)  # the other rank is late
+    python = op("PythonSubclass", 800, 900, 100)  # neither an operator nor a collective
+    busy, own = _cpu_spans([gemm, funcol, inner, wait, python])
+    assert [s.name for s in busy] == ["aten::addmm", "_c10d_functional::all_to_all_single",
+                                      "_c10d_functional::wait_tensor"]
+    got = breakdown(busy, start=0, end=1000, steps=1, costs=own)
+    assert got["categories_ms_per_step"]["communication"] == pytest.approx(0.5)  # 20 + 30 + 450 us
+    assert got["categories_ms_per_step"]["gemm"] == pytest.approx(0.3)
+    assert got["idle_ms_per_step"] == pytest.approx(0.2)
+
+
 def test_breakdown_refuses_an_empty_window():
     with pytest.raises(ValueError, match="steps=0"):
         breakdown([], 0, 10, 0)
