@@ -216,7 +216,8 @@ def test_aoti_check_names_the_variant_whose_load_crashes(tmp_path, monkeypatch):
 
     built = []
     monkeypatch.setattr(aoti, "build_package", lambda m, f, a, k, path, ind, configs=None: built.append(configs))
-    monkeypatch.setattr(aoti, "probe_load", lambda path, device, timeout_s: ("crash", "SIGSEGV") if built[-1] else None)
+    monkeypatch.setattr(aoti, "probe_load",
+                        lambda path, device, timeout_s, output=None: ("crash", "SIGSEGV") if built[-1] else None)
     out = tmp_path / "check.json"
     assert aoti_check.main(["--device", "cpu", "--out", str(out)]) == 1
     variants = json.loads(out.read_text())["variants"]
@@ -229,11 +230,47 @@ def test_aoti_check_keeps_its_packages_where_asked(tmp_path, monkeypatch):
     from diffperf.cli import aoti_check
 
     monkeypatch.setattr(aoti, "build_package", lambda m, f, a, k, path, ind, configs=None: path.write_bytes(b"pkg"))
-    monkeypatch.setattr(aoti, "probe_load", lambda path, device, timeout_s: None)
+    monkeypatch.setattr(aoti, "probe_load", lambda path, device, timeout_s, output=None: None)
     out, keep = tmp_path / "check.json", tmp_path / "kept"
     assert aoti_check.main(["--device", "cpu", "--out", str(out), "--keep", str(keep)]) == 0
     named = [v["package"] for v in json.loads(out.read_text())["variants"].values()]
     assert sorted(p.name for p in keep.iterdir()) == sorted(named) == ["tiny-0.pt2", "tiny-1.pt2"]
+
+
+def test_aoti_check_lists_what_the_package_holds_and_what_a_dying_load_left(tmp_path, monkeypatch):
+    """A loader that dies leaves its extracted files (and any library it compiled) in the temporary
+    directory: the report lists them, with the package's files and the child's whole output."""
+    import zipfile
+
+    from diffperf.cli import aoti_check
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(aoti_check, "_temp_roots", lambda: [temp])
+
+    def build(m, f, a, k, path, ind, configs=None):
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("data/aotinductor/model/model.wrapper.cpp", "// source")
+            z.writestr("data/aotinductor/model/model_compile_flags.json", "{}")
+
+    def dying_load(path, device, timeout_s, output=None):
+        left = temp / f"AbC{path.stem[-1]}"
+        (left / "data").mkdir(parents=True)
+        (left / "data" / "model.so").write_bytes(b"x" * 7)  # compiled while loading
+        output.write_text("Loading outdated pt2 file\nFatal Python error: Segmentation fault\n")
+        return "crash", "SIGSEGV"
+
+    monkeypatch.setattr(aoti, "build_package", build)
+    monkeypatch.setattr(aoti, "probe_load", dying_load)
+    out = tmp_path / "check.json"
+    assert aoti_check.main(["--device", "cpu", "--out", str(out), "--keep", str(tmp_path / "kept")]) == 1
+    first, second = json.loads(out.read_text())["variants"].values()
+    assert first["package_files"] == {"files": 2, "bytes": 11, "by_suffix": {".cpp": 1, ".json": 1},
+                                      "shared_library": False}
+    assert first["left_in_temp"] == [{"path": str(temp / "AbC0"), "files": 1,
+                                      "listed": [{"name": "data/model.so", "bytes": 7}]}]
+    assert [e["path"] for e in second["left_in_temp"]] == [str(temp / "AbC1")]  # only what its own load left
+    assert first["child_output"].startswith("Loading outdated pt2 file")
 
 
 def test_a_load_that_hangs_is_reported_with_where_it_was(tmp_path, monkeypatch):

@@ -75,17 +75,27 @@ def _device_index(device: torch.device) -> int:
     return device.index if device.type == "cuda" and device.index is not None else -1
 
 
-def probe_load(package: Path, device: torch.device, timeout_s: float = PROBE_TIMEOUT_S) -> tuple[str, str] | None:
+def _text(stream: str | bytes | None) -> str:
+    return stream.decode(errors="replace") if isinstance(stream, bytes) else stream or ""
+
+
+def probe_load(package: Path, device: torch.device, timeout_s: float = PROBE_TIMEOUT_S,
+               output: Path | None = None) -> tuple[str, str] | None:
     """Load the package's runner in a child process. None: it loaded; else ('crash' when a signal
     ended the child, 'hung' when it had not ended after timeout_s, 'error' when it failed; the
-    child's last lines: for a hung child, where it was)."""
+    child's last lines: for a hung child, where it was). `output`: a file that gets the child's
+    whole output (stdout, then stderr), warnings before a crash included."""
     argv = [sys.executable, "-c", PROBE_CODE, str(package), str(_device_index(device)), str(max(timeout_s - 5, 1))]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as hung:
-        err = hung.stderr.decode(errors="replace") if isinstance(hung.stderr, bytes) else hung.stderr or ""
+        err = _text(hung.stderr)
+        if output is not None:
+            output.write_text(_text(hung.stdout) + err)
         frames = [line.strip() for line in err.splitlines() if line.strip().startswith("File ")]
         return "hung", f"no answer after {timeout_s:.0f} s{': ' + ' <- '.join(frames[:4]) if frames else ''}"
+    if output is not None:
+        output.write_text(proc.stdout + proc.stderr)
     if proc.returncode == 0:
         return None
     tail = " | ".join((proc.stderr or proc.stdout or "").strip().splitlines()[-3:])
