@@ -166,6 +166,32 @@ def test_regional_compile_compiles_every_repeated_block():
     assert compile_knob.count_compiled(b.denoiser) == b.knobs["compiled_modules"] == expected > 0
 
 
+def test_regional_compile_wraps_the_outermost_repeated_blocks_with_weights_only():
+    class Inner(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    class Outer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.ModuleList([Inner(), Inner(), torch.nn.Identity(), torch.nn.Identity()])
+
+        def forward(self, x):
+            for m in self.inner:
+                x = m(x)
+            return x
+
+    net = torch.nn.Module()
+    net.blocks = torch.nn.ModuleList([Outer(), Outer()])
+    assert compile_knob.repeated_block_classes(net) == ["Outer", "Inner"]  # Identity has no weights
+    assert compile_knob.apply(net, "regional", "default", torch.device("cpu")) == 2  # the Outer blocks
+    assert [n for n, m in net.named_modules() if getattr(m, "_compiled_call_impl", None)] == ["blocks.0", "blocks.1"]
+
+
 def test_regional_compile_finds_blocks_without_declared_list():
     b = build("sd3-medium", "fp32")
     assert "JointTransformerBlock" in compile_knob.repeated_block_classes(b.denoiser)

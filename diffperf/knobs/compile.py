@@ -14,15 +14,20 @@ from .skip import CaseSkip
 COMPILE_MODES = ("default", "max-autotune", "max-autotune-no-cudagraphs", "reduce-overhead")
 
 
+def _has_parameters(module: torch.nn.Module) -> bool:
+    return next(module.parameters(), None) is not None
+
+
 def repeated_block_classes(denoiser: torch.nn.Module) -> list[str]:
-    """The class's own _repeated_blocks, or else the classes that repeat inside a ModuleList."""
+    """The class's own _repeated_blocks, or else the classes with weights that repeat inside a
+    ModuleList (not placeholders such as nn.Identity: Kandinsky-3's UNet holds 513 of them)."""
     declared = list(getattr(denoiser, "_repeated_blocks", None) or [])
     if declared:
         return declared
     found: list[str] = []
     for module in denoiser.modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) >= 2:
-            counts = collections.Counter(type(m).__name__ for m in module)
+            counts = collections.Counter(type(m).__name__ for m in module if _has_parameters(m))
             for name, n in counts.items():
                 if n >= 2 and name not in found:
                     found.append(name)
@@ -42,12 +47,14 @@ def apply(denoiser: torch.nn.Module, how: str, mode: str, device: torch.device) 
     classes = set(repeated_block_classes(denoiser))
     if not classes:
         raise CaseSkip(f"regional compile: no repeated blocks found in {type(denoiser).__name__}")
-    n = 0
-    for module in denoiser.modules():
-        if type(module).__name__ in classes:
+    # a block inside a compiled one is traced into its graph: wrapping it too would add nothing
+    # (Kandinsky-3: its 4 down and 4 up blocks hold the ResNet and attention blocks that repeat)
+    compiled: list[str] = []
+    for name, module in denoiser.named_modules():
+        if type(module).__name__ in classes and not any(name.startswith(f"{c}.") for c in compiled):
             module.compile(**kwargs)
-            n += 1
-    return n
+            compiled.append(name)
+    return len(compiled)
 
 
 def count_compiled(module: torch.nn.Module) -> int:
