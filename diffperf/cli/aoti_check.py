@@ -44,7 +44,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                          "(default: 120)")
 
 
-MAX_LISTED = 40  # files listed per temporary folder a load left
+MAX_LISTED = 40  # new entries of the temporary directory listed, and files listed in each
 
 
 def package_files(path: Path) -> dict:
@@ -71,7 +71,7 @@ def temp_entries() -> set[Path]:
 def left_in_temp(before: set[Path]) -> list[dict]:
     """The entries of the temporary directory made since `before`, with the files inside."""
     out = []
-    for entry in sorted(temp_entries() - before):
+    for entry in sorted(temp_entries() - before)[:MAX_LISTED]:
         files = sorted(f for f in entry.rglob("*") if f.is_file()) if entry.is_dir() else [entry]
         out.append({"path": str(entry), "files": len(files),
                     "listed": [{"name": str(f.relative_to(entry)) if entry.is_dir() else f.name,
