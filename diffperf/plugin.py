@@ -46,6 +46,7 @@ def pytest_sessionfinish(session, exitstatus):
         perf.finish()
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's tables: next to pytest's own closing lines
 def pytest_terminal_summary(terminalreporter):
     for line in closing_lines(terminalreporter.stats):
         terminalreporter.write_line(line, yellow=True, bold=True)
