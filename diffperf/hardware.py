@@ -41,12 +41,17 @@ def peak_tflops(gpu_name: str | None, dtype: str) -> float | None:
 
 
 def mfu(flops_per_step: float, step_s: float | None, gpu_name: str | None, dtype: str) -> dict[str, Any]:
-    """Achieved TFLOP/s of the denoiser (its FLOPs per step over the measured step time) and the
+    """Achieved TFLOP/s of the denoiser (its mean FLOPs per step over the mean step time) and the
     fraction of the GPU's dense peak for `dtype` (None where no peak is known)."""
+    return mfu_at_peak(flops_per_step, step_s, peak_tflops(gpu_name, dtype), dtype)
+
+
+def mfu_at_peak(flops_per_step: float, step_s: float | None, peak: float | None, dtype: str) -> dict[str, Any]:
+    """mfu() with the peak already known (e.g. stored with a result)."""
     achieved = flops_per_step / step_s / 1e12 if step_s else None
-    peak = peak_tflops(gpu_name, dtype)
     return {
         "denoiser_flops_per_step": flops_per_step,
+        "step_s": step_s,
         "achieved_tflops": achieved,
         "compute_dtype": dtype,
         "peak_tflops": peak,

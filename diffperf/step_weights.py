@@ -48,3 +48,15 @@ def window_wall_step_s(out: dict[str, Any], wall_steps: list[list[float]]) -> fl
         return None
     first, last, calls = found
     return statistics.median(c[k] for c in calls for k in range(first, last))
+
+
+def mean_step_s(wall_steps: list[list[float]]) -> float | None:
+    """The mean time of a denoising step: each step's median over the timed calls, averaged over the
+    steps. This, not the median step, goes with FLOPs averaged over the steps (MFU): where steps
+    differ in cost (Lumina2's CFG steps take twice the others) the median is a cheap step."""
+    calls = [c for c in wall_steps if c]
+    if not calls:
+        return None
+    n = max(len(c) for c in calls)
+    full = [c for c in calls if len(c) == n]
+    return statistics.fmean(statistics.median(c[k] for c in full) for k in range(n))

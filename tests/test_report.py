@@ -507,6 +507,18 @@ def test_mfu_of_a_step_cache_case_is_not_a_per_step_figure(tmp_path):
     assert "n/a (step cache)" in rows and "2570" not in rows and "25000" not in rows
 
 
+def test_mfu_is_over_the_mean_step_where_steps_differ_in_cost():
+    """Lumina2-like: CFG on the first 2 of 10 steps (0.1 s), one pass on the rest (0.05 s). The FLOPs
+    per step are a mean over the steps, so they go over the mean step (0.06 s), not the median (0.05)."""
+    r = case("lumina2", "bf16", 1)
+    r["timing"] = {"stages": [{"steps_s": [0.1, 0.1] + [0.05] * 8}, {"steps_s": [0.1, 0.1] + [0.05] * 8}]}
+    r["summary"]["step_median_s"] = 0.05
+    r["mfu"] = {"denoiser_flops_per_step": 30e12, "compute_dtype": "bf16", "peak_tflops": 1000.0,
+                "achieved_tflops": 600.0, "fraction_of_peak": 0.6}  # as stored before: over the median
+    rows = "\n".join(report.mfu_table({"cases": {"lumina2/bf16": r}}))
+    assert "| lumina2/bf16 | 30.00 | 0.060 | 500.0 | bf16 1000.0 | 50.0% |" in rows
+
+
 def _baselines(path: Path, tier="cpu") -> Path:
     storage.dump(path, BASELINE_KIND, {
         "tier": tier, "fingerprint": {}, "provenance": {},

@@ -8,7 +8,7 @@ import pytest
 from diffperf.cli import baselines as update_baselines
 from diffperf.compare import judge_case_latency, judge_device, load_baselines
 from diffperf.device_time import VERSION as DEVICE_TIME_VERSION, generations, segments, stage_times, window_steps
-from diffperf.step_weights import weigh_steps, window_of
+from diffperf.step_weights import mean_step_s, weigh_steps, window_of
 from diffperf.kernel_time import Span
 from diffperf.verdict_summary import summary_lines
 
@@ -144,6 +144,10 @@ def test_steps_of_different_cost_are_weighed_by_their_wall_time():
     assert weighed["denoise_ms"] == pytest.approx(10.0 * (10 + 20 * 0.5)) and weighed["step_ms"] == 10.0
     assert weigh_steps(out, [[0.012] * 30])["denoise_ms"] == pytest.approx(300.0)
     assert window_of("2-7 of 30") == (1, 7) and window_of(None) == (None, None)
+    # the mean step (for MFU: FLOPs averaged over the steps) from each step's median over the calls;
+    # a call cut short is left out
+    assert mean_step_s(walls + [[0.5] * 3]) == pytest.approx((10 * 0.012 + 20 * 0.006) / 30)
+    assert mean_step_s([]) is None
 
 
 def test_device_time_of_a_tiny_generation(tiny_pixart):

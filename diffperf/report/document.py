@@ -14,8 +14,9 @@ from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _p
 from .comparison import _fingerprint_diff
 from .kernels import kernel_profile_markdown
 from .targets import load_targets, targets_markdown
-from .tables import (QUANT_LEGEND, TABLES_NOTE, _cold_text, conditions_markdown, csv_file, model_heading,
-                     model_tables, not_measured_markdown, parsed_recipe, summary_markdown, tables_markdown)
+from .tables import (QUANT_LEGEND, TABLES_NOTE, _cold_text, case_mfu, conditions_markdown, csv_file, is_step_cache,
+                     model_heading, model_tables, not_measured_markdown, summary_markdown,
+                     tables_markdown)
 
 # -- several results sources as one (a tier measured over several runs) -------------------
 
@@ -227,23 +228,21 @@ def mfu_table(results: dict) -> list[str]:
     """Denoiser FLOPs per step, achieved TFLOP/s and share of the dense peak, per case (GPU results)."""
     rows = []
     for cid, r in sorted(results["cases"].items()):
-        m = r.get("mfu")
+        m = case_mfu(r)
         if not m or not measured(r):
             continue
-        if _is_step_cache(r):  # the median step is a skipped one (results before the runner said so)
-            m = {**m, "achieved_tflops": None, "fraction_of_peak": None}
-        frac = m.get("fraction_of_peak")
-        rows.append([cid, f"{m['denoiser_flops_per_step'] / 1e12:.2f}",
-                     _fmt_s((r.get("summary") or {}).get("step_median_s")),
-                     "" if m.get("achieved_tflops") is None else f"{m['achieved_tflops']:.1f}",
-                     f"{m.get('compute_dtype')} {m.get('peak_tflops') or '?'}",
-                     "n/a (step cache)" if _is_step_cache(r) else "" if frac is None else f"{frac:.1%}"])
+        frac = m["fraction_of_peak"]
+        rows.append([cid, f"{m['denoiser_flops_per_step'] / 1e12:.2f}", _fmt_s(m["step_s"]),
+                     "" if m["achieved_tflops"] is None else f"{m['achieved_tflops']:.1f}",
+                     f"{m['compute_dtype']} {m['peak_tflops'] or '?'}",
+                     "n/a (step cache)" if is_step_cache(r) else "" if frac is None else f"{frac:.1%}"])
     if not rows:
         return []
     return ["## Model FLOPs utilisation (denoiser)", "",
             "FLOPs per step counted on meta tensors (`tools/flops.py`) at the case's resolution and real batch, "
-            "over the measured median step time; peak = the GPU's dense tensor-core peak for the compute dtype "
-            "(`diffperf/hardware.py`).", "",
+            "averaged over the steps, over the mean step time (each step's median over the timed calls, "
+            "averaged: Lumina2's CFG steps cost twice its others); peak = the GPU's dense tensor-core peak for "
+            "the compute dtype (`diffperf/hardware.py`).", "",
             *md_table(["Case", "TFLOP / step", "Step (s)", "Achieved TFLOP/s", "Peak TFLOP/s", "MFU"], rows), ""]
 
 
@@ -281,13 +280,6 @@ def device_time_table(results: dict) -> list[str]:
             *md_table(["Case", "Wall (ms)", "Device (ms)", "Host-exposed (ms)", "Step wall (ms)", "Step device (ms)",
                        "Step exposed", "Text encode device (ms)", "VAE device (ms)", "Host op (us)", "Method"], rows),
             ""]
-
-
-def _is_step_cache(r: dict) -> bool:
-    recipe = parsed_recipe(r.get("recipe", ""))
-    if recipe is None:  # unknown tokens: a step cache leaves its counters in the knobs
-        return bool((r.get("knobs") or {}).get("cache_counters_all_calls"))
-    return bool(recipe.cache)
 
 
 

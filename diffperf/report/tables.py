@@ -5,9 +5,11 @@ import statistics
 from pathlib import Path
 
 from ..errors import UsageError
+from ..hardware import mfu_at_peak
 from ..models import MODELS
 from ..recipes import parse_recipe
 from ..record import commit_label, load_results, not_measured_why, write_csv
+from ..step_weights import mean_step_s
 from .common import (Case, _fmt_bytes, _fmt_s, _median, _mem_unit, _missing_last, _peak, _ssim_text, by_latency,
                      by_memory, md_table, measured, model_cases, models_of)
 
@@ -28,6 +30,25 @@ def parsed_recipe(name: str):
         return parse_recipe(name)
     except UsageError:  # a recipe of an older or newer suite: the report shows it unparsed
         return None
+
+
+def is_step_cache(r: dict) -> bool:
+    recipe = parsed_recipe(r.get("recipe", ""))
+    if recipe is None:  # unknown tokens: a step cache leaves its counters in the knobs
+        return bool((r.get("knobs") or {}).get("cache_counters_all_calls"))
+    return bool(recipe.cache)
+
+
+def case_mfu(r: dict) -> dict | None:
+    """A result's MFU over its mean step (step_weights.mean_step_s), derived again from what it stored,
+    so results stored before the runner used the mean step read the same; none per step with a
+    step cache (most of its steps are skipped ones)."""
+    m = r.get("mfu")
+    if not m:
+        return None
+    walls = [st["steps_s"] for st in (r.get("timing") or {}).get("stages") or []]
+    step = None if is_step_cache(r) else mean_step_s(walls) or (r.get("summary") or {}).get("step_median_s")
+    return mfu_at_peak(m["denoiser_flops_per_step"], step, m.get("peak_tflops"), m.get("compute_dtype"))
 
 
 def recipe_columns(name: str) -> list[str]:

@@ -11,7 +11,7 @@ from .. import storage
 from ..errors import StoredFileError
 from .common import ReportError, display_path, md_table, measured
 from .kernels import COLUMNS, SHORT, _profiled, categories, idle_unprofiled_ms, run_name
-from .tables import parsed_recipe
+from .tables import case_mfu, parsed_recipe
 
 TARGETS_KIND = "diffperf-targets"
 METRICS = {"median_s": "end to end, median", "step_median_s": "denoiser step, median",
@@ -51,7 +51,7 @@ def _loaded_from_store(r: dict) -> bool:
 
 
 def _mfu(r: dict) -> float | None:
-    return (r.get("mfu") or {}).get("fraction_of_peak")
+    return (case_mfu(r) or {}).get("fraction_of_peak")
 
 
 def metric_value(metric: str, r: dict, results: dict) -> float | None:
