@@ -7,6 +7,11 @@ import statistics
 from typing import Any
 
 
+def wall_steps(record: dict[str, Any]) -> list[list[float]]:
+    """Each timed call's step times (seconds), from a result's timing."""
+    return [st["steps_s"] for st in (record.get("timing") or {}).get("stages") or []]
+
+
 def window_of(profiled: str | None) -> tuple[int | None, int | None]:
     """(first, last) from a stored '2-7 of 28' text (results that did not store the window)."""
     m = re.match(r"(\d+)-(\d+) of \d+", profiled or "")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..compare import load_baselines
 from ..record import commit_label, load_results, safe_name
-from ..step_weights import weigh_steps, window_wall_step_s
+from ..step_weights import wall_steps, weigh_steps, window_wall_step_s
 from .charts import LADDER_GROUPS, grid_image, group_members, group_order, ladder_png
 from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _peak, _ssim_text, display_path,
                      md_table, measured, model_cases, models_of, results_dir, truncate_markdown)
@@ -256,7 +256,7 @@ def device_time_table(results: dict) -> list[str]:
             continue
         # steps of different cost (Lumina2's CFG truncation): weighed by their wall times (results that
         # were stored before the runner did so get it here)
-        walls = [st["steps_s"] for st in (r.get("timing") or {}).get("stages") or []]
+        walls = wall_steps(r)
         d = weigh_steps(d, walls) if "step_weights" not in d and "profiled_steps" in d else d
         step_wall = window_wall_step_s(d, walls) or s.get("step_median_s")  # the profiled steps' own wall time
         exposed = None if step_wall is None else step_wall * 1000 - d["step_ms"]
