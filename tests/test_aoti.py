@@ -273,6 +273,21 @@ def test_aoti_check_lists_what_the_package_holds_and_what_a_dying_load_left(tmp_
     assert first["child_output"].startswith("Loading outdated pt2 file")
 
 
+def test_aoti_check_on_this_machine_builds_and_loads_both_variants(tmp_path, monkeypatch):
+    """The real thing on the CPU: both packages hold a built library, load in a child process and
+    leave nothing in the temporary directory (about 25 s on a 2-core machine)."""
+    from diffperf.cli import aoti_check
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(aoti_check, "_temp_roots", lambda: [temp])
+    monkeypatch.setenv("TMPDIR", str(temp))  # the child's temporary files go there too
+    out = tmp_path / "check.json"
+    assert aoti_check.main(["--device", "cpu", "--out", str(out), "--keep", str(tmp_path / "kept")]) == 0
+    for v in json.loads(out.read_text())["variants"].values():
+        assert v["outcome"] == "loaded" and v["package_files"]["shared_library"] and v["left_in_temp"] == []
+
+
 def test_a_load_that_hangs_is_reported_with_where_it_was(tmp_path, monkeypatch):
     """A child whose load does not end is stopped at the time limit, and the answer says where it was
     (faulthandler's stack, printed shortly before the limit)."""
