@@ -29,7 +29,7 @@ from .parallel import RankSampler, launch
 from .profile import denoiser_flops_per_step
 from .prompts import Prompts
 from .record import RunRecorder
-from .step_weights import mean_step_s, wall_steps, weigh_steps, window_wall_step_s
+from .step_weights import mfu_step_s, weigh_steps, window_wall_step_s
 from .tiers import Tier
 
 
@@ -194,7 +194,7 @@ def denoiser_mfu(case: Case, tier: Tier, result: dict[str, Any], height: int, wi
     counted on meta tensors (diffperf.profile) at the case's resolution, with its real batch."""
     flops = denoiser_flops_per_step(case.model, height, width, size=tier.size)  # mean over the steps
     # with a step cache most steps are skipped ones (a few ms): a per-step MFU means nothing
-    step_s = None if case.recipe.cache else mean_step_s(wall_steps(result)) or result["summary"]["step_median_s"]
+    step_s = None if case.recipe.cache else mfu_step_s(result)
     out = mfu(flops, step_s, torch.cuda.get_device_name(), compute_dtype(case.recipe))
     if case.recipe.cache:
         out["note"] = "not defined per step: a step cache skips denoiser calls"

@@ -65,3 +65,9 @@ def mean_step_s(wall_steps: list[list[float]]) -> float | None:
     n = max(len(c) for c in calls)
     full = [c for c in calls if len(c) == n]
     return statistics.fmean(statistics.median(c[k] for c in full) for k in range(n))
+
+
+def mfu_step_s(record: dict[str, Any]) -> float | None:
+    """The step time MFU divides by: the mean step of a result's timed calls, else (no per-step
+    times stored) its median step."""
+    return mean_step_s(wall_steps(record)) or (record.get("summary") or {}).get("step_median_s")

@@ -9,7 +9,7 @@ from ..hardware import mfu_at_peak
 from ..models import MODELS
 from ..recipes import parse_recipe
 from ..record import commit_label, load_results, not_measured_why, write_csv
-from ..step_weights import mean_step_s, wall_steps
+from ..step_weights import mfu_step_s
 from .common import (Case, _fmt_bytes, _fmt_s, _median, _mem_unit, _missing_last, _peak, _ssim_text, by_latency,
                      by_memory, md_table, measured, model_cases, models_of)
 
@@ -46,7 +46,7 @@ def case_mfu(r: dict) -> dict | None:
     m = r.get("mfu")
     if not m:
         return None
-    step = None if is_step_cache(r) else mean_step_s(wall_steps(r)) or (r.get("summary") or {}).get("step_median_s")
+    step = None if is_step_cache(r) else mfu_step_s(r)
     return mfu_at_peak(m["denoiser_flops_per_step"], step, m.get("peak_tflops"), m.get("compute_dtype"))
 
 
