@@ -187,3 +187,39 @@ def test_ranks_see_every_ranks_samples_and_take_the_same_throttling_decision(tmp
         assert throttled == ["hw_slowdown"]  # rank 0 retakes the round too, although its GPU was fine
         assert waited_s == 3.0  # the longest wait of any rank
         assert aligned == ["cold call", "timed round"]
+
+
+def _cp_results(one_step_s=0.174, cp_step_s=0.095, distinct=True):
+    digests = [_digest(0, "GPU-a", cp_step_s, 12.0), _digest(1, "GPU-b" if distinct else "GPU-a", cp_step_s, 20.0)]
+    for d in digests:
+        d["run_peak_allocated_bytes"] = 40 * 2**30
+    cp = {"model": "flux-dev", "recipe": "bf16+cp-ulysses-2", "status": "ok", "parallel_ranks": digests,
+          "cp_diagnosis": parallel.diagnosis(digests),
+          "summary": {"median_s": 2.9, "stdev_s": 0.029, "step_median_s": cp_step_s}}
+    one = {"model": "flux-dev", "recipe": "bf16", "status": "ok", "memory": {"run_peak_allocated_bytes": 38 * 2**30},
+           "summary": {"median_s": 5.08, "stdev_s": 0.0254, "step_median_s": one_step_s}}
+    return {"cases": {"flux-dev/bf16+cp-ulysses-2": cp, "flux-dev/bf16": one}}
+
+
+def test_the_document_sets_a_context_parallel_case_beside_its_one_process_case():
+    from diffperf.report.parallel import parallel_table
+
+    text = "\n".join(parallel_table(_cp_results()))
+    # speed-up 5.08 / 2.9, step 95 of 174 ms, spread 1.0% vs 0.5%, the larger rank peak, comm (12 + 20) / 2 %
+    assert ("| flux-dev/bf16+cp-ulysses-2 | `flux-dev/bf16` | 2 | 2 | 2.900 | 5.080 | 1.75 | 95.0 | 174.0 | 0.55 | "
+            "1.0% / 0.5% | 40.00 GiB / 38.00 GiB | 16% | 0.50 |") in text
+    assert parallel_table({"cases": {"flux-dev/bf16": _cp_results()["cases"]["flux-dev/bf16"]}}) == []
+    alone = {"cases": {"flux-dev/bf16+cp-ulysses-2": _cp_results(distinct=False)["cases"]["flux-dev/bf16+cp-ulysses-2"]}}
+    row = "\n".join(parallel_table(alone))
+    assert "`flux-dev/bf16` (not in these results) | 2 | 1 | 2.900 |  |  |" in row
+
+
+@pytest.mark.parametrize("cp_step_s, verdict", [(0.095, "**met**"), (0.167, "**missed** (x1.65)")])
+def test_the_context_parallel_step_target(cp_step_s, verdict):
+    from diffperf.report.targets import targets_markdown
+
+    target = {"id": "u", "title": "Ulysses step", "model": "flux-dev", "select": "cp-ulysses",
+              "metric": "cp_step_ratio", "at_most": 0.58}
+    text = "\n".join(targets_markdown(_cp_results(cp_step_s=cp_step_s), [target]))
+    ratio = cp_step_s / 0.174
+    assert f"| Ulysses step | <= x0.58 | `flux-dev/bf16+cp-ulysses-2` | x{ratio:.2f} | {verdict} |" in text

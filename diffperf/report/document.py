@@ -13,6 +13,7 @@ from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _p
                      md_table, measured, model_cases, models_of, results_dir, truncate_markdown)
 from .comparison import _fingerprint_diff
 from .kernels import kernel_profile_markdown
+from .parallel import parallel_table
 from .targets import load_targets, targets_markdown
 from .tables import (QUANT_LEGEND, TABLES_NOTE, _cold_text, case_mfu, conditions_markdown, csv_file, is_step_cache,
                      model_heading, model_tables, not_measured_markdown, summary_markdown,
@@ -192,7 +193,8 @@ def doc_markdown(merged: dict, out: Path, assets_dir: Path, prompt: str = "short
              "## Machine", "", "The most recently started run's machine and software:", "",
              *machine_markdown(merged), "", *runs_markdown(merged), TABLES_NOTE, "", QUANT_LEGEND, "",
              *(targets_markdown(merged, targets) if targets else []),
-             *(gate or []), *device_time_table(merged), *mfu_table(merged), *kernel_profile_markdown(merged)]
+             *(gate or []), *device_time_table(merged), *mfu_table(merged), *parallel_table(merged),
+             *kernel_profile_markdown(merged)]
     missing = not_measured_markdown(merged)
     lines += ["## Not measured (failed, skipped or broken output)", "", *missing, ""] if missing else []
     conditions = conditions_markdown(merged)

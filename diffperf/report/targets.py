@@ -11,6 +11,7 @@ from .. import storage
 from ..errors import StoredFileError
 from .common import ReportError, display_path, md_table, measured
 from .kernels import COLUMNS, SHORT, _profiled, categories, idle_unprofiled_ms, run_name
+from .parallel import comparison, one_process_id
 from .tables import case_mfu, parsed_recipe
 
 TARGETS_KIND = "diffperf-targets"
@@ -19,7 +20,9 @@ METRICS = {"median_s": "end to end, median", "step_median_s": "denoiser step, me
                                       "same profiled steps",
            "mfu_gain": "denoiser MFU over the same model's bf16 eager MFU in the same results",
            "cold_start_from_package_s": "the first generation's time (cold start) of a run that loaded every "
-                                        "AOTInductor package from the package store, none built"}
+                                        "AOTInductor package from the package store, none built",
+           "cp_step_ratio": "the context-parallel denoiser step over the step of the same model and recipe in one "
+                            "process, both medians, in the same results"}
 
 
 def _lossless(r) -> bool:
@@ -42,7 +45,9 @@ def _aoti(r) -> bool:
 
 # which recipes a target admits; a target file names one of these
 SELECTORS: dict[str, Callable[[Any], bool]] = {"lossless": _lossless, "float8+compile": _float8_compiled,
-                                               "cudagraphs": _cudagraphs, "aoti": _aoti}
+                                               "cudagraphs": _cudagraphs, "aoti": _aoti,
+                                               "cp-ulysses": lambda r: r.parallel == "ulysses",
+                                               "cp-ring": lambda r: r.parallel == "ring"}
 
 
 def _loaded_from_store(r: dict) -> bool:
@@ -61,6 +66,9 @@ def metric_value(metric: str, r: dict, results: dict) -> float | None:
         return summary.get(metric)
     if metric == "cold_start_from_package_s":
         return (r.get("timing") or {}).get("cold_s") if _loaded_from_store(r) else None
+    if metric == "cp_step_ratio":
+        one = results["cases"].get(one_process_id(r) or "")
+        return comparison(r, one if one and measured(one) else None)["step_ratio"]
     if metric == "host_exposed_step_share":
         # over the wall step of the same steps: the profiled window's (device step + host-exposed);
         # the median of all steps differs where steps differ in cost (Lumina2's CFG steps)
@@ -108,7 +116,7 @@ def admitted(results: dict, target: dict) -> list[tuple[float, str, dict]]:
 def _value(metric: str, v: float) -> str:
     if metric == "host_exposed_step_share":
         return f"{v:.1%}"
-    if metric == "mfu_gain":
+    if metric in ("mfu_gain", "cp_step_ratio"):
         return f"x{v:.2f}"
     return f"{v * 1000:.1f} ms" if metric == "step_median_s" else f"{v:.3f} s"
 
