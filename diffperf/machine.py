@@ -112,6 +112,23 @@ def cpu_model() -> str | None:
     return None
 
 
+def host_memory() -> dict[str, Any]:
+    """Host memory in bytes (psutil): this process's resident set, its live children's (inductor's
+    compile workers, an AOTInductor load check), the machine's available and total memory."""
+    import psutil  # a dependency; imported here, where it is used, like NVML
+
+    me = psutil.Process()
+    children = 0
+    for child in me.children(recursive=True):
+        try:
+            children += child.memory_info().rss
+        except psutil.NoSuchProcess:  # it ended between the listing and the reading: nothing to count
+            continue
+    vm = psutil.virtual_memory()
+    return {"rss_bytes": me.memory_info().rss, "children_rss_bytes": children,
+            "available_bytes": vm.available, "total_bytes": vm.total}
+
+
 def machine_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "hostname": platform.node(),

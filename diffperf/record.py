@@ -163,7 +163,7 @@ def not_measured_why(r: dict[str, Any]) -> str:
 CSV_FIELDS = ["case", "model", "recipe", "status", "median_s", "mean_s", "min_s", "p90_s", "p99_s", "stdev_s",
               "step_median_s", "text_encode_median_s", "vae_decode_median_s", "cold_s", "load_s",
               "peak_memory_bytes", "weights_bytes", "ssim_vs_reference_recipe", "psnr_vs_reference_recipe",
-              "inconclusive", "latency_verdict"]
+              "host_rss_bytes", "inconclusive", "latency_verdict"]
 
 
 def csv_row(case_id: str, r: dict[str, Any]) -> dict[str, Any]:
@@ -178,6 +178,7 @@ def csv_row(case_id: str, r: dict[str, Any]) -> dict[str, Any]:
         "weights_bytes": (r.get("memory") or {}).get("weights_bytes"),
         "ssim_vs_reference_recipe": fid.get("ssim"),
         "psnr_vs_reference_recipe": fid.get("psnr"),
+        "host_rss_bytes": ((r.get("host_memory") or {}).get("after_run") or {}).get("rss_bytes"),
         "inconclusive": ";".join(r.get("inconclusive") or []),
         "latency_verdict": (r.get("latency_verdict") or {}).get("status"),
     }

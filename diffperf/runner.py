@@ -22,7 +22,7 @@ from .hostspeed import measure_host_speed
 from .kernel_time import profile_denoising
 from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
-from .machine import NvmlSampler, cpu_class, gpu_identity, inconclusive_reasons
+from .machine import NvmlSampler, cpu_class, gpu_identity, host_memory, inconclusive_reasons
 from .measure import generate_with_latents, measure
 from .options import PerfOptions
 from .parallel import RankSampler, launch
@@ -96,6 +96,7 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     built = None
+    memory_before = host_memory()
     try:
         built = build_case(case, tier, options)
         if changed := flags_changed():
@@ -110,9 +111,9 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             sampler = NvmlSampler() if cuda else None
         warmup = options.warmup if options.warmup is not None else tier.warmup
         iterations = options.iterations if options.iterations is not None else tier.iterations
-        host_before = measure_host_speed(device)
+        speed_before = measure_host_speed(device)
         m = measure(built, prompts.timing_prompt, prompts.seed, warmup, iterations, sampler, options.cooldown_s)
-        host_after = measure_host_speed(device)
+        speed_after = measure_host_speed(device)
         cache_state = built.knobs.get("cache_state")
         timed_cache = _cache_report(cache_state)
         # the timed calls already produced the timing prompt's image (same prompt and seed)
@@ -145,7 +146,7 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             "knobs": knobs,
             "nvml": m.nvml_samples,
             "inconclusive": inconclusive_reasons(m.nvml_samples),
-            "host_speed": both_sides(host_before, host_after),
+            "host_speed": both_sides(speed_before, speed_after),
             "images": {},
             "latent_projections": latents,
         }
@@ -157,6 +158,9 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             result["device_time"] = device_time_of(built, prompts, result["summary"], m.stages)
         if options.kernel_profile:  # after the timed calls and the images: it measures nothing they use
             result["kernel_profile"] = profile_denoising(built, prompts.timing_prompt, prompts.seed)
+        # host memory before the build and with the case built and run (a case's compile workers, a
+        # library upgrade that loads more onto the host, a leak from case to case show here)
+        result["host_memory"] = {"before_build": memory_before, "after_run": host_memory()}
         return result, images
     finally:
         if built is not None:  # None: the build failed half-way; its frames go with the exception

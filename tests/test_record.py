@@ -1,8 +1,11 @@
 """RunRecorder: what a run keeps of a case, broken ones included."""
 import math
+import subprocess
+import sys
 
 from diffperf import accuracy
-from diffperf.record import RunRecorder, load_results
+from diffperf.machine import host_memory
+from diffperf.record import RunRecorder, csv_row, load_results
 
 
 def test_a_broken_case_is_kept_with_its_non_finite_values_named(tmp_path):
@@ -48,3 +51,20 @@ def test_a_run_kept_compressed_reads_as_it_was_and_a_broken_archive_is_named(tmp
     (kept / "results.json.gz").write_bytes(b"not gzip")
     with pytest.raises(StoredFileError, match="cannot read .*results.json.gz"):
         load_results(kept)
+
+
+def test_host_memory_counts_this_process_and_its_children():
+    alone = host_memory()
+    # a child that holds ~64 MiB resident, like a compile worker beside the run
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; b = bytearray(64 << 20); "
+                              "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        beside = host_memory()
+    finally:
+        child.kill()
+        child.wait()
+    assert beside["children_rss_bytes"] >= alone["children_rss_bytes"] + (64 << 20)
+    assert 0 < beside["rss_bytes"] and 0 < beside["available_bytes"] <= beside["total_bytes"]
+    row = csv_row("a/fp32", {"host_memory": {"after_run": beside}})
+    assert row["host_rss_bytes"] == beside["rss_bytes"]
