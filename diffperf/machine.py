@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+import psutil
 import torch
 
 # NVML clocks-event (throttle) reasons that make a timing untrustworthy. sw_power_cap (0x4) is
@@ -115,8 +116,6 @@ def cpu_model() -> str | None:
 def host_memory() -> dict[str, Any]:
     """Host memory in bytes (psutil): this process's resident set, its live children's (inductor's
     compile workers, an AOTInductor load check), the machine's available and total memory."""
-    import psutil  # a dependency; imported here, where it is used, like NVML
-
     me = psutil.Process()
     children = 0
     for child in me.children(recursive=True):
