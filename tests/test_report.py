@@ -582,3 +582,16 @@ def test_timing_conditions_name_retaken_waited_and_inconclusive_cases():
     assert "| b/bf16 |  |  | throttled: sw_thermal_slowdown |" in text
     assert "c/bf16" not in text and "d/bf16" not in text
     assert conditions_markdown({"cases": {"c/bf16": plain}}) == []
+
+
+def test_doc_names_the_gpu_of_each_xdist_worker(tmp_path):
+    def on(worker, index, uuid, i):
+        return {**case("flux-dev" if worker == "gw1" else "sana-1600m", "bf16", i), "worker": worker,
+                "gpu": {"index": index, "uuid": uuid}}
+
+    cases = {"sana-1600m/bf16": on("gw0", 0, "GPU-aaa", 1), "flux-dev/bf16": on("gw1", 1, "GPU-bbb", 2)}
+    workers = {"gw0": {"machine": {}, "cases": ["sana-1600m/bf16"]}, "gw1": {"machine": {}, "cases": ["flux-dev/bf16"]}}
+    src = write_source(tmp_path / "two", cases, workers=workers)
+    text = report.write_doc(src, tmp_path / "doc.md").read_text()
+    rows = doc_rows(text, "Workers (`pytest -n`), each pinned to its own GPU:")
+    assert [r[1:] for r in rows] == [["gw0", "0: GPU-aaa", "1"], ["gw1", "1: GPU-bbb", "1"]]

@@ -106,7 +106,29 @@ def runs_markdown(merged: dict) -> list[str]:
                          f"(its value -> the latest's: {'; '.join(diff)}).")
     table = md_table(["Source", "Started", "Finished", "Commit", "GPU", "Driver", "Host CPU", "Cases taken"], rows)
     return ["### Runs", "", "A case measured in several sources is taken from the last one listed.", "",
-            *table, "", *(f"{n}\n" for n in notes)]
+            *table, "", *(f"{n}\n" for n in notes), *workers_markdown(merged)]
+
+
+def _gpu_of(identity: dict | None) -> str:
+    if not identity or identity.get("uuid") is None:
+        return (identity or {}).get("absent") or "not recorded"
+    return f"{identity.get('index')}: {identity['uuid']}"
+
+
+def workers_markdown(merged: dict) -> list[str]:
+    """The xdist workers of each source (pytest -n): the physical GPU each worker's cases ran on, as
+    those cases recorded it (NVML index and UUID), and how many cases it measured."""
+    rows = []
+    for run in merged["_runs"]:
+        for name, w in sorted((run["header"].get("workers") or {}).items()):
+            gpus = sorted({_gpu_of(c.get("gpu")) for cid, c in merged["cases"].items()
+                           if c.get("worker") == name and cid in w.get("cases", [])})
+            rows.append([f"`{run['path']}`", name, "; ".join(gpus) or _gpu_of((w.get("machine") or {}).get("gpu_identity")),
+                         len(w.get("cases", []))])
+    if not rows:
+        return []
+    return ["Workers (`pytest -n`), each pinned to its own GPU:", "",
+            *md_table(["Source", "Worker", "GPU (index: UUID)", "Cases"], rows), ""]
 
 
 # recipe groups shown as tables in the document, with where their rows come from
