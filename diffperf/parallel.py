@@ -167,7 +167,8 @@ def launch(case, tier, options, timeout_s: float | None = None) -> tuple[dict[st
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={degree}",
                "-m", "diffperf.parallel_rank", "--model", case.model, "--recipe", case.recipe.name,
                "--level", case.level, "--tier", tier.name, "--out", tmp, "--seed", str(options.seed),
-               "--weights", options.weights, "--cooldown", str(options.cooldown_s)]
+               "--weights", options.weights, "--cooldown", str(options.cooldown_s),
+               "--device-time", options.device_time]
         for flag, value in (("--iterations", options.iterations), ("--warmup", options.warmup)):
             if value is not None:
                 cmd += [flag, str(value)]

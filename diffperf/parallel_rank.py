@@ -17,7 +17,7 @@ import torch.distributed as dist
 from .cases import Case
 from .knobs.context_parallel import diagnosing
 from .knobs.skip import CaseSkip
-from .options import PerfOptions
+from .options import DEVICE_TIME_MODES, PerfOptions
 from .parallel import IMAGES_FILE, RESULT_FILE, SKIP_FILE, diagnosis, gather_objects, rank_digest
 from .recipes import parse_recipe
 from .runner import Prompts, measure_case
@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--cooldown", type=float, default=PerfOptions.cooldown_s)
     p.add_argument("--kernel-profile", action="store_true")
+    p.add_argument("--device-time", choices=DEVICE_TIME_MODES, default=PerfOptions.device_time)
     args = p.parse_args(argv)
     diagnose = diagnosing()
     tier = get_tier(args.tier)
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
         case = Case(args.model, parse_recipe(args.recipe), args.level)
         # the diagnosis profiles a few steps on every rank at once (the collectives need all ranks)
         options = PerfOptions(weights=args.weights, seed=args.seed, iterations=args.iterations,
-                              warmup=args.warmup, cooldown_s=args.cooldown,
+                              warmup=args.warmup, cooldown_s=args.cooldown, device_time=args.device_time,
                               kernel_profile=args.kernel_profile or diagnose)
         try:
             result, images = measure_case(case, tier, options, Prompts.load(options.prompts_file))

@@ -19,8 +19,10 @@ OPTIONS = PerfOptions(iterations=1, warmup=0)
 
 def test_ulysses_over_two_ranks_reproduces_the_single_process_image_and_diagnoses_itself():
     case = Case("flux-dev", parse_recipe("fp32+cp-ulysses-2"), "standard")
-    result, images = parallel.launch(case, CPU, dataclasses.replace(OPTIONS, cp_diagnose=True), timeout_s=600)
-    assert result["ranks"] == 2
+    # --perf-device-time reaches the ranks: "on" measures device time on the CPU too (default: GPUs only)
+    options = dataclasses.replace(OPTIONS, cp_diagnose=True, device_time="on")
+    result, images = parallel.launch(case, CPU, options, timeout_s=600)
+    assert result["ranks"] == 2 and result["device_time"]["step_ms"] > 0
     knobs = result["knobs"]["parallel"]
     assert {k: knobs[k] for k in ("context_parallel", "degree", "world_size")} == {
         "context_parallel": "ulysses", "degree": 2, "world_size": 2}
