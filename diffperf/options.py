@@ -1,8 +1,9 @@
 """All pytest options of the suite, parsed once into a frozen dataclass."""
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
@@ -140,3 +141,20 @@ def parse_options(get) -> PerfOptions:
                        kernel_profile=bool(get("perf_kernel_profile")), device_time=get("perf_device_time"),
                        require_baselines=bool(get("perf_require_baselines")), cp_diagnose=bool(get("perf_cp_diagnose")),
                        **kw)
+
+
+def options_to_json(options: PerfOptions) -> str:
+    """The options as JSON, for a process that measures on the session's behalf (a torchrun rank of
+    a context-parallel case): one argument carries them all, so none is left behind."""
+    return json.dumps(asdict(options), default=str)
+
+
+def options_from_json(text: str) -> PerfOptions:
+    """The inverse of options_to_json: paths and tuples come back as such."""
+    data = json.loads(text)
+    for f in fields(PerfOptions):
+        if isinstance(f.default, Path) and data.get(f.name) is not None:
+            data[f.name] = Path(data[f.name])
+        elif f.default == () and data.get(f.name) is not None:  # models, recipes
+            data[f.name] = tuple(data[f.name])
+    return PerfOptions(**data)

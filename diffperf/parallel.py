@@ -32,6 +32,7 @@ import torch.distributed as dist
 from .knobs.context_parallel import DIAGNOSE_ENV, sequence_tokens
 from .knobs.skip import CaseSkip
 from .machine import NvmlSampler
+from .options import options_to_json
 
 RESULT_FILE = "result.json"
 IMAGES_FILE = "images.npz"
@@ -166,14 +167,7 @@ def launch(case, tier, options, timeout_s: float | None = None) -> tuple[dict[st
     with tempfile.TemporaryDirectory(prefix="diffperf-cp-") as tmp:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={degree}",
                "-m", "diffperf.parallel_rank", "--model", case.model, "--recipe", case.recipe.name,
-               "--level", case.level, "--tier", tier.name, "--out", tmp, "--seed", str(options.seed),
-               "--weights", options.weights, "--cooldown", str(options.cooldown_s),
-               "--device-time", options.device_time]
-        for flag, value in (("--iterations", options.iterations), ("--warmup", options.warmup)):
-            if value is not None:
-                cmd += [flag, str(value)]
-        if options.kernel_profile:
-            cmd.append("--kernel-profile")
+               "--level", case.level, "--tier", tier.name, "--out", tmp, "--options", options_to_json(options)]
         env = dict(os.environ)
         if getattr(options, "cp_diagnose", False):
             env[DIAGNOSE_ENV] = "1"

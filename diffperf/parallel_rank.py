@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch.distributed as dist
 from .cases import Case
 from .knobs.context_parallel import diagnosing
 from .knobs.skip import CaseSkip
-from .options import DEVICE_TIME_MODES, PerfOptions
+from .options import options_from_json
 from .parallel import IMAGES_FILE, RESULT_FILE, SKIP_FILE, diagnosis, gather_objects, rank_digest
 from .recipes import parse_recipe
 from .runner import Prompts, measure_case
@@ -26,14 +27,9 @@ from .tiers import get_tier
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="one rank of a context-parallel case (started by torchrun)")
-    for name in ("--model", "--recipe", "--level", "--tier", "--out", "--weights"):
+    for name in ("--model", "--recipe", "--level", "--tier", "--out"):
         p.add_argument(name, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--cooldown", type=float, default=PerfOptions.cooldown_s)
-    p.add_argument("--kernel-profile", action="store_true")
-    p.add_argument("--device-time", choices=DEVICE_TIME_MODES, default=PerfOptions.device_time)
+    p.add_argument("--options", default="{}", help="the session's options, as options.options_to_json writes them")
     args = p.parse_args(argv)
     diagnose = diagnosing()
     tier = get_tier(args.tier)
@@ -46,9 +42,8 @@ def main(argv=None) -> int:
     try:
         case = Case(args.model, parse_recipe(args.recipe), args.level)
         # the diagnosis profiles a few steps on every rank at once (the collectives need all ranks)
-        options = PerfOptions(weights=args.weights, seed=args.seed, iterations=args.iterations,
-                              warmup=args.warmup, cooldown_s=args.cooldown, device_time=args.device_time,
-                              kernel_profile=args.kernel_profile or diagnose)
+        options = options_from_json(args.options)
+        options = replace(options, kernel_profile=options.kernel_profile or diagnose)
         try:
             result, images = measure_case(case, tier, options, Prompts.load(options.prompts_file))
         except CaseSkip as exc:

@@ -1,5 +1,6 @@
 """Context-parallel cases: ranks under torchrun (gloo on the CPU), results back in the parent."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from diffperf import accuracy, parallel
 from diffperf.cases import Case, cases_for_tier
 from diffperf.knobs import context_parallel
 from diffperf.knobs.skip import CaseSkip
-from diffperf.options import PerfOptions
+from diffperf.options import PerfOptions, options_from_json, options_to_json
 from diffperf.recipes import parse_recipe
 from diffperf.runner import Prompts, measure_case
 from diffperf.tiers import get_tier
@@ -77,3 +78,13 @@ def test_multi_gpu_tier_lists_the_single_gpu_reference_and_both_attention_scheme
     ids = sorted(c.id for c in cases_for_tier(get_tier("h200x2")))
     assert ids == ["flux-dev/bf16", "flux-dev/bf16+cp-ring-2", "flux-dev/bf16+cp-ulysses-2"]
     assert torch.distributed.is_available()
+
+
+def test_the_ranks_get_every_option_of_the_session():
+    """One argument carries the options to the ranks: a pretrained checkpoint directory, the results
+    and references directories and the timing settings arrive as the session parsed them."""
+    options = PerfOptions(models=("flux-dev",), recipes=("bf16+cp-ulysses-2",), weights="pretrained",
+                          weights_dirs={"flux-dev": "/ckpt/flux-dev"}, iterations=3, warmup=1, seed=7,
+                          results_dir=Path("/tmp/r"), cooldown_s=45.0, device_time="off", kernel_profile=True)
+    back = options_from_json(options_to_json(options))
+    assert back == options and back.weights_dir("flux-dev") == "/ckpt/flux-dev"
