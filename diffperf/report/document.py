@@ -119,10 +119,11 @@ def workers_markdown(merged: dict) -> list[str]:
     """The xdist workers of each source (pytest -n): the physical GPU each worker's cases ran on, as
     those cases recorded it (NVML index and UUID), and how many cases it measured."""
     rows = []
-    for run in merged["_runs"]:
+    for i, run in enumerate(merged["_runs"]):
         for name, w in sorted((run["header"].get("workers") or {}).items()):
-            gpus = sorted({_gpu_of(c.get("gpu")) for cid, c in merged["cases"].items()
-                           if c.get("worker") == name and cid in w.get("cases", [])})
+            # the cases this source's worker measured that the document took from this source
+            gpus = sorted({_gpu_of(c.get("gpu")) for c in merged["cases"].values()
+                           if c.get("_source") == i and c.get("worker") == name})
             rows.append([f"`{run['path']}`", name, "; ".join(gpus) or _gpu_of((w.get("machine") or {}).get("gpu_identity")),
                          len(w.get("cases", []))])
     if not rows:
