@@ -109,7 +109,9 @@ class RunRecorder:
 
     def add(self, case_id: str, result: dict[str, Any]) -> None:
         self.cases[case_id] = result
-        storage.dump(self.case_path(case_id), CASE_KIND, {"case": case_id, **storable(result)})
+        # run_started: a case file left by an earlier run into the same directory is not this run's
+        storage.dump(self.case_path(case_id), CASE_KIND, {"case": case_id, "run_started": self.started,
+                                                          **storable(result)})
 
     def add_not_measured(self, case, status: str, **detail: Any) -> None:
         """A case that failed or skipped: kept in the results with why, so that a report or a
@@ -201,21 +203,31 @@ def results_file(directory: Path) -> Path | None:
 
 
 def load_results(path: Path) -> dict[str, Any]:
-    """A results.json (or .json.gz), or a results directory (that file inside, else its per-case files)."""
+    """A results.json (or .json.gz), or a results directory: its results.json, unless the directory's
+    run.json says a later run started there and did not finish; then that run's own case files,
+    assembled and marked incomplete (an earlier run's results or case files are never mixed in)."""
     path = Path(path)
-    if path.is_dir():
-        if whole := results_file(path):
-            return storage.load(whole, RESULTS_KIND)
-        files = sorted((path / "cases").glob("*.json"))
-        if not files or not (path / "run.json").exists():
-            raise storage.StoredFileError(f"no results.json, and no run.json + cases/*.json, under {path}")
-        # a run that was killed before its end: assemble what it measured, marked incomplete
-        header = storage.load(path / "run.json", RUN_KIND)
-        cases = {}
-        for f in files:
-            c = storage.load(f, CASE_KIND)
+    if not path.is_dir():
+        return storage.load(path, RESULTS_KIND)
+    whole = results_file(path)
+    header = storage.load(path / "run.json", RUN_KIND) if (path / "run.json").exists() else None
+    if whole:
+        data = storage.load(whole, RESULTS_KIND)
+        if header is None or data.get("started", "") >= header.get("started", ""):
+            return data
+    elif header is None:
+        raise storage.StoredFileError(f"no results.json, and no run.json + cases/*.json, under {path}")
+    # a run that was killed before its end: assemble what it measured, marked incomplete
+    cases = {}
+    for f in sorted((path / "cases").glob("*.json")):
+        c = storage.load(f, CASE_KIND)
+        # a case file without run_started was written before files carried it: taken as before
+        if c.pop("run_started", header["started"]) == header["started"]:
             cases[c.pop("case")] = {k: v for k, v in c.items() if k not in ("kind", "schema_version")}
-        for k in ("kind", "schema_version"):
-            header.pop(k)
-        return {**header, "incomplete": True, "cases": cases}
-    return storage.load(path, RESULTS_KIND)
+    if not cases:
+        raise storage.StoredFileError(f"{path}: the run that started at {header['started']} (run.json) did not "
+                                      f"finish and recorded no case" + (f"; {whole.name} there is an earlier "
+                                                                         f"run's" if whole else ""))
+    for k in ("kind", "schema_version"):
+        header.pop(k)
+    return {**header, "incomplete": True, "cases": cases}

@@ -53,6 +53,34 @@ def test_a_run_kept_compressed_reads_as_it_was_and_a_broken_archive_is_named(tmp
         load_results(kept)
 
 
+def test_a_run_killed_in_a_directory_of_an_earlier_run_is_read_as_itself(tmp_path, monkeypatch):
+    """A run killed half-way leaves its run.json and case files next to the results.json (and case
+    files) of the run before it in the same directory: reading the directory gives the killed run's
+    own cases, marked incomplete, never the earlier run's numbers."""
+    import pytest
+
+    from diffperf import record
+    from diffperf.errors import StoredFileError
+
+    clock = {"t": "2026-01-01T00:00:00+00:00"}
+    monkeypatch.setattr(record, "now", lambda: clock["t"])
+    case = {"model": "a", "recipe": "fp32", "status": "ok", "images": {}, "summary": {"median_s": 1.0}}
+    first = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None})
+    first.add("a/fp32", case)
+    first.add("b/fp32", {**case, "model": "b"})
+    first.finish()
+    clock["t"] = "2026-01-01T01:00:00+00:00"
+    killed = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None})  # no finish(): killed
+    with pytest.raises(StoredFileError, match="did not finish and recorded no case; results.json there is an earlier"):
+        load_results(killed.dir)
+    killed.add("a/fp32", {**case, "summary": {"median_s": 2.0}})
+    got = load_results(killed.dir)
+    assert got["started"] == clock["t"] and got["incomplete"] is True
+    assert {cid: r["summary"]["median_s"] for cid, r in got["cases"].items()} == {"a/fp32": 2.0}  # not b/fp32
+    killed.finish()
+    assert "incomplete" not in load_results(killed.dir)
+
+
 def test_host_memory_counts_this_process_and_its_children():
     alone = host_memory()
     # a child that holds ~64 MiB resident, like a compile worker beside the run
