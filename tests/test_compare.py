@@ -149,3 +149,24 @@ def test_load_refuses_a_bad_per_case_tolerance(tmp_path):
                                     "tolerances": {"latency": -0.1}}}})
     with pytest.raises(StoredFileError, match="flux-dev/bf16.*own latency tolerance -0.1"):
         load_baselines(path)
+
+
+def test_report_compare_against_a_baselines_file_applies_all_its_tolerances_like_the_gate():
+    """A baselines file that allows the VAE decode +5% of device time: the latency test passes a
+    +4% VAE decode, and `tools/report.py compare` against the same file says the same."""
+    from diffperf.compare import judge_case_latency
+    from diffperf.report.comparison import compare_runs
+
+    samples = [1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.00]
+    dev_base = {"version": 3, "total_ms": 900.0, "text_encode_ms": 10.0, "step_ms": 30.0, "steps_ms": [30.0] * 12,
+                "vae_decode_ms": 100.0, "steps": 28}
+    base = {"model": "flux-dev", "recipe": "bf16", "median_s": 1.0, "samples_s": samples,
+            "peak_memory_bytes": 1 << 30, "weights_bytes": 1 << 29, "device_time": dev_base}
+    tolerances = {"latency": 0.03, "memory": 0.02, "memory_slack_bytes": 0, "p_value": 0.05, "device": 0.01,
+                  "device_vae": 0.05}
+    result = {"model": "flux-dev", "recipe": "bf16", "timing": {"samples_s": samples}, "summary": {"median_s": 1.0},
+              "device_time": {**dev_base, "vae_decode_ms": 104.0, "total_ms": 904.0}}
+    assert judge_case_latency(result, base, tolerances, "cuda").status == "passed"
+    cmp = compare_runs({"tier": "h100", "cases": {"flux-dev/bf16": result}}, "baselines",
+                       {"tier": "h100", "tolerances": tolerances, "fingerprint": {}, "cases": {"flux-dev/bf16": base}})
+    assert [(c.case, c.verdict) for c in cmp.changes] == [("flux-dev/bf16", "same")]

@@ -92,13 +92,14 @@ def compare_runs(new: dict, old_kind: str, old: dict, tolerance: float | None = 
                  alpha: float | None = None) -> Comparison:
     """Judge every case in both with judge_latency (the rule the latency tests apply). A baselines
     file brings its own tolerance and p-value; otherwise tolerance/alpha (defaults 0.05)."""
-    device_tolerance = DEVICE_TOLERANCE
     tier_device = TIERS[new["tier"]].device if new.get("tier") in TIERS else "cuda"
-    if old_kind == "baselines":
-        tolerance, alpha = old["tolerances"]["latency"], old["tolerances"]["p_value"]
-        device_tolerance = old["tolerances"].get("device", DEVICE_TOLERANCE)
-    tolerance = 0.05 if tolerance is None else tolerance
-    alpha = 0.05 if alpha is None else alpha
+    if old_kind == "baselines":  # every tolerance of the file, as the latency tests read them
+        file_tolerances = old["tolerances"]
+        tolerance, alpha = file_tolerances["latency"], file_tolerances["p_value"]
+    else:
+        tolerance = 0.05 if tolerance is None else tolerance
+        alpha = 0.05 if alpha is None else alpha
+        file_tolerances = {"latency": tolerance, "p_value": alpha, "device": DEVICE_TOLERANCE}
     old_cases = _old_entries(old_kind, old)
     changes, unmeasured = [], []
     for cid, r in sorted(new["cases"].items()):
@@ -110,8 +111,7 @@ def compare_runs(new: dict, old_kind: str, old: dict, tolerance: float | None = 
             continue
         base = old_cases[cid]
         recipe = parsed_recipe(r.get("recipe", ""))
-        v = judge_case_latency(r, base, {"latency": tolerance, "p_value": alpha, "device": device_tolerance},
-                               tier_device, recipe is not None and cpu_class_sensitive(recipe))
+        v = judge_case_latency(r, base, file_tolerances, tier_device, recipe is not None and cpu_class_sensitive(recipe))
         # the verdict reports p for "slower"; the mirror test for "faster" uses its same lower bound
         lower = [s * (1 - tolerance) if tolerance < 1 else s / (1 + tolerance) for s in base["samples_s"]]
         p_fast = float(mannwhitneyu(samples, lower, alternative="less").pvalue)
