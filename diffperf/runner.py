@@ -57,6 +57,7 @@ def _cache_report(state) -> dict[str, Any] | None:
 def run_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, recorder: RunRecorder) -> CaseOutcome:
     if case.recipe.parallel:  # several processes under torchrun; this process stays off the devices
         result, images = launch(case, tier, options)  # every rank profiles with --perf-kernel-profile
+        result["groups"] = list(case.groups)  # the ranks know the case by model, recipe and level only
     else:
         result, images = measure_case(case, tier, options, prompts)
     return record_outcome(case, result, images, recorder)

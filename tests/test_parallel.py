@@ -88,3 +88,17 @@ def test_the_ranks_get_every_option_of_the_session():
                           results_dir=Path("/tmp/r"), cooldown_s=45.0, device_time="off", kernel_profile=True)
     back = options_from_json(options_to_json(options))
     assert back == options and back.weights_dir("flux-dev") == "/ckpt/flux-dev"
+
+
+def test_a_context_parallel_case_keeps_its_recipe_groups(tmp_path, monkeypatch):
+    """The ranks rebuild the case from model, recipe and level; the recorded result still names the
+    case's groups (the ladder charts and the document's group tables select by them)."""
+    from diffperf import runner
+    from diffperf.record import RunRecorder
+
+    case = dataclasses.replace(Case("flux-dev", parse_recipe("bf16+cp-ulysses-2"), "standard"),
+                               groups=("defaults", "context-parallel"))
+    monkeypatch.setattr(runner, "launch", lambda *a, **k: ({"model": "flux-dev", "groups": []}, {}))
+    recorder = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None})
+    outcome = runner.run_case(case, CPU, OPTIONS, Prompts.load(OPTIONS.prompts_file), recorder)
+    assert outcome.result["groups"] == ["defaults", "context-parallel"]
