@@ -33,6 +33,15 @@ def _why(text: str, prefix: str) -> str:
     return rest.split(";")[0][:80]
 
 
+def _inconclusive_why(text: str) -> str:
+    """The kind of an inconclusive latency verdict, from its message (diffperf.compare)."""
+    if "no baseline of CPU class" in text:
+        return "no baseline of this CPU class"
+    if "inconclusive: GPU clock" in text:
+        return "GPU clocked lower than the baseline's"
+    return "host slower than the baseline's"
+
+
 def summary_lines(reports, not_judged: str, inconclusive: str) -> list[str]:
     """['12 cases not judged: no baseline on h200 (9), no reference (3)', '2 cases inconclusive: ...']"""
     lines = []
@@ -41,8 +50,7 @@ def summary_lines(reports, not_judged: str, inconclusive: str) -> list[str]:
         for r in reports:
             text = _text(r)
             if prefix in text:
-                why = _why(text, prefix) if prefix == not_judged else \
-                    "no baseline of this CPU class" if "no baseline of CPU class" in text else "host slower than the baseline's"
+                why = _why(text, prefix) if prefix == not_judged else _inconclusive_why(text)
                 cases[why].add(_case(r.nodeid))
         every = set().union(*cases.values()) if cases else set()
         if every:

@@ -176,11 +176,15 @@ def test_summary_counts_cases_not_judged():
                _Report("perf_tests/test_accuracy.py::test_regression[h200:flux-dev/bf16]",
                        "not judged: no reference image /x/short.png; create it"),
                _Report("perf_tests/test_latency.py::test_latency[h200:sd21-base/bf16]",
-                       "inconclusive: host +31% vs the baseline's host ...")]
+                       "inconclusive: host +31% vs the baseline's host ..."),
+               _Report("perf_tests/test_latency.py::test_latency[h200:flux-dev/bf16]",
+                       "inconclusive: GPU clock +2.0% vs the baseline's GPU (median SM clock ...)")]
     lines = summary_lines(reports, "not judged: ", "inconclusive: ")
     assert lines[0] == "diffperf: 2 cases not judged: no baseline on h200 (1), no reference (1)"
     assert "sana-1600m/bf16" in lines[1]
-    assert lines[2].startswith("diffperf: 1 case inconclusive")
+    # each inconclusive verdict named by its kind: a slower host, or a GPU that clocked lower
+    assert lines[2] == ("diffperf: 2 cases inconclusive: host slower than the baseline's (1), "
+                        "GPU clocked lower than the baseline's (1)")
 
 
 
