@@ -43,6 +43,13 @@ class PerfOptions:
     require_baselines: bool = False  # a case without baseline or reference fails instead of skipping
     cp_diagnose: bool = False  # context-parallel cases: per-rank shapes and kernel profiles (parallel.py)
 
+    @property
+    def weights_label(self) -> str:
+        """The weights as results, baselines and references name them: synthetic weights of another
+        seed are another model, kept apart ('synthetic-seed1': baselines/<tier>.synthetic-seed1.json,
+        fixtures/reference/<tier>.synthetic-seed1/)."""
+        return f"synthetic-seed{self.seed}" if self.weights == "synthetic" and self.seed else self.weights
+
     def measures_device_time(self, device_type: str) -> bool:
         return self.device_time == "on" or (self.device_time == "auto" and device_type == "cuda")
 
@@ -64,7 +71,9 @@ def add_options(parser) -> None:
                 help="local checkpoint dir for a model in pretrained mode (repeatable)")
     g.addoption("--perf-iterations", type=int, default=None, help="timed calls per case")
     g.addoption("--perf-warmup", type=int, default=None, help="untimed warm-up calls after the cold call")
-    g.addoption("--perf-seed", type=int, default=0)
+    g.addoption("--perf-seed", type=int, default=0,
+                help="seed of the synthetic weights (default 0); another seed is another model, judged against "
+                     "baselines and references of its own (weights 'synthetic-seedN')")
     g.addoption("--perf-results", default=None, help="results directory (default results/)")
     g.addoption("--perf-baselines", default=None, help="baselines directory (default baselines/)")
     g.addoption("--perf-references", default=None, help="reference images directory (default fixtures/reference/)")

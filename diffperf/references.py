@@ -7,10 +7,14 @@ from .errors import UsageError
 from .recipes import Recipe, parse_recipe
 
 
+def tier_references(root: Path, tier: str, weights: str) -> Path:
+    # references of other weights never mix: pretrained ones live in "<tier>.pretrained", synthetic
+    # ones of another seed in "<tier>.synthetic-seedN"
+    return Path(root) / (tier if weights == "synthetic" else f"{tier}.{weights}")
+
+
 def reference_dir(root: Path, tier: str, weights: str, model: str, recipe: str) -> Path:
-    # synthetic and pretrained references never mix: pretrained ones live in "<tier>.pretrained"
-    top = tier if weights == "synthetic" else f"{tier}.{weights}"
-    return Path(root) / top / model / recipe.replace("/", "_")
+    return tier_references(root, tier, weights) / model / recipe.replace("/", "_")
 
 
 # Regression: same case, same machine and stack. Synthetic-weight images are noise-like and

@@ -261,7 +261,7 @@ class PerfSession:
         tiers = [t.name for t in self.tiers()]
         lines = [
             f"diffperf: machine tier {detect_tier()!r} (GPU: {gpu}); running tiers {tiers or 'none'}; "
-            f"weights {options.weights}; level {options.level}; results -> {options.results_dir}"
+            f"weights {options.weights_label}; level {options.level}; results -> {options.results_dir}"
             + ("; kernel profile of a few steps after each case's timed calls" if options.kernel_profile else ""),
         ]
         for name in tiers:
@@ -315,7 +315,7 @@ class PerfSession:
             self.machine = machine_state()
             self.machine["host_speed_at_start"] = measure_host_speed(device_for(tier))
         if tier.name not in self.recorders:
-            self.recorders[tier.name] = RunRecorder(self.options.results_dir, tier.name, self.options.weights,
+            self.recorders[tier.name] = RunRecorder(self.options.results_dir, tier.name, self.options.weights_label,
                                                     self.machine, worker=workers.worker_id())
         return self.recorders[tier.name]
 
@@ -373,7 +373,7 @@ class PerfSession:
         from .compare import baseline_path, load_baselines
 
         options = self.options
-        path = baseline_path(options.baselines_dir, pc.tier.name, options.weights)
+        path = baseline_path(options.baselines_dir, pc.tier.name, options.weights_label)
         if path not in self.baselines:
             if not path.exists():
                 self.baselines[path] = None
@@ -389,9 +389,9 @@ class PerfSession:
         if entry is None:
             not_judged(options, f"no baseline for {pc.case.id} on {pc.tier.name} ({path.name}); "
                                 f"run tools/update_baselines.py --tier {pc.tier.name}")
-        if data["fingerprint"].get("weights") != options.weights:
+        if data["fingerprint"].get("weights") != options.weights_label:
             pytest.skip(f"baseline {path.name} was measured with {data['fingerprint'].get('weights')} weights, "
-                        f"this run uses {options.weights}")
+                        f"this run uses {options.weights_label}")
         return data, entry
 
     def enforce(self, pc: PerfCase, outcome, key: str, verdict, record=None, failed: str = "failed its check"):

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.accuracy
 
 
 def _ref_dir(perf_case, perf_options, recipe_name):
-    return reference_dir(perf_options.references_dir, perf_case.tier.name, perf_options.weights,
+    return reference_dir(perf_options.references_dir, perf_case.tier.name, perf_options.weights_label,
                          perf_case.case.model, recipe_name)
 
 

@@ -53,6 +53,14 @@ def test_baseline_lifecycle(pytester, tmp_path):
     assert set(case_file["regression"]) == {"short", "long"}
     original = path.read_text()
 
+    # synthetic weights of another seed are another model: not judged against seed 0's baselines
+    # and references (its images differ entirely), kept apart under weights 'synthetic-seed1'
+    r = run(pytester, dirs, "--perf-seed", "1", "-k", "latency or regression")
+    r.assert_outcomes(skipped=2)
+    out = r.stdout.str()
+    assert "no baseline for sd21-base/fp32 on cpu (cpu.synthetic-seed1.json)" in out
+    assert "no reference image" in out and "cpu.synthetic-seed1" in out
+
     def divide(data):
         # /5 rather than the issue's /3 leaves a margin for CPU noise between runs (x2.5 tolerance)
         case = data["cases"]["sd21-base/fp32"]

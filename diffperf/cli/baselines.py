@@ -31,7 +31,7 @@ from diffperf.hostspeed import FIGURES as HOST_FIGURES
 from diffperf.paths import ROOT
 from diffperf.record import NOT_MEASURED, load_results, not_measured_why, now
 from diffperf.references import (LATENTS_FILE, LATENTS_KIND, compact_references, reference_dir,
-                                 view_sensitivity)
+                                 tier_references, view_sensitivity)
 from diffperf.report.common import display_path, measured
 from diffperf.tiers import TIERS, get_tier
 
@@ -335,7 +335,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
                 return 2
             storage.dump(dest / LATENTS_FILE, LATENTS_KIND, {"case": cid, "cpu_class": r.get("cpu_class"),
                                                              "projections": r["latent_projections"]})
-        print(f"stored {n} reference image(s) under {args.references_dir / tier.name}")
+        print(f"stored {n} reference image(s) under {tier_references(args.references_dir, tier.name, weights)}")
     return 0
 
 
