@@ -124,6 +124,8 @@ def merge_worker_results(tier_dir: Path, since: str) -> Path | None:
             cases[cid] = {**r, "worker": path.name}
     first = loaded[0][1]
     header = {k: v for k, v in first.items() if k not in ("cases", "kind", "schema_version", "incomplete")}
+    if any(w["incomplete"] for w in workers.values()):  # a worker killed before its end: so is the run
+        header["incomplete"] = True
     out = Path(tier_dir) / "results.json"
     storage.dump(out, RESULTS_KIND, {**header, "workers": workers, "cases": cases})
     write_csv(Path(tier_dir) / "results.csv", cases)

@@ -49,6 +49,19 @@ def _xdist_lost_a_worker(r) -> bool:
     return r.ret == pytest.ExitCode.INTERNAL_ERROR and "assert not crashitem" in out and "no tests ran" in out
 
 
+def test_a_merge_with_a_killed_worker_is_marked_incomplete(tmp_path):
+    from diffperf.record import RunRecorder, load_results
+
+    for worker, finished in (("gw0", True), ("gw1", False)):
+        rec = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None}, worker=worker)
+        rec.add(f"{worker}/fp32", {"model": worker, "recipe": "fp32", "status": "ok", "images": {}})
+        if finished:
+            rec.finish()
+    merged = load_results(workers.merge_worker_results(tmp_path / "cpu", "2000-01-01T00:00:00+00:00"))
+    assert set(merged["cases"]) == {"gw0/fp32", "gw1/fp32"}
+    assert merged["incomplete"] is True and merged["workers"]["gw1"]["incomplete"] is True
+
+
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("xdist"), reason="pytest-xdist is not installed")
 def test_two_workers_split_models_and_results_are_merged(pytester, tmp_path):
     """pytest -n 2: each model's tests run on one worker (one measurement per case), and
