@@ -186,6 +186,24 @@ def test_the_first_load_is_checked_in_a_child_process_once(built_once):
     assert json.loads(meta.read_text())["load_checked"] is True
 
 
+def test_a_package_whose_load_hangs_fails_its_case_without_a_rebuild(built_once, tmp_path, monkeypatch):
+    """A child that has not loaded the package when its time is up: the loader is stuck, not the
+    package's bytes, so the case fails at once (a rebuild would be probed, and hang, once more)."""
+    root, _, _ = built_once
+    store = tmp_path / "store"
+    shutil.copytree(root, store)
+    (meta,) = store.glob("*.json")
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "load_checked"}))
+    monkeypatch.setattr(aoti, "probe_load", lambda *a, **k: ("hung", "no answer after 600 s"))
+    monkeypatch.setattr(aoti, "load_package", lambda *a: pytest.fail("loaded a package whose load hung"))
+    monkeypatch.setattr(aoti, "build_package", lambda *a, **k: pytest.fail("rebuilt a package whose load hung"))
+    m = Tiny().eval()
+    aoti.apply(m, "tiny", "fp32+aoti", CPU, root=store)
+    with pytest.raises(aoti.AOTILoaderCrash, match="did not finish loading .*no answer after 600 s"):
+        m(torch.randn(2, 8), timestep=torch.ones(2), return_dict=False)
+    assert "no answer after 600 s" in json.loads(meta.read_text())["load_crash"]
+
+
 def test_a_package_that_kills_the_loader_fails_its_case_not_the_run(built_once, tmp_path, monkeypatch):
     """The child dies by SIGSEGV (as AOTInductor's loader did on an H200 with torch 2.11): the case
     fails naming the signal, this process never loads the package, and a later run fails at once."""

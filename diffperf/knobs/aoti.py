@@ -61,7 +61,7 @@ class AOTIPackageRebuilt(UserWarning):
 
 
 class AOTILoaderCrash(RuntimeError):
-    """AOTInductor's loader killed the child process that loaded the package."""
+    """AOTInductor's loader killed the child process that loaded the package, or never finished."""
 
 
 # the child's load: the runner only (the crash seen was there, before any constant is loaded); a
@@ -416,11 +416,12 @@ class AOTIForward:
             self.store.mark(key, load_checked=True)
             return
         kind, text = failed
-        if kind == "crash":
+        if kind in ("crash", "hung"):  # the loader, not the package's bytes: a rebuild would wait as long again
             self.store.mark(key, load_crash=f"{text} (torch {torch.__version__})")
-            raise AOTILoaderCrash(f"aoti: AOTInductor's loader killed a child process loading {package} ({text}; "
-                                  f"torch {torch.__version__}, CUDA {torch.version.cuda}): the package is not loaded "
-                                  f"into this process, and later runs fail this case at once")
+            what = "killed a child process loading" if kind == "crash" else "did not finish loading"
+            raise AOTILoaderCrash(f"aoti: AOTInductor's loader {what} {package} ({text}; torch {torch.__version__}, "
+                                  f"CUDA {torch.version.cuda}): the package is not loaded into this process, and "
+                                  f"later runs fail this case at once")
         raise RuntimeError(f"aoti: the package {package.name} failed to load in a child process ({text})")
 
 
