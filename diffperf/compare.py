@@ -174,6 +174,19 @@ def judge_memory(peak: int, base_peak: int, tolerance: float, slack: int, what: 
     return Verdict(peak > limit, stale, text)
 
 
+def judge_case_memory(result: dict[str, Any], base: dict[str, Any], file_tolerances: dict[str, Any],
+                      which: str = "peak") -> Verdict:
+    """A case's memory against its baseline entry: 'peak' (peak allocated during the timed calls)
+    under the case's own memory tolerance where it has one, else the file's; 'weights' (the bytes of
+    its weights, which do not vary from run to run) under the file's."""
+    slack = file_tolerances["memory_slack_bytes"]
+    if which == "weights":
+        return judge_memory(result["memory"]["weights_bytes"], base["weights_bytes"], file_tolerances["memory"],
+                            slack, what="weights")
+    tolerance = (base.get("tolerances") or {}).get("memory", file_tolerances["memory"])
+    return judge_memory(result["memory"]["run_peak_allocated_bytes"], base["peak_memory_bytes"], tolerance, slack)
+
+
 # -- the latency verdict of a case: device time apart from host time ---------------------------
 
 DEVICE_TOLERANCE = 0.01  # busy device time of the text encoder and a denoiser step (docs/reliability.md)

@@ -1,16 +1,14 @@
 """Peak memory of each case against its baseline (deterministic on the CPU tier)."""
 import pytest
 
-from diffperf.compare import judge_memory
+from diffperf.compare import judge_case_memory
 
 pytestmark = pytest.mark.memory
 
 
-def test_peak_memory(perf_outcome, perf_baseline, perf_case, perf_verdict):
+def test_peak_memory(perf_outcome, perf_baseline, perf_verdict):
     data, base = perf_baseline
-    tol = data["tolerances"]
-    verdict = judge_memory(perf_outcome.result["memory"]["run_peak_allocated_bytes"], base["peak_memory_bytes"],
-                           base.get("tolerances", {}).get("memory", tol["memory"]), tol["memory_slack_bytes"])
+    verdict = judge_case_memory(perf_outcome.result, base, data["tolerances"])
     perf_verdict("memory_verdict", verdict, {"status": verdict.status, "message": verdict.message},
                  failed="uses more memory than its baseline")
 
@@ -19,6 +17,5 @@ def test_weights_memory(perf_outcome, perf_baseline, perf_case, perf_verdict):
     data, base = perf_baseline
     if "weights_bytes" not in base:
         pytest.skip(f"baseline of {perf_case.case.id} has no weights_bytes")
-    verdict = judge_memory(perf_outcome.result["memory"]["weights_bytes"], base["weights_bytes"],
-                           data["tolerances"]["memory"], data["tolerances"]["memory_slack_bytes"], what="weights")
+    verdict = judge_case_memory(perf_outcome.result, base, data["tolerances"], "weights")
     perf_verdict("weights_verdict", verdict, None, failed="weights grew")

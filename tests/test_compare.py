@@ -52,6 +52,18 @@ def test_memory_gate():
     assert "limit" in judge_memory(2000, 1000, 0.02, 0).message
 
 
+def test_a_case_peak_is_judged_under_its_own_memory_tolerance_its_weights_under_the_files():
+    from diffperf.compare import judge_case_memory
+
+    file_tol = {"memory": 0.02, "memory_slack_bytes": 0}
+    base = {"peak_memory_bytes": 1000, "weights_bytes": 500, "tolerances": {"memory": 0.10}}
+    result = {"memory": {"run_peak_allocated_bytes": 1050, "weights_bytes": 520}}
+    assert judge_case_memory(result, base, file_tol).failed is False  # +5%: within the case's +10%
+    assert judge_case_memory(result, {**base, "tolerances": {}}, file_tol).failed is True  # the file's +2%
+    weights = judge_case_memory(result, base, file_tol, "weights")  # +4% of weights: the file's +2%
+    assert weights.failed is True and weights.message.startswith("weights ")
+
+
 def _write(tmp_path, cases, tolerances=None):
     p = tmp_path / "cpu.json"
     storage.dump(p, BASELINE_KIND, {"tier": "cpu", "fingerprint": {"weights": "synthetic"},
