@@ -17,7 +17,7 @@ import torch
 
 from . import storage
 from .errors import UsageError
-from .record import RESULTS_KIND, load_results, write_csv
+from .record import RESULTS_KIND, RUN_KIND, load_results, write_csv
 
 WORKERS_DIR = "workers"
 
@@ -108,8 +108,14 @@ def merge_worker_results(tier_dir: Path, since: str) -> Path | None:
     worker directory left by an earlier run is not mixed in) into results/<tier>/results.json
     (+ csv); image paths are rewritten relative to the tier directory. None with no workers."""
     parts = sorted(p for p in (Path(tier_dir) / WORKERS_DIR).glob("*") if p.is_dir())
-    loaded = [(p, load_results(p)) for p in parts if (p / "run.json").exists()]
-    loaded = [(p, d) for p, d in loaded if d["started"] >= since]
+    loaded = []
+    for part in parts:
+        if not (part / "run.json").exists() or storage.load(part / "run.json", RUN_KIND)["started"] < since:
+            continue  # not a worker of this session
+        try:
+            loaded.append((part, load_results(part)))
+        except storage.StoredFileError as exc:  # a worker killed before it recorded a case: nothing of it to merge
+            warnings.warn(f"xdist worker {part.name}: {exc}")
     if not loaded:
         return None
     cases: dict[str, Any] = {}

@@ -57,7 +57,9 @@ def test_a_merge_with_a_killed_worker_is_marked_incomplete(tmp_path):
         rec.add(f"{worker}/fp32", {"model": worker, "recipe": "fp32", "status": "ok", "images": {}})
         if finished:
             rec.finish()
-    merged = load_results(workers.merge_worker_results(tmp_path / "cpu", "2000-01-01T00:00:00+00:00"))
+    RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None}, worker="gw2")  # killed before its first case
+    with pytest.warns(UserWarning, match="xdist worker gw2: .* did not finish and recorded no case"):
+        merged = load_results(workers.merge_worker_results(tmp_path / "cpu", "2000-01-01T00:00:00+00:00"))
     assert set(merged["cases"]) == {"gw0/fp32", "gw1/fp32"}
     assert merged["incomplete"] is True and merged["workers"]["gw1"]["incomplete"] is True
 
