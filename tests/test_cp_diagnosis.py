@@ -207,7 +207,7 @@ def test_the_document_sets_a_context_parallel_case_beside_its_one_process_case()
     text = "\n".join(parallel_table(_cp_results()))
     # speed-up 5.08 / 2.9, step 95 of 174 ms, spread 1.0% vs 0.5%, the larger rank peak, comm (12 + 20) / 2 %
     assert ("| flux-dev/bf16+cp-ulysses-2 | `flux-dev/bf16` | 2 | 2 | 2.900 | 5.080 | 1.75 | 95.0 | 174.0 | 0.55 | "
-            "1.0% / 0.5% | 40.00 GiB / 38.00 GiB | 16% | 0.50 |") in text
+            "1.0% / 0.5% | 40.000 GiB / 38.000 GiB | 16% | 0.50 |") in text
     assert parallel_table({"cases": {"flux-dev/bf16": _cp_results()["cases"]["flux-dev/bf16"]}}) == []
     alone = {"cases": {"flux-dev/bf16+cp-ulysses-2": _cp_results(distinct=False)["cases"]["flux-dev/bf16+cp-ulysses-2"]}}
     row = "\n".join(parallel_table(alone))

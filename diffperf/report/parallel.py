@@ -8,7 +8,7 @@ from dataclasses import replace
 from statistics import fmean
 from typing import Any
 
-from .common import md_table, measured
+from .common import _fmt_mem, md_table, measured
 from .tables import parsed_recipe
 
 
@@ -68,10 +68,6 @@ def _num(v, fmt: str) -> str:
     return "" if v is None else format(v, fmt)
 
 
-def _bytes(v) -> str:
-    return "" if v is None else f"{v / 2**30:.2f} GiB" if v >= 2**30 else f"{v / 2**20:.1f} MiB"
-
-
 def parallel_table(results: dict) -> list[str]:
     """The document's section on context parallelism (empty without context-parallel results)."""
     rows = []
@@ -88,7 +84,7 @@ def parallel_table(results: dict) -> list[str]:
                      _num(None if c["step_s"] is None else c["step_s"] * 1000, ".1f"),
                      _num(None if c["one_step_s"] is None else c["one_step_s"] * 1000, ".1f"),
                      _num(c["step_ratio"], ".2f"), f"{_num(c['spread'], '.1%')} / {_num(c['one_spread'], '.1%')}",
-                     f"{_bytes(c['peak_bytes_per_rank'])} / {_bytes(c['one_peak_bytes'])}",
+                     f"{_fmt_mem(c['peak_bytes_per_rank'])} / {_fmt_mem(c['one_peak_bytes'])}",
                      _num(c["communication_share"], ".0%"),
                      "" if held is None else f"{held[0]:.2f}" if held[0] == held[1] else f"{held[0]:.2f}-{held[1]:.2f}"])
     if not rows:
