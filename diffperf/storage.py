@@ -19,7 +19,11 @@ SCHEMA_VERSION = 1
 def load(path: Path, kind: str) -> dict[str, Any]:
     path = Path(path)
     try:
-        text = gzip.open(path, "rt").read() if path.suffix == ".gz" else path.read_text()
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt") as f:
+                text = f.read()
+        else:
+            text = path.read_text()
     except (OSError, EOFError, UnicodeDecodeError) as exc:  # gzip's BadGzipFile is an OSError
         raise StoredFileError(f"cannot read {kind} file {path}: {exc}") from exc
     try:

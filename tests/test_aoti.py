@@ -186,14 +186,19 @@ def test_the_first_load_is_checked_in_a_child_process_once(built_once):
     assert json.loads(meta.read_text())["load_checked"] is True
 
 
-def test_a_package_whose_load_hangs_fails_its_case_without_a_rebuild(built_once, tmp_path, monkeypatch):
-    """A child that has not loaded the package when its time is up: the loader is stuck, not the
-    package's bytes, so the case fails at once (a rebuild would be probed, and hang, once more)."""
-    root, _, _ = built_once
+def _unchecked_copy(root, tmp_path):
+    """A copy of a package store whose package has never been load-checked: (store, its metadata file)."""
     store = tmp_path / "store"
     shutil.copytree(root, store)
     (meta,) = store.glob("*.json")
     meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "load_checked"}))
+    return store, meta
+
+
+def test_a_package_whose_load_hangs_fails_its_case_without_a_rebuild(built_once, tmp_path, monkeypatch):
+    """A child that has not loaded the package when its time is up: the loader is stuck, not the
+    package's bytes, so the case fails at once (a rebuild would be probed, and hang, once more)."""
+    store, meta = _unchecked_copy(built_once[0], tmp_path)
     monkeypatch.setattr(aoti, "probe_load", lambda *a, **k: ("hung", "no answer after 600 s"))
     monkeypatch.setattr(aoti, "load_package", lambda *a: pytest.fail("loaded a package whose load hung"))
     monkeypatch.setattr(aoti, "build_package", lambda *a, **k: pytest.fail("rebuilt a package whose load hung"))
@@ -207,11 +212,7 @@ def test_a_package_whose_load_hangs_fails_its_case_without_a_rebuild(built_once,
 def test_a_package_that_kills_the_loader_fails_its_case_not_the_run(built_once, tmp_path, monkeypatch):
     """The child dies by SIGSEGV (as AOTInductor's loader did on an H200 with torch 2.11): the case
     fails naming the signal, this process never loads the package, and a later run fails at once."""
-    root, _, _ = built_once
-    store = tmp_path / "store"
-    shutil.copytree(root, store)
-    (meta,) = store.glob("*.json")
-    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "load_checked"}))
+    store, meta = _unchecked_copy(built_once[0], tmp_path)
     monkeypatch.setattr(aoti, "PROBE_CODE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     monkeypatch.setattr(aoti, "load_package", lambda *a: pytest.fail("loaded a package that crashed the child"))
     monkeypatch.setattr(aoti, "build_package", lambda *a, **k: pytest.fail("rebuilt instead of failing"))
