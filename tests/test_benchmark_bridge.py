@@ -180,8 +180,8 @@ def test_saved_runs_compare_and_json_hold_the_suites_samples(pytester, tmp_path)
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("xdist"), reason="pytest-xdist is not installed")
-def test_under_xdist_the_run_says_pytest_benchmark_is_off(pytester, tmp_path):
-    r = pytester.runpytest_subprocess(
+def test_under_xdist_the_run_says_pytest_benchmark_is_off(run_xdist, tmp_path):
+    r = run_xdist(
         str(ROOT / "perf_tests"), "-m", "cpu", "-p", "no:cacheprovider", "-n", "2", *CASE, "-k", "end_to_end",
         "--perf-results", str(tmp_path / "results"), "--perf-baselines", str(tmp_path / "baselines"), "-rs",
         "--benchmark-json", str(tmp_path / "b.json"))
