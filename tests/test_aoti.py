@@ -195,17 +195,28 @@ def _unchecked_copy(root, tmp_path):
     return store, meta
 
 
+def _forbid_load_and_rebuild(monkeypatch, why: str) -> None:
+    """This process must neither load the stored package nor build it again."""
+    monkeypatch.setattr(aoti, "load_package", lambda *a: pytest.fail(f"loaded a package {why}"))
+    monkeypatch.setattr(aoti, "build_package", lambda *a, **k: pytest.fail(f"rebuilt a package {why}"))
+
+
+def _first_call_fails(store, match: str) -> None:
+    """A Tiny denoiser under the aoti knob with the package store `store`: its first call raises
+    AOTILoaderCrash matching `match`."""
+    m = Tiny().eval()
+    aoti.apply(m, "tiny", "fp32+aoti", CPU, root=store)
+    with pytest.raises(aoti.AOTILoaderCrash, match=match):
+        m(torch.randn(2, 8), timestep=torch.ones(2), return_dict=False)
+
+
 def test_a_package_whose_load_hangs_fails_its_case_without_a_rebuild(built_once, tmp_path, monkeypatch):
     """A child that has not loaded the package when its time is up: the loader is stuck, not the
     package's bytes, so the case fails at once (a rebuild would be probed, and hang, once more)."""
     store, meta = _unchecked_copy(built_once[0], tmp_path)
     monkeypatch.setattr(aoti, "probe_load", lambda *a, **k: ("hung", "no answer after 600 s"))
-    monkeypatch.setattr(aoti, "load_package", lambda *a: pytest.fail("loaded a package whose load hung"))
-    monkeypatch.setattr(aoti, "build_package", lambda *a, **k: pytest.fail("rebuilt a package whose load hung"))
-    m = Tiny().eval()
-    aoti.apply(m, "tiny", "fp32+aoti", CPU, root=store)
-    with pytest.raises(aoti.AOTILoaderCrash, match="did not finish loading .*no answer after 600 s"):
-        m(torch.randn(2, 8), timestep=torch.ones(2), return_dict=False)
+    _forbid_load_and_rebuild(monkeypatch, "whose load hung")
+    _first_call_fails(store, "did not finish loading .*no answer after 600 s")
     assert "no answer after 600 s" in json.loads(meta.read_text())["load_crash"]
 
 
@@ -214,18 +225,11 @@ def test_a_package_that_kills_the_loader_fails_its_case_not_the_run(built_once, 
     fails naming the signal, this process never loads the package, and a later run fails at once."""
     store, meta = _unchecked_copy(built_once[0], tmp_path)
     monkeypatch.setattr(aoti, "PROBE_CODE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
-    monkeypatch.setattr(aoti, "load_package", lambda *a: pytest.fail("loaded a package that crashed the child"))
-    monkeypatch.setattr(aoti, "build_package", lambda *a, **k: pytest.fail("rebuilt instead of failing"))
-    m = Tiny().eval()
-    aoti.apply(m, "tiny", "fp32+aoti", CPU, root=store)
-    with pytest.raises(aoti.AOTILoaderCrash, match="killed a child process .*SIGSEGV"):
-        m(torch.randn(2, 8), timestep=torch.ones(2), return_dict=False)
+    _forbid_load_and_rebuild(monkeypatch, "that crashed the child")
+    _first_call_fails(store, "killed a child process .*SIGSEGV")
     assert "SIGSEGV" in json.loads(meta.read_text())["load_crash"]
     monkeypatch.setattr(aoti, "probe_load", lambda *a: pytest.fail("probed a package known to crash"))
-    again = Tiny().eval()
-    aoti.apply(again, "tiny", "fp32+aoti", CPU, root=store)
-    with pytest.raises(aoti.AOTILoaderCrash, match="not loaded again. Delete it"):
-        again(torch.randn(2, 8), timestep=torch.ones(2), return_dict=False)
+    _first_call_fails(store, "not loaded again. Delete it")
 
 
 def test_aoti_check_names_the_variant_whose_load_crashes(tmp_path, monkeypatch):
