@@ -143,6 +143,9 @@ def test_steps_of_different_cost_are_weighed_by_their_wall_time():
     weighed = weigh_steps(out, walls)
     assert weighed["denoise_ms"] == pytest.approx(10.0 * (10 + 20 * 0.5)) and weighed["step_ms"] == 10.0
     assert weigh_steps(out, [[0.012] * 30])["denoise_ms"] == pytest.approx(300.0)
+    # a busy host stretching the last steps of most calls (uniform steps) does not weigh them more
+    noisy = [[0.012] * 30, [0.012] * 20 + [0.019] * 10, [0.012] * 22 + [0.019] * 8]
+    assert weigh_steps(out, noisy)["denoise_ms"] == pytest.approx(300.0)
     assert window_of("2-7 of 30") == (1, 7) and window_of(None) == (None, None)
     # the mean step (for MFU: FLOPs averaged over the steps) from each step's median over the calls;
     # a call cut short is left out
