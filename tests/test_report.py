@@ -545,6 +545,21 @@ def test_doc_with_baselines_states_the_latency_gate(results, tmp_path):
     assert "flux-dev/fp32` | +" not in gate  # no tolerance of its own: not listed
 
 
+def test_doc_lists_the_baselined_cases_without_a_reference(results, tmp_path):
+    refs = tmp_path / "refs"
+    (refs / "cpu" / "flux-dev" / "fp32").mkdir(parents=True)
+    (refs / "cpu" / "flux-dev" / "fp32" / "latents.json").write_text("{}")
+    (refs / "cpu" / "sd21-base" / "fp32").mkdir(parents=True)  # images or nothing, but no latents
+    baselines = _baselines(tmp_path / "cpu.json")
+    assert run("doc", results, "--out", tmp_path / "d.md", "--baselines", baselines, "--references", refs) == 0
+    gate = (tmp_path / "d.md").read_text().split("## Latency gate")[1].split("\n## ")[0]
+    assert "no reference under" in gate and "(1)" in gate and "`sd21-base/fp32`." in gate
+    assert "`flux-dev/fp32`" not in gate.split("no reference under")[1]
+    (refs / "cpu" / "sd21-base" / "fp32" / "latents.json").write_text("{}")
+    assert run("doc", results, "--out", tmp_path / "d.md", "--baselines", baselines, "--references", refs) == 0
+    assert "no reference under" not in (tmp_path / "d.md").read_text()
+
+
 def test_doc_states_a_small_memory_slack_in_kib_and_ends_the_note_once(results, tmp_path):
     path = _baselines(tmp_path / "cpu.json")
     data = json.loads(path.read_text())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..compare import load_baselines
 from ..record import commit_label, load_results, safe_name
+from ..references import missing_references, tier_references
 from ..step_weights import wall_steps, weigh_steps, window_wall_step_s
 from .charts import LADDER_GROUPS, grid_image, group_members, group_order, ladder_png
 from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _peak, _ssim_text, display_path,
@@ -308,9 +309,10 @@ def device_time_table(results: dict) -> list[str]:
 
 
 
-def gate_markdown(path: Path, tier: str | None) -> list[str]:
+def gate_markdown(path: Path, tier: str | None, references: Path | None = None) -> list[str]:
     """The latency gate a baselines file applies: its tolerance and test, the measured spread the
-    tolerance was chosen from, and the cases with a tolerance of their own (and why)."""
+    tolerance was chosen from, the cases with a tolerance of their own (and why), and, given the
+    reference root, the baselined cases that have no stored reference."""
     data = load_baselines(path)
     if data["tier"] != tier:
         raise ReportError(f"{display_path(path)} is the baselines file of tier {data['tier']!r}, not {tier!r}")
@@ -340,6 +342,14 @@ def gate_markdown(path: Path, tier: str | None) -> list[str]:
     if own:
         lines += ["Cases with a latency tolerance of their own:", "",
                   *md_table(["Case", "Tolerance", "Basis"], own), ""]
+    if references is not None:
+        weights = data["fingerprint"].get("weights") or "synthetic"
+        missing = missing_references(references, data["tier"], weights, sorted(data["cases"]))
+        if missing:
+            where = display_path(tier_references(references, data["tier"], weights))
+            lines += [f"Baselined cases with no reference under `{where}` ({len(missing)}): their image check is not "
+                      f"judged, and fails under `--perf-require-baselines`: "
+                      + ", ".join(f"`{cid}`" for cid in missing) + ".", ""]
     return lines
 
 
@@ -352,7 +362,7 @@ def write_doc(sources: Source | list[Source], out: Path, assets_dir: Path | None
     merged = merge_results(sources)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    gate = gate_markdown(baselines, merged.get("tier")) if baselines else []
+    gate = gate_markdown(baselines, merged.get("tier"), references) if baselines else []
     goals = load_targets(targets, merged.get("tier")) if targets else None
     text = doc_markdown(merged, out, assets_dir or out.parent / "assets", prompt, gate, references, goals)
     out.write_text(text)
