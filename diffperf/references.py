@@ -17,13 +17,6 @@ def reference_dir(root: Path, tier: str, weights: str, model: str, recipe: str) 
     return tier_references(root, tier, weights) / model / recipe.replace("/", "_")
 
 
-def missing_references(root: Path, tier: str, weights: str, case_ids) -> list[str]:
-    """The case ids (model/recipe) with no stored reference (latents file) under `root`: their image
-    check is not judged, and fails under --perf-require-baselines."""
-    return [cid for cid in case_ids
-            if not (reference_dir(root, tier, weights, *cid.split("/", 1)) / LATENTS_FILE).is_file()]
-
-
 # Regression: same case, same machine and stack. Synthetic-weight images are noise-like and
 # hide small faults (one corrupted weight of a tiny FLUX: SSIM 0.9996), so the sharp check is
 # on the final latents (relative distance of their projections); the image thresholds catch
@@ -34,6 +27,14 @@ REGRESSION = {
 }
 LATENTS_KIND = "diffperf-latents"
 LATENTS_FILE = "latents.json"
+
+
+def missing_references(root: Path, tier: str, weights: str, case_ids) -> list[str]:
+    """The case ids (model/recipe) with no stored reference (latents file) under `root`: their image
+    check is not judged, and fails under --perf-require-baselines."""
+    return [cid for cid in case_ids
+            if not (reference_dir(root, tier, weights, *cid.split("/", 1)) / LATENTS_FILE).is_file()]
+
 
 # Fidelity: a case against its reference recipe (same dtype, eager, no cache, no quantization).
 FIDELITY = {
