@@ -15,6 +15,7 @@ from .paths import ROOT
 RESULTS_KIND = "diffperf-results"
 RUN_KIND = "diffperf-run-header"
 CASE_KIND = "diffperf-case-result"
+PROGRESS_KIND = "diffperf-case-progress"
 
 
 def _git(*args: str, timeout: float) -> subprocess.CompletedProcess | None:
@@ -96,7 +97,9 @@ class RunRecorder:
         self.machine = machine
         self.cases: dict[str, dict[str, Any]] = {}
         self.started = now()
+        self._progress: dict[str, Any] | None = None
         check_writable(self.dir)
+        self.progress_path.unlink(missing_ok=True)  # an earlier run's, into the same directory
         # the header goes first, so a run killed half-way can still be read (load_results)
         storage.dump(self.dir / "run.json", RUN_KIND, self.header())
 
@@ -107,8 +110,25 @@ class RunRecorder:
         """The case's own file, written as soon as it is measured."""
         return self.dir / "cases" / f"{safe_name(case_id)}.json"
 
+    @property
+    def progress_path(self) -> Path:
+        return self.dir / "progress.json"
+
+    def progress(self, case_id: str, phase: str) -> None:
+        """The case under way and the phases it began, with their times, in progress.json: a run
+        killed with no chance to record anything (SIGKILL, a machine's time limit, a hung compile
+        worker) still says which case it was in and since when (load_results). The case's own file
+        replaces it (add)."""
+        if self._progress is None or self._progress["case"] != case_id:
+            self._progress = {"case": case_id, "run_started": self.started, "phases": []}
+        self._progress["phases"].append({"phase": phase, "at": now()})
+        storage.dump(self.progress_path, PROGRESS_KIND, self._progress)
+
     def add(self, case_id: str, result: dict[str, Any]) -> None:
         self.cases[case_id] = result
+        if self._progress is not None and self._progress["case"] == case_id:
+            self._progress = None
+            self.progress_path.unlink(missing_ok=True)
         # run_started: a case file left by an earlier run into the same directory is not this run's
         storage.dump(self.case_path(case_id), CASE_KIND, {"case": case_id, "run_started": self.started,
                                                           **storable(result)})
@@ -217,7 +237,9 @@ def load_results(path: Path) -> dict[str, Any]:
             return data
     elif header is None:
         raise storage.StoredFileError(f"no results.json, and no run.json + cases/*.json, under {path}")
-    # a run that was killed before its end: assemble what it measured, marked incomplete
+    # a run that was killed before its end: assemble what it measured, marked incomplete, with the
+    # case it was in when it stopped
+    in_progress = progress_of(path, header["started"])
     cases = {}
     for f in sorted((path / "cases").glob("*.json")):
         c = storage.load(f, CASE_KIND)
@@ -227,7 +249,28 @@ def load_results(path: Path) -> dict[str, Any]:
     if not cases:
         raise storage.StoredFileError(f"{path}: the run that started at {header['started']} (run.json) did not "
                                       f"finish and recorded no case" + (f"; {whole.name} there is an earlier "
-                                                                         f"run's" if whole else ""))
+                                                                         f"run's" if whole else "")
+                                      + (f"; {describe_progress(in_progress)}" if in_progress else ""))
     for k in ("kind", "schema_version"):
         header.pop(k)
-    return {**header, "incomplete": True, "cases": cases}
+    return {**header, "incomplete": True, "cases": cases, **({"in_progress": in_progress} if in_progress else {})}
+
+
+def progress_of(directory: Path, run_started: str) -> dict[str, Any] | None:
+    """The case a run was in when it stopped (RunRecorder.progress), or None: none recorded, or an
+    earlier run's."""
+    path = Path(directory) / "progress.json"
+    if not path.exists():
+        return None
+    data = storage.load(path, PROGRESS_KIND)
+    if data.get("run_started") != run_started:
+        return None
+    return {k: v for k, v in data.items() if k not in ("kind", "schema_version", "run_started")}
+
+
+def describe_progress(progress: dict[str, Any]) -> str:
+    """One line: the case a stopped run was in, its last phase and since when."""
+    last = progress["phases"][-1]
+    began = progress["phases"][0]["at"]
+    return (f"it stopped in case {progress['case']} (begun {began}), phase '{last['phase']}' "
+            f"since {last['at']} (progress.json)")

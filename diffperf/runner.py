@@ -55,11 +55,15 @@ def _cache_report(state) -> dict[str, Any] | None:
 
 
 def run_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts, recorder: RunRecorder) -> CaseOutcome:
+    def on_phase(phase: str) -> None:
+        recorder.progress(case.id, phase)
+
     if case.recipe.parallel:  # several processes under torchrun; this process stays off the devices
+        on_phase("ranks running under torchrun")
         result, images = launch(case, tier, options)  # every rank profiles with --perf-kernel-profile
         result["groups"] = list(case.groups)  # the ranks know the case by model, recipe and level only
     else:
-        result, images = measure_case(case, tier, options, prompts)
+        result, images = measure_case(case, tier, options, prompts, on_phase)
     return record_outcome(case, result, images, recorder)
 
 
@@ -80,17 +84,19 @@ def record_outcome(case: Case, result: dict[str, Any], images: dict[str, np.ndar
     return CaseOutcome(result, images, save=lambda: recorder.add(case.id, result))
 
 
-def measure_case(case: Case, tier: Tier, options: PerfOptions,
-                 prompts: Prompts) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def measure_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts,
+                 on_phase: Callable[[str], None] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Build, measure and generate the accuracy images of one case in this process; the built
-    pipeline is freed before returning (also when anything fails)."""
+    pipeline is freed before returning (also when anything fails). on_phase(name) is told as each
+    phase begins."""
     # inductor flags that the build sets process-wide are recorded with the case and undone after it
     with inductor_flags_isolated() as flags_changed:
-        return _measure_in_process(case, tier, options, prompts, flags_changed)
+        return _measure_in_process(case, tier, options, prompts, flags_changed, on_phase or (lambda name: None))
 
 
 def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts,
-                        flags_changed: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                        flags_changed: Callable[[], dict[str, Any]],
+                        phase: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     device = device_for(tier)
     cuda = device.type == "cuda"
     if cuda:
@@ -99,6 +105,7 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
     built = None
     memory_before = host_memory()
     try:
+        phase("build")
         built = build_case(case, tier, options)
         if changed := flags_changed():
             built.knobs["inductor_flags_set_by_build"] = changed
@@ -113,12 +120,14 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
         warmup = options.warmup if options.warmup is not None else tier.warmup
         iterations = options.iterations if options.iterations is not None else tier.iterations
         speed_before = measure_host_speed(device)
-        m = measure(built, prompts.timing_prompt, prompts.seed, warmup, iterations, sampler, options.cooldown_s)
+        m = measure(built, prompts.timing_prompt, prompts.seed, warmup, iterations, sampler, options.cooldown_s,
+                    on_phase=phase)
         speed_after = measure_host_speed(device)
         cache_state = built.knobs.get("cache_state")
         timed_cache = _cache_report(cache_state)
         # the timed calls already produced the timing prompt's image (same prompt and seed)
         images, latents = {}, {}
+        phase("accuracy images")
         for pid, text in prompts.texts.items():
             if text == prompts.timing_prompt and m.last_image is not None:
                 images[pid], latents[pid] = m.last_image, m.last_latents
@@ -156,8 +165,10 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
         if cuda:
             result["mfu"] = denoiser_mfu(case, tier, result, d.height, d.width)
         if options.measures_device_time(device.type):  # after the timed calls and the images, like the profile
+            phase("device time")
             result["device_time"] = device_time_of(built, prompts, result["summary"], m.stages)
         if options.kernel_profile:  # after the timed calls and the images: it measures nothing they use
+            phase("kernel profile")
             result["kernel_profile"] = profile_denoising(built, prompts.timing_prompt, prompts.seed)
         # host memory before the build and with the case built and run (a case's compile workers, a
         # library upgrade that loads more onto the host, a leak from case to case show here)

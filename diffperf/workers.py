@@ -123,13 +123,15 @@ def merge_worker_results(tier_dir: Path, since: str) -> Path | None:
     for path, data in loaded:
         workers[path.name] = {"machine": data["machine"], "incomplete": data.get("incomplete", False),
                               "cases": sorted(data["cases"])}
+        if "in_progress" in data:  # the case this worker was in when it was stopped
+            workers[path.name]["in_progress"] = data["in_progress"]
         for cid, r in data["cases"].items():
             for key in ("images", "full_images"):
                 if key in r:
                     r[key] = {pid: f"{WORKERS_DIR}/{path.name}/{rel}" for pid, rel in r[key].items()}
             cases[cid] = {**r, "worker": path.name}
     first = loaded[0][1]
-    header = {k: v for k, v in first.items() if k not in ("cases", "kind", "schema_version", "incomplete")}
+    header = {k: v for k, v in first.items() if k not in ("cases", "kind", "schema_version", "incomplete", "in_progress")}
     if any(w["incomplete"] for w in workers.values()):  # a worker killed before its end: so is the run
         header["incomplete"] = True
     out = Path(tier_dir) / "results.json"

@@ -96,3 +96,48 @@ def test_host_memory_counts_this_process_and_its_children():
     assert 0 < beside["rss_bytes"] and 0 < beside["available_bytes"] <= beside["total_bytes"]
     row = csv_row("a/fp32", {"host_memory": {"after_run": beside}})
     assert row["host_rss_bytes"] == beside["rss_bytes"]
+
+
+def test_a_run_killed_in_a_case_says_which_case_and_phase(tmp_path, monkeypatch):
+    """A run killed with no chance to record anything (SIGKILL at a machine's time limit, in a long
+    cold compile) leaves progress.json: reading the run names the case, its phase and since when;
+    the case's own file replaces it once the case ends."""
+    import pytest
+
+    from diffperf import measure as measure_mod
+    from diffperf import runner
+    from diffperf.cases import Case
+    from diffperf.errors import StoredFileError
+    from diffperf.options import PerfOptions
+    from diffperf.recipes import parse_recipe
+    from diffperf.report.document import runs_markdown
+    from diffperf.tiers import get_tier
+
+    class Killed(BaseException):
+        """Stands for a kill: nothing in the suite handles it"""
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(measure_mod, "generate", killed)
+    options = PerfOptions(iterations=1, warmup=0)
+    rec = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None})
+    case = Case("sd21-base", parse_recipe("fp32"), "smoke")
+    with pytest.raises(Killed):
+        runner.run_case(case, get_tier("cpu"), options, runner.Prompts.load(options.prompts_file), rec)
+    with pytest.raises(StoredFileError, match=r"recorded no case; it stopped in case sd21-base/fp32 \(begun .*\), "
+                                              r"phase 'cold call' since .* \(progress.json\)"):
+        load_results(rec.dir)
+
+    rec.add("pixart-sigma/fp32", {"model": "pixart-sigma", "recipe": "fp32", "status": "ok", "images": {}})
+    got = load_results(rec.dir)  # an earlier case of the run recorded: still the stopped one named
+    assert got["incomplete"] is True
+    assert [p["phase"] for p in got["in_progress"]["phases"]] == ["build", "cold call"]
+    note = "\n".join(runs_markdown({"_runs": [{"path": "run", "header": got, "cases": 1}], "fingerprint": {}}))
+    assert "`run`: it stopped in case sd21-base/fp32" in note
+
+    rec.add_not_measured(case, "failed", failure={"error": "Killed"})  # the case's own file replaces it
+    assert not rec.progress_path.exists() and "in_progress" not in load_results(rec.dir)
+    again = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None})  # a later run into the same directory
+    again.progress("a/fp32", "build")
+    assert RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None}).progress_path.exists() is False

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..compare import load_baselines
-from ..record import commit_label, load_results, safe_name
+from ..record import commit_label, describe_progress, load_results, safe_name
 from ..references import missing_references, tier_references
 from ..step_weights import wall_steps, weigh_steps, window_wall_step_s
 from .charts import LADDER_GROUPS, grid_image, group_members, group_order, ladder_png
@@ -98,6 +98,10 @@ def runs_markdown(merged: dict) -> list[str]:
         gpu = m.get("gpu") or {}
         # an interrupted run's header holds the time it started writing, not an end
         finished = "not finished (interrupted run)" if h.get("incomplete") else h.get("finished")
+        stopped_in = [h["in_progress"]] if h.get("in_progress") else [
+            w["in_progress"] for w in (h.get("workers") or {}).values() if w.get("in_progress")]
+        if stopped_in:
+            notes.append(f"> Note: `{run['path']}`: " + "; ".join(describe_progress(p) for p in stopped_in) + ".")
         rows.append([f"`{run['path']}`", h.get("started"), finished, commit_label(h, 10),
                      gpu.get("name", "none (CPU)"), gpu.get("driver", ""), m.get("cpu_model") or "not recorded",
                      run["cases"]])
