@@ -317,13 +317,16 @@ def no_recompile(built: Built):
         yield
 
 
+def no_phase(name: str) -> None:
+    """An on_phase that is told nothing (measure, runner.measure_case)."""
+
+
 def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, sampler=None,
-            cooldown_s: float = 0.0, on_phase: Callable[[str], None] | None = None) -> Measurement:
+            cooldown_s: float = 0.0, on_phase: Callable[[str], None] = no_phase) -> Measurement:
     """Cold call, warm-up calls, then `iterations` timed calls with NVML sampled throughout. With
     `sampler` and `cooldown_s` > 0: a GPU already throttled is let cool first, and a timed round
     taken under throttling is kept aside (raw) and taken once more after the GPU cooled.
     on_phase(name) is told as each phase begins (a run killed in one still says which)."""
-    phase = on_phase or (lambda name: None)
     clock = Clock(built.device)
     cuda = built.device.type == "cuda"
     probe = StageProbe(built, clock)
@@ -363,25 +366,25 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
 
         clock.sync()
         before = compile_cache_counters()
-        phase("cold call")
+        on_phase("cold call")
         cold = timed_call()
         cold_cache = cache_use(before, compile_cache_counters()) if built.case.recipe.compile else None
-        phase("warm-up calls")
+        on_phase("warm-up calls")
         warm = [timed_call() for _ in range(warmup)]
         cooling = bool(sampler) and cooldown_s > 0
         if cooling:
-            phase("waiting for the GPU to cool")
+            on_phase("waiting for the GPU to cool")
             waited = sampler.wait_until_cool(cooldown_s)
             if waited and waited["waited_s"] > 0:
                 cooldowns.append({"before": "timed round 1", **waited})
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        phase("timed calls")
+        on_phase("timed calls")
         samples, stages, nvml = timed_round()
         why = throttle_reasons(nvml) if cooling else []
         if why:
             hottest = max(x["temperature_c"] for x in nvml)
-            phase("waiting for the GPU to cool, then the timed calls again (throttled)")
+            on_phase("waiting for the GPU to cool, then the timed calls again (throttled)")
             waited = sampler.wait_until_cool(cooldown_s, hottest_c=hottest)
             cooldowns.append({"before": "timed round 2", **waited})  # throttled samples: NVML is there
             discarded.append({"samples_s": samples, "why": [f"throttled: {r}" for r in why],

@@ -23,7 +23,7 @@ from .kernel_time import profile_denoising
 from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
 from .machine import NvmlSampler, cpu_class, gpu_identity, host_memory, inconclusive_reasons
-from .measure import generate_with_latents, measure
+from .measure import generate_with_latents, measure, no_phase
 from .options import PerfOptions
 from .parallel import RankSampler, launch
 from .profile import denoiser_flops_per_step
@@ -85,13 +85,13 @@ def record_outcome(case: Case, result: dict[str, Any], images: dict[str, np.ndar
 
 
 def measure_case(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts,
-                 on_phase: Callable[[str], None] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                 on_phase: Callable[[str], None] = no_phase) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Build, measure and generate the accuracy images of one case in this process; the built
     pipeline is freed before returning (also when anything fails). on_phase(name) is told as each
     phase begins."""
     # inductor flags that the build sets process-wide are recorded with the case and undone after it
     with inductor_flags_isolated() as flags_changed:
-        return _measure_in_process(case, tier, options, prompts, flags_changed, on_phase or (lambda name: None))
+        return _measure_in_process(case, tier, options, prompts, flags_changed, on_phase)
 
 
 def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: Prompts,

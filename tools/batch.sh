@@ -67,7 +67,7 @@ while read -r name seconds cmd; do
     echo "== $name: exit $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT_DIR/$name.log"
     # a run stopped inside a case (killed at the limit, say): the case and the phases it began, with times
     for p in "$RESULTS"/*/progress.json "$RESULTS"/*/workers/*/progress.json; do
-        [[ -f "$p" ]] && echo "== $name stopped inside a case ($p): $(tr -d ' \n' < "$p")" | tee -a "$OUT_DIR/$name.log"
+        [[ -f "$p" ]] && echo "== $name stopped inside a case ($p): $(tr -s '\n ' ' ' < "$p")" | tee -a "$OUT_DIR/$name.log"
     done
     tail -4 "$OUT_DIR/$name.log" | head -3
     if (( rc != 0 )); then status=$rc; (( stop )) && { echo "stopping: $name failed"; break; }; fi
