@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from scipy.stats import mannwhitneyu
 
 from . import storage
 from .errors import StoredFileError
+from .record import software_changes, software_note
 
 
 def version_of(device: dict[str, Any]) -> int:
@@ -75,6 +76,7 @@ class Verdict:
     # median over the limit but the samples scatter too much to call it: neither a pass nor a
     # fail; the test passes (a noisy run must not block) and says so
     unclear: bool = False
+    notes: tuple[str, ...] = ()  # what the verdict should be read with (warned, and named on a failure)
 
     @property
     def status(self) -> str:
@@ -181,10 +183,35 @@ def judge_case_memory(result: dict[str, Any], base: dict[str, Any], file_toleran
     its weights, which do not vary from run to run) under the file's."""
     slack = file_tolerances["memory_slack_bytes"]
     if which == "weights":
-        return judge_memory(result["memory"]["weights_bytes"], base["weights_bytes"], file_tolerances["memory"],
-                            slack, what="weights")
-    tolerance = (base.get("tolerances") or {}).get("memory", file_tolerances["memory"])
-    return judge_memory(result["memory"]["run_peak_allocated_bytes"], base["peak_memory_bytes"], tolerance, slack)
+        verdict = judge_memory(result["memory"]["weights_bytes"], base["weights_bytes"], file_tolerances["memory"],
+                               slack, what="weights")
+    else:
+        tolerance = (base.get("tolerances") or {}).get("memory", file_tolerances["memory"])
+        verdict = judge_memory(result["memory"]["run_peak_allocated_bytes"], base["peak_memory_bytes"], tolerance,
+                               slack)
+    note = baseline_software_note(result, base)
+    return replace(verdict, notes=(note,)) if note else verdict
+
+
+def software_summary(data: dict[str, Any], case_ids, software: dict[str, Any]) -> str | None:
+    """'N of M baselines ... (transformers 5.23.0 -> 5.17.0)': of a baselines file's entries for
+    `case_ids`, how many were measured under other library versions than `software`, and which."""
+    entries = [e for cid, e in data["cases"].items() if cid in set(case_ids)]
+    changes: dict[str, int] = {}
+    for e in entries:
+        for change in software_changes((e.get("provenance") or {}).get("software"), software):
+            changes[change] = changes.get(change, 0) + 1
+    moved = sum(1 for e in entries if software_changes((e.get("provenance") or {}).get("software"), software))
+    if not moved:
+        return None
+    return (f"{moved} of the {len(entries)} baselines of the selected cases were measured under other library "
+            f"versions than this run ({', '.join(changes)}); their verdicts say so")
+
+
+def baseline_software_note(result: dict[str, Any], base: dict[str, Any]) -> str | None:
+    """The note of a verdict whose baseline entry was measured under other library versions than
+    the result (both as recorded: the entry's provenance, the result's `software`)."""
+    return software_note("its baseline", (base.get("provenance") or {}).get("software"), result.get("software"))
 
 
 # -- the latency verdict of a case: device time apart from host time ---------------------------
@@ -416,8 +443,10 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
     3. a side without (comparable) device time: wall time alone, noted; a failure there that the
        host benchmark explains as above is inconclusive;
     4. the cpu tier: judge_cpu_latency (the baseline of this CPU's class, scaled by host speed)."""
+    software = baseline_software_note(result, base)
     if tier_device == "cpu":
-        return judge_cpu_latency(result, base, file_tolerances, class_sensitive)
+        verdict = judge_cpu_latency(result, base, file_tolerances, class_sensitive)
+        return replace(verdict, notes=verdict.notes + (software,)) if software else verdict
     alpha = file_tolerances["p_value"]
     own = base.get("tolerances") or {}  # the case's own tolerances win over the file's
     tol = own.get("latency", file_tolerances["latency"])
@@ -429,7 +458,7 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
     wall_text = wall.message + (f"; by stage (wall): {stages}" if stages else "")
     dev_now, dev_base = result.get("device_time"), base.get("device_time")
     hr = host_ratio(result.get("host_speed"), base.get("host_speed"))
-    notes = []
+    notes = [software] if software else []
     if result.get("inconclusive"):
         notes.append(f"inconclusive run conditions: {', '.join(result['inconclusive'])}")
     common = dict(tolerance=tol, p_value=wall.p_value, host_ratio=hr)

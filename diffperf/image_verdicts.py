@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import accuracy, storage
+from .record import software_note
 from .references import (LATENTS_FILE, LATENTS_KIND, cpu_class_sensitive, fidelity_threshold, recipe_class,
                          regression_threshold)
 
@@ -17,12 +18,13 @@ from .references import (LATENTS_FILE, LATENTS_KIND, cpu_class_sensitive, fideli
 @dataclass(frozen=True)
 class CheckVerdict:
     """status: passed, failed, 'not judged' (nothing to compare against: counted, or failed under
-    --perf-require-baselines) or skipped (a reason the check does not apply); record: what the
-    results keep of it."""
+    --perf-require-baselines), inconclusive (a difference that cannot be laid on the case) or
+    skipped (a reason the check does not apply); record: what the results keep of it."""
 
     status: str
     message: str = ""
     record: dict[str, Any] | None = None
+    notes: tuple[str, ...] = ()  # what the verdict should be read with (warned, and named on a failure)
 
     @property
     def failed(self) -> bool:
@@ -62,7 +64,23 @@ def judge_regression(case_id: str, images: Mapping[str, np.ndarray], result: dic
             + "; ".join(f"{pid}: SSIM {s['ssim']:.4f} (threshold {thr['ssim']}), PSNR {s['psnr']:.2f} dB "
                         f"(threshold {thr['psnr']}), latent distance {s['latent_distance']:.2e} "
                         f"(threshold {thr['latent']:.0e})" for pid, s in bad.items()))
-    return CheckVerdict("failed" if bad else "passed", text if bad else "", record=scores)
+    notes = _notes("its reference", stored, result)
+    return CheckVerdict("failed" if bad else "passed", text if bad else "", record=_with_notes(scores, notes),
+                        notes=notes)
+
+
+def _notes(what: str, stored: Mapping[str, Any] | None, result: Mapping[str, Any]) -> tuple[str, ...]:
+    note = software_note(what, (stored or {}).get("software"), result.get("software"))
+    return (note,) if note else ()
+
+
+def _with_notes(record: dict[str, Any], notes: tuple[str, ...]) -> dict[str, Any]:
+    return {**record, "notes": list(notes)} if notes else record
+
+
+def _stored_latents(ref_dir: Path) -> dict[str, Any] | None:
+    path = ref_dir / LATENTS_FILE
+    return storage.load(path, LATENTS_KIND) if path.exists() else None
 
 
 def judge_fidelity(case_id: str, images: Mapping[str, np.ndarray], result: dict[str, Any], recipe,
@@ -97,4 +115,15 @@ def judge_fidelity(case_id: str, images: Mapping[str, np.ndarray], result: dict[
     text = (f"vs its reference recipe {ref_recipe.name}: worst SSIM {worst:.4f} < threshold {thr} "
             f"({recipe_class(recipe)} class); per prompt: "
             + ", ".join(f"{p}: SSIM {s['ssim']:.4f} PSNR {s['psnr']:.2f}" for p, s in scores.items()))
-    return CheckVerdict("failed" if worst < thr else "passed", text if worst < thr else "", record=record)
+    # a stored reference may come from other library versions; this run's reference recipe cannot
+    notes = () if ref_outcome is not None else _notes(f"the stored reference of {ref_recipe.name}",
+                                                      _stored_latents(ref_dir), result)
+    if worst < thr and notes:
+        # the difference may be the libraries' and not the recipe's: no failure of the recipe, and
+        # the way to judge it (its reference recipe in the same run, under the same libraries) named
+        return CheckVerdict("inconclusive", f"inconclusive: {text}; {notes[0]}. Judge the recipe against its "
+                                            f"reference recipe run under the same libraries: --perf-recipes "
+                                            f"{ref_recipe.name},{recipe.name}",
+                            record=_with_notes({**record, "status": "inconclusive"}, notes), notes=notes)
+    return CheckVerdict("failed" if worst < thr else "passed", text if worst < thr else "",
+                        record=_with_notes(record, notes), notes=notes)

@@ -12,6 +12,8 @@ from typing import Any
 import psutil
 import torch
 
+from .record import SOFTWARE_KEYS
+
 # NVML clocks-event (throttle) reasons that make a timing untrustworthy. sw_power_cap (0x4) is
 # left out: a busy H100 sits at its power cap in normal operation; it is kept in the raw bitmask.
 BAD_THROTTLE = {
@@ -27,6 +29,11 @@ def _version(pkg: str) -> str | None:
         return importlib.metadata.version(pkg)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def software() -> dict[str, Any]:
+    """This process's versions of the libraries that compute a case (diffperf.record.SOFTWARE_KEYS)."""
+    return {k: torch.version.cuda if k == "cuda" else _version(k) for k in SOFTWARE_KEYS}
 
 
 def _nvml():

@@ -58,6 +58,36 @@ def safe_name(case_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", case_id.replace("/", "__"))
 
 
+# The libraries that compute a case's images and set its speed: a case's result, its baseline entry
+# and its reference latents each record them, so a verdict across a library change says so
+SOFTWARE_KEYS = ("torch", "diffusers", "transformers", "torchao", "triton", "cuda")
+
+
+def software_of(machine: dict[str, Any]) -> dict[str, Any]:
+    """The SOFTWARE_KEYS versions of a machine state (diffperf.machine.machine_state)."""
+    versions = machine.get("versions") or {}
+    return {k: machine.get("cuda") if k == "cuda" else versions.get(k) for k in SOFTWARE_KEYS}
+
+
+def software_changes(stored: dict[str, Any] | None, now: dict[str, Any] | None) -> list[str]:
+    """'name old -> new' for each library both sides recorded with different versions (a side that
+    recorded nothing, as files of older suites, compares as unknown: no change claimed)."""
+    if not stored or not now:
+        return []
+    return [f"{k} {stored[k]} -> {now[k]}" for k in SOFTWARE_KEYS
+            if stored.get(k) is not None and now.get(k) is not None and stored[k] != now[k]]
+
+
+def software_note(what: str, stored: dict[str, Any] | None, now: dict[str, Any] | None) -> str | None:
+    """A verdict's note when `what` (its baseline, its reference) was made under other library
+    versions than this run: a difference may be the libraries', not the code's."""
+    changes = software_changes(stored, now)
+    if not changes:
+        return None
+    return (f"{what} was made under other software than this run ({', '.join(changes)}): a library change alone "
+            f"can move it; once that change is accepted, re-measure and store it with tools/update_baselines.py")
+
+
 def fingerprint(tier: str, weights: str, machine: dict[str, Any]) -> dict[str, Any]:
     """What a baseline is only comparable under."""
     v = machine.get("versions", {})

@@ -22,7 +22,7 @@ from .hostspeed import measure_host_speed
 from .kernel_time import profile_denoising
 from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
-from .machine import NvmlSampler, cpu_class, gpu_identity, host_memory, inconclusive_reasons
+from .machine import NvmlSampler, cpu_class, gpu_identity, host_memory, inconclusive_reasons, software
 from .measure import generate_with_latents, measure, no_phase
 from .options import PerfOptions
 from .parallel import RankSampler, launch
@@ -147,6 +147,7 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             "status": "ok",
             "gpu": gpu_identity(),  # the physical GPU (index, UUID) this process ran on
             "cpu_class": cpu_class(),  # cpu tier: bf16 / int8 kernels and their rounding depend on it
+            "software": software(),  # the library versions it ran under: a verdict across a change says so
             "load_s": built.load_seconds,
             "timing": {"cold_s": m.cold_s, "warmup_s": m.warmup_s, "samples_s": m.samples_s, "stages": m.stages,
                        "cold_compile_cache": m.compile_cache, "cooldowns": m.cooldowns,

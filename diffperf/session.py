@@ -27,7 +27,7 @@ from .cases import LEVELS, Case, cases_for_tier, levels_including, select_cases
 from .errors import StoredFileError, UsageError
 from .hostspeed import measure_host_speed
 from .knobs.skip import CaseSkip
-from .machine import machine_state
+from .machine import machine_state, software
 from .models import get_model
 from .options import PerfOptions, parse_options
 from .record import RunRecorder, check_writable, now
@@ -270,7 +270,29 @@ class PerfSession:
                 lines.append(f"diffperf: NOTHING WILL RUN for tier {name!r}: {why}")
         if not tiers:
             lines.append("diffperf: this GPU matches no tier; name one with -m <tier> or --perf-tier")
+        lines.extend(self.software_lines())
         lines.extend("diffperf: " + note for note in self.notes)
+        return lines
+
+    def software_lines(self) -> list[str]:
+        """For each tier this machine runs: how many of the selected cases' baselines were measured
+        under other library versions than this process has (a library change reads as such)."""
+        # start-up cost: diffperf.compare loads scipy; a header only reads a file that exists
+        from .compare import baseline_path, load_baselines, software_summary
+
+        lines = []
+        for tier in self.tiers():
+            path = baseline_path(self.options.baselines_dir, tier.name, self.options.weights_label)
+            if machine_mismatch(tier) is not None or not path.exists():
+                continue
+            try:
+                data = load_baselines(path)
+            except StoredFileError:  # every test of the tier reports the bad file (baseline())
+                continue
+            ids = [pc.case.id for pc in self.cases() if pc.tier.name == tier.name]
+            text = software_summary(data, ids, software())
+            if text:
+                lines.append(f"diffperf: {path.name}: {text}")
         return lines
 
     def finish(self) -> None:
@@ -406,5 +428,6 @@ class PerfSession:
             not_judged(self.options, verdict.message)
         if verdict.status in ("inconclusive", "skipped"):
             pytest.skip(verdict.message)
-        if verdict.failed:
-            pytest.fail(f"{pc.id} {failed}: {verdict.message}", pytrace=False)
+        if verdict.failed:  # with its notes: a failure across a library change says so where it is read
+            notes = "".join(f"; note: {n}" for n in getattr(verdict, "notes", ()))
+            pytest.fail(f"{pc.id} {failed}: {verdict.message}{notes}", pytrace=False)

@@ -1,5 +1,6 @@
 """The run's closing count of cases that were not judged (no baseline, no reference) or whose
-latency verdict was inconclusive (host drift): a run that judged nothing must not read as green."""
+latency verdict was inconclusive (host drift), or an image verdict (a reference of other library
+versions): a run that judged nothing must not read as green."""
 from __future__ import annotations
 
 import re
@@ -34,7 +35,9 @@ def _why(text: str, prefix: str) -> str:
 
 
 def _inconclusive_why(text: str) -> str:
-    """The kind of an inconclusive latency verdict, from its message (diffperf.compare)."""
+    """The kind of an inconclusive verdict, from its message (diffperf.compare, diffperf.image_verdicts)."""
+    if "made under other software" in text:
+        return "reference images of other library versions"
     if "no baseline of CPU class" in text:
         return "no baseline of this CPU class"
     if "inconclusive: GPU clock" in text:

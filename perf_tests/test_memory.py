@@ -9,7 +9,8 @@ pytestmark = pytest.mark.memory
 def test_peak_memory(perf_outcome, perf_baseline, perf_verdict):
     data, base = perf_baseline
     verdict = judge_case_memory(perf_outcome.result, base, data["tolerances"])
-    perf_verdict("memory_verdict", verdict, {"status": verdict.status, "message": verdict.message},
+    perf_verdict("memory_verdict", verdict, {"status": verdict.status, "message": verdict.message,
+                                             "notes": list(verdict.notes)},
                  failed="uses more memory than its baseline")
 
 

@@ -191,3 +191,38 @@ def test_a_known_upstream_break_is_an_expected_failure_until_fixed(pytester, tmp
     r = pytester.runpytest_subprocess(*args)
     r.assert_outcomes(failed=1, skipped=5, passed=4)
     assert "XPASS(strict)" in r.stdout.str()
+
+
+def test_a_verdict_across_a_library_change_names_it(pytester, tmp_path):
+    """The baseline and reference of the case say they were made under another transformers: the
+    run warns so on every check and a failing check names it beside its numbers."""
+    dirs = {k: tmp_path / k for k in ("results", "baselines", "references")}
+    run(pytester, dirs, "-k", "latency")
+    assert update_baselines.main(["--tier", "cpu", "--results", str(dirs["results"] / "cpu"),
+                                  "--baselines", str(dirs["baselines"]), "--references",
+                                  "--references-dir", str(dirs["references"])]) == 0
+
+    def older_library(data, median_over=1):
+        case = data["cases"]["sd21-base/fp32"]
+        case["provenance"]["software"]["transformers"] = "4.0.0"
+        for timing in [case, *case["by_cpu_class"].values()]:
+            timing["median_s"] /= median_over
+            timing["samples_s"] = [s / median_over for s in timing["samples_s"]]
+
+    edit_baseline(dirs["baselines"] / "cpu.json", older_library)
+    latents = dirs["references"] / "cpu" / "sd21-base" / "fp32" / "latents.json"
+    edit_baseline(latents, lambda data: data["software"].update(transformers="4.0.0"))
+    r = run(pytester, dirs, "-k", "latency or memory or regression")
+    r.assert_outcomes(passed=4)
+    out = r.stdout.str()
+    assert "its baseline was made under other software than this run (transformers 4.0.0 -> " in out
+    assert "its reference was made under other software than this run (transformers 4.0.0 -> " in out
+    # and the header says it once for the run
+    assert "diffperf: cpu.json: 1 of the 1 baselines of the selected cases were measured under other library " \
+           "versions than this run (transformers 4.0.0 -> " in out
+
+    edit_baseline(dirs["baselines"] / "cpu.json", lambda data: older_library(data, median_over=5))
+    r = run(pytester, dirs, "-k", "latency")
+    r.assert_outcomes(failed=1)
+    assert "slower than its baseline" in r.stdout.str() and "note: its baseline was made under other software" \
+        in r.stdout.str()

@@ -460,6 +460,12 @@ def test_doc_notes_sources_measured_under_other_software(results, tmp_path):
     md = report.write_doc([results, newer], tmp_path / "cpu.md").read_text()
     assert f"> Note: `{report.display_path(results)}` was measured under other conditions" in md
     assert "torch: 2.13 -> 2.14" in md
+    # sources that share the difference share one note
+    also = write_source(tmp_path / "also", one, started="2025-01-15T00:00:00+00:00")
+    md = report.write_doc([results, also, newer], tmp_path / "cpu.md").read_text()
+    assert md.count("measured under other conditions") == 1
+    assert (f"> Note: `{report.display_path(results)}`, `{report.display_path(also)}` were measured under other "
+            f"conditions than the latest run (its value -> the latest's: torch: 2.13 -> 2.14)") in md
 
 
 def test_failed_skipped_and_broken_cases_are_listed_not_tabled(tmp_path, monkeypatch):

@@ -252,3 +252,40 @@ def test_the_baseline_keeps_the_host_benchmark_means(tmp_path, host, stored):
     assert update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": {**result(), "host_speed": host}})) == 0
     data = json.loads((tmp_path / "baselines" / "cpu.json").read_text())
     assert data["cases"]["sd21-base/fp32"]["host_speed"] == stored
+
+
+def test_each_case_keeps_the_software_it_was_measured_under(tmp_path, capsys):
+    """A file written before cases recorded their software: its cases get the file's fingerprint
+    versions (the last run's when they were written); a run under other versions adds its cases with
+    their own, and says the software changed."""
+    old = {"torch": "2.11.0", "diffusers": "0.42.1", "transformers": "5.23.0", "torchao": "0.18.0"}
+    path = tmp_path / "baselines" / "cpu.json"
+    assert update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": result()})) == 0
+    data = json.loads(path.read_text())
+    data["fingerprint"].update(old)
+    del data["cases"]["sd21-base/fp32"]["provenance"]["software"]  # as an older suite wrote it
+    path.write_text(json.dumps(data))
+    new = {**old, "transformers": "5.17.0", "triton": "3.6.0", "cuda": None}
+    case = {**result(), "model": "sana-1600m", "software": new}
+    assert update(tmp_path, write_results(tmp_path, {"sana-1600m/fp32": case}, name="second")) == 0
+    out = capsys.readouterr().out
+    assert "1 earlier case(s) had no software of their own" in out
+    assert "this run's software differs from the file's last run (transformers 5.23.0 -> 5.17.0)" in out
+    cases = json.loads(path.read_text())["cases"]
+    assert cases["sd21-base/fp32"]["provenance"]["software"]["transformers"] == "5.23.0"
+    assert cases["sana-1600m/fp32"]["provenance"]["software"] == new
+
+
+def test_references_without_software_get_their_cases_baseline_software(tmp_path, capsys):
+    from diffperf.references import LATENTS_FILE, LATENTS_KIND
+
+    sw = {"transformers": "5.23.0"}
+    path = tmp_path / "cpu" / "sd21-base" / "fp32" / LATENTS_FILE
+    storage.dump(path, LATENTS_KIND, {"case": "sd21-base/fp32", "cpu_class": "x", "projections": {"short": [1.0]}})
+    other = tmp_path / "cpu" / "sd21-base" / "bf16" / LATENTS_FILE  # no baseline entry: left as it is
+    storage.dump(other, LATENTS_KIND, {"case": "sd21-base/bf16", "cpu_class": "x", "projections": {"short": [1.0]}})
+    update_baselines.references_software(tmp_path / "cpu", {"sd21-base/fp32": {"provenance": {"software": sw}}})
+    assert storage.load(path, LATENTS_KIND)["software"] == sw
+    assert storage.load(path, LATENTS_KIND)["projections"] == {"short": [1.0]}
+    assert "software" not in storage.load(other, LATENTS_KIND)
+    assert "1 earlier reference(s) had no software" in capsys.readouterr().out

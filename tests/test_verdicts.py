@@ -99,9 +99,12 @@ def test_old_baseline_without_device_time_is_judged_on_wall_time_with_a_note():
     assert real.failed
 
 
-def test_the_h100_baselines_file_without_device_time_still_loads():
+def test_the_h100_baselines_file_mixes_cases_with_and_without_device_time():
+    # cases baselined by a suite before device time beside cases with it: the file loads, and each
+    # is judged on what it has (test_old_baseline_without_device_time_is_judged_on_wall_time_with_a_note)
     data = load_baselines(ROOT / "baselines" / "h100.json")
-    assert "device" not in data["tolerances"] and data["cases"]
+    with_device = [cid for cid, c in data["cases"].items() if "device_time" in c]
+    assert "device" in data["tolerances"] and 0 < len(with_device) < len(data["cases"])
 
 
 def test_judge_device_stale_when_clearly_faster():
@@ -181,13 +184,17 @@ def test_summary_counts_cases_not_judged():
                _Report("perf_tests/test_latency.py::test_latency[h200:sd21-base/bf16]",
                        "inconclusive: host +31% vs the baseline's host ..."),
                _Report("perf_tests/test_latency.py::test_latency[h200:flux-dev/bf16]",
-                       "inconclusive: GPU clock +2.0% vs the baseline's GPU (median SM clock ...)")]
+                       "inconclusive: GPU clock +2.0% vs the baseline's GPU (median SM clock ...)"),
+               _Report("perf_tests/test_accuracy.py::test_fidelity[h100:sana-1600m/bf16+cudagraphs]",
+                       "inconclusive: vs its reference recipe bf16: ...; the stored reference of bf16 was made "
+                       "under other software than this run (transformers 5.23.0 -> 5.17.0) ...")]
     lines = summary_lines(reports, "not judged: ", "inconclusive: ")
     assert lines[0] == "diffperf: 2 cases not judged: no baseline on h200 (1), no reference (1)"
     assert "sana-1600m/bf16" in lines[1]
-    # each inconclusive verdict named by its kind: a slower host, or a GPU that clocked lower
-    assert lines[2] == ("diffperf: 2 cases inconclusive: host slower than the baseline's (1), "
-                        "GPU clocked lower than the baseline's (1)")
+    # each inconclusive verdict named by its kind: a slower host, a GPU that clocked lower, a
+    # reference made under other library versions
+    assert lines[2] == ("diffperf: 3 cases inconclusive: host slower than the baseline's (1), GPU clocked lower "
+                        "than the baseline's (1), reference images of other library versions (1)")
 
 
 
@@ -331,3 +338,65 @@ def test_update_baselines_stores_the_clock_and_refuses_a_clock_inconclusive_run(
     verdict = judge_case_latency(flux_like(170.0 * 1.027, 1755), flux_base(1815), FILE_TOL).record()
     with pytest.raises(update_baselines.Refused, match="GPU clocked lower"):
         update_baselines.entry_from_result("flux-dev/bf16", {**r, "latency_verdict": verdict})
+
+
+# -- a verdict across a library change says so ------------------------------------------------
+
+OLD_SW = {"torch": "2.11.0", "diffusers": "0.42.1", "transformers": "5.23.0", "torchao": "0.18.0", "cuda": "13.0"}
+NEW_SW = {**OLD_SW, "transformers": "5.17.0", "triton": "3.6.0"}
+
+
+def test_latency_and_memory_verdicts_name_a_library_change_of_their_baseline():
+    from diffperf.compare import judge_case_memory
+
+    base = baseline(provenance={"software": OLD_SW}, peak_memory_bytes=100, weights_bytes=50)
+    now = {**sana_like(0.651, device()), "software": NEW_SW, "memory": {"run_peak_allocated_bytes": 100,
+                                                                          "weights_bytes": 50}}
+    v = judge_case_latency(now, base, FILE_TOL)
+    assert v.status == "passed"  # the note does not change the verdict: it says what to read it with
+    assert any("transformers 5.23.0 -> 5.17.0" in n for n in v.notes)
+    assert all("triton" not in n for n in v.notes)  # a version only one side recorded claims no change
+    mem = judge_case_memory(now, base, {"memory": 0.01, "memory_slack_bytes": 0})
+    assert not mem.failed and "transformers 5.23.0 -> 5.17.0" in mem.notes[0]
+    # the same software, or a side of an older suite that recorded none: no note
+    assert not judge_case_latency({**now, "software": OLD_SW}, base, FILE_TOL).notes
+    assert not judge_case_memory({**now, "software": None}, base, {"memory": 0.01, "memory_slack_bytes": 0}).notes
+
+
+def test_an_image_verdict_names_the_library_change_of_its_reference(tmp_path):
+    import numpy as np
+
+    from diffperf import accuracy, storage
+    from diffperf.image_verdicts import judge_fidelity, judge_regression
+    from diffperf.recipes import parse_recipe
+    from diffperf.references import LATENTS_FILE, LATENTS_KIND
+
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 64, 3)).astype(np.float32)
+    moved = np.clip(img + rng.normal(0, 0.2, img.shape), 0, 1).astype(np.float32)  # a changed image
+    proj = {"short": [1.0, 2.0, 3.0]}
+    ref = tmp_path / "bf16"
+    accuracy.save_png(img, ref / "short.png")
+    storage.dump(ref / LATENTS_FILE, LATENTS_KIND, {"case": "m/bf16", "cpu_class": "x", "software": OLD_SW,
+                                                    "projections": proj})
+    result = {"cpu_class": "x", "software": NEW_SW, "latent_projections": {"short": [1.0, 2.5, 3.0]}}
+    v = judge_regression("m/bf16", {"short": moved}, result, ref, "h100", "cuda", parse_recipe("bf16"))
+    assert v.failed and "its reference was made under other software" in v.notes[0]
+    assert "transformers 5.23.0 -> 5.17.0" in v.record["notes"][0]
+    # fidelity against the stored reference of the reference recipe: the same note
+    f = judge_fidelity("m/bf16+cudagraphs", {"short": moved}, result, parse_recipe("bf16+cudagraphs"), None, ref,
+                       "cuda", None)
+    # a fidelity miss against a reference of other libraries cannot be laid on the recipe: inconclusive,
+    # naming how to judge it; this run's own reference recipe (same libraries) judges it as usual
+    assert f.status == "inconclusive" and "the stored reference of bf16 was made under other software" in f.notes[0]
+    assert f.message.startswith("inconclusive: vs its reference recipe bf16: worst SSIM")
+    assert "--perf-recipes bf16,bf16+cudagraphs" in f.message and f.record["status"] == "inconclusive"
+    this_run = type("Outcome", (), {"images": {"short": img}, "result": {"latent_projections": proj}})()
+    f = judge_fidelity("m/bf16+cudagraphs", {"short": moved}, result, parse_recipe("bf16+cudagraphs"), this_run, ref,
+                       "cuda", None)
+    assert f.failed and not f.notes
+    # the same software: no note, and the record as before
+    same = judge_regression("m/bf16", {"short": img}, {**result, "software": OLD_SW,
+                                                       "latent_projections": proj}, ref, "h100", "cuda",
+                            parse_recipe("bf16"))
+    assert same.status == "passed" and not same.notes and "notes" not in same.record

@@ -29,7 +29,8 @@ from diffperf.device_time import VERSION as DEVICE_TIME_VERSION
 from diffperf.errors import StoredFileError
 from diffperf.hostspeed import FIGURES as HOST_FIGURES
 from diffperf.paths import ROOT
-from diffperf.record import NOT_MEASURED, load_results, not_measured_why, now
+from diffperf.record import (NOT_MEASURED, SOFTWARE_KEYS, load_results, not_measured_why, now, software_changes,
+                             software_of)
 from diffperf.references import (LATENTS_FILE, LATENTS_KIND, compact_references, reference_dir,
                                  tier_references, view_sensitivity)
 from diffperf.report.common import display_path, measured
@@ -141,6 +142,35 @@ def entry_from_result(cid: str, r: dict) -> dict:
     if r.get("fidelity"):
         entry["fidelity"] = {k: r["fidelity"][k] for k in ("reference_recipe", "ssim", "psnr")}
     return entry
+
+
+def software_from_fingerprint(cases: dict, fingerprint: dict) -> None:
+    """Entries written before cases recorded their software get the file's fingerprint versions,
+    which were the last run's when they were written (the file's fingerprint follows each run)."""
+    missing = [cid for cid, e in cases.items() if "software" not in (e.get("provenance") or {})]
+    if not missing:
+        return
+    known = {k: fingerprint.get(k) for k in SOFTWARE_KEYS}
+    for cid in missing:
+        cases[cid] = {**cases[cid], "provenance": {**(cases[cid].get("provenance") or {}), "software": known}}
+    print(f"  {len(missing)} earlier case(s) had no software of their own: given the file's fingerprint "
+          f"({', '.join(f'{k} {v}' for k, v in known.items() if v)})")
+
+
+def references_software(tier_dir: Path, cases: dict) -> None:
+    """Reference latents written before they recorded their software get their case's baseline
+    software (written by the same kind of run: the tier's file followed each run's fingerprint)."""
+    done = 0
+    for path in sorted(Path(tier_dir).glob(f"*/*/{LATENTS_FILE}")):
+        data = storage.load(path, LATENTS_KIND)
+        software = ((cases.get(data.get("case")) or {}).get("provenance") or {}).get("software")
+        if "software" in data or not software:
+            continue
+        body = {k: v for k, v in data.items() if k not in ("kind", "schema_version")}
+        storage.dump(path, LATENTS_KIND, {**body, "software": software})
+        done += 1
+    if done:
+        print(f"  {done} earlier reference(s) had no software of their own: given their case's baseline software")
 
 
 CLASS_KEYS = ("samples_s", "median_s", "step_median_s", "text_encode_median_s", "vae_decode_median_s", "host_speed")
@@ -263,9 +293,18 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
             keep_classes(entry, cases[cid], None if args.replace else ((old or {}).get("cases") or {}).get(cid))
     old_cases = dict(old["cases"]) if old and not args.replace else {}
     print(f"{out_path}:")
+    if old_cases:
+        software_from_fingerprint(old_cases, old["fingerprint"])
+    run_software = software_of(results["machine"])
     for cid, entry in sorted(new_entries.items()):
         print_diff(cid, (old or {}).get("cases", {}).get(cid), entry)
-        entry["provenance"] = {"date": provenance["date"], "commit": provenance["commit"]}
+        entry["provenance"] = {"date": provenance["date"], "commit": provenance["commit"],
+                               "software": cases[cid].get("software") or run_software}
+    changed = sorted({c for e in new_entries.values() for c in software_changes(
+        (old or {}).get("fingerprint"), e["provenance"]["software"])})
+    if old_cases and changed:
+        print(f"  note: this run's software differs from the file's last run ({', '.join(changed)}); each case keeps "
+              f"the versions it was measured under (provenance.software), and its verdicts name a difference")
     old_cases.update(new_entries)
     # --replace starts the file afresh, tolerances included; otherwise they are kept, with the tier's
     # own note (how it judges) brought up to date unless a noise study set the tolerance and its note
@@ -334,8 +373,10 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
                 print(f"{cid} has no latent projections", file=sys.stderr)
                 return 2
             storage.dump(dest / LATENTS_FILE, LATENTS_KIND, {"case": cid, "cpu_class": r.get("cpu_class"),
+                                                             "software": r.get("software") or run_software,
                                                              "projections": r["latent_projections"]})
         print(f"stored {n} reference image(s) under {tier_references(args.references_dir, tier.name, weights)}")
+        references_software(tier_references(args.references_dir, tier.name, weights), old_cases)
     return 0
 
 

@@ -92,6 +92,7 @@ def runs_markdown(merged: dict) -> list[str]:
     """One row per results source of a merged document, then a note on sources measured under
     other software than the latest (their cases are not like for like with the rest)."""
     rows, notes = [], []
+    other: dict[str, list[str]] = {}  # a difference from the latest run -> the sources that have it
     for run in merged["_runs"]:
         h = run["header"]
         m = h.get("machine") or {}
@@ -107,8 +108,10 @@ def runs_markdown(merged: dict) -> list[str]:
                      run["cases"]])
         diff = _fingerprint_diff(merged, h)
         if diff:
-            notes.append(f"> Note: `{run['path']}` was measured under other conditions than the latest run "
-                         f"(its value -> the latest's: {'; '.join(diff)}).")
+            other.setdefault("; ".join(diff), []).append(f"`{run['path']}`")
+    for diff, paths in other.items():  # one note per difference, however many sources share it
+        notes.append(f"> Note: {', '.join(paths)} {'was' if len(paths) == 1 else 'were'} measured under other "
+                     f"conditions than the latest run (its value -> the latest's: {diff}).")
     table = md_table(["Source", "Started", "Finished", "Commit", "GPU", "Driver", "Host CPU", "Cases taken"], rows)
     return ["### Runs", "", "A case measured in several sources is taken from the last one listed.", "",
             *table, "", *(f"{n}\n" for n in notes), *workers_markdown(merged)]
