@@ -158,7 +158,51 @@ def test_what_cannot_be_captured_skips_with_the_reason(recipe, reason):
         check_recipe(parse_recipe(recipe), get_model("flux-dev"), torch.device("cuda"))
 
 
-def test_a_forward_that_reads_values_on_the_host_skips():
+class CaptureMarkingBackend(ReplayingBackend):
+    """A ReplayingBackend that says when it is capturing (its replays call the forward too)."""
+
+    capturing = False
+
+    def capture(self, fn):
+        self.capturing = True
+        try:
+            return super().capture(fn)
+        finally:
+            self.capturing = False
+
+
+def test_a_forward_that_reads_values_on_the_host_gets_a_host_copy_and_a_graph_per_value():
+    """Lumina2's rotary embedder reads the caption lengths on the host (ModelSpec.host_read): while
+    a graph is captured it gets the pipeline's mask as a host copy, never the graph's static device
+    buffer; the graphs are keyed by the lengths; one copy per mask tensor, not per step."""
     b = _tiny("lumina2")
-    with pytest.raises(CaseSkip, match=r"Lumina2Transformer2DModel's forward cannot be captured: .*tolist"):
-        cudagraphs.apply(b.denoiser, CPU, ReplayingBackend())
+    prompts = ("a red cube", "a much longer prompt about a red cube standing on a wooden table in the sun")
+    eager = [generate(b, p, 0) for p in prompts]
+    rope = b.denoiser.rope_embedder
+    inner, seen = rope.forward, []
+    backend = CaptureMarkingBackend()
+
+    def spy(hidden_states, attention_mask):
+        seen.append((attention_mask, backend.capturing))
+        return inner(hidden_states, attention_mask)
+
+    rope.forward = spy  # under the wrapper the knob puts around it
+    state = cudagraphs.apply(b.denoiser, CPU, backend, host_read=b.spec.host_read)
+    for prompt, want in zip(prompts, eager):
+        np.testing.assert_array_equal(generate(b, prompt, 0), want)
+    graphed = b.denoiser.forward
+    static = [x for g in graphed.graphs.values() for x in g.inputs if x is not None]
+    at_capture = [mask for mask, capturing in seen if capturing]
+    assert len(at_capture) == backend.captures == len(graphed.graphs) == 3  # cond x 2 prompts, one uncond
+    assert not any(mask is buffer for mask in at_capture for buffer in static)
+    lengths = [sig[-1] for sig in state["captured_signatures"]]
+    assert len(set(lengths)) == 3 and all(text.startswith("(") for text in lengths)
+    # two generations, each a cond and an uncond mask: four host copies for ten denoiser calls
+    assert state["host_copies"] == 4 and state["replays"] == 10
+
+
+def test_a_host_read_input_must_come_as_a_keyword():
+    b = _tiny("lumina2")
+    cudagraphs.apply(b.denoiser, CPU, ReplayingBackend(), host_read=b.spec.host_read)
+    with pytest.raises(RuntimeError, match="reads 'encoder_attention_mask' on the host and must get it as a keyword"):
+        b.denoiser(torch.zeros(1, 16, 16, 16), torch.zeros(1), torch.zeros(1, 8, 32), torch.ones(1, 8, dtype=torch.long))

@@ -9,6 +9,7 @@ capture itself is a GraphBackend (CudaGraphBackend on a GPU, a stand-in in the C
 from __future__ import annotations
 
 import functools
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -17,13 +18,11 @@ import torch.utils._pytree as pytree
 
 from .skip import CaseSkip
 
-# Denoisers whose forward reads tensor values on the host: such a forward cannot be captured
-# (a device-to-host copy is not permitted while a stream captures), and a replay would bake the
-# values seen at capture. Found by reading diffusers 0.42's forwards for .item() / .tolist().
-HOST_SYNC_FORWARD = {
-    "Lumina2Transformer2DModel": "its rotary embedder reads the caption lengths on the host "
-                                 "(attention_mask.sum(dim=1).tolist() in Lumina2RotaryPosEmbed.forward)",
-}
+# A denoiser whose forward reads tensor values on the host (a .tolist()) cannot be captured as it
+# is (a device-to-host copy is not permitted while a stream captures), and a replay would bake the
+# values seen at capture: its model spec names that input (ModelSpec.host_read, found by reading
+# diffusers 0.42's forwards for .item() / .tolist(); Lumina2's caption lengths), and HostReads
+# hands the reading submodule a host copy made outside the graph, keying the graphs by its values.
 # distinct input signatures one denoiser may capture before it is refused: more means an input
 # that changes every call (a Python number in the signature), where graphs would only add memory
 MAX_GRAPHS = 8
@@ -74,6 +73,52 @@ def input_signature(args: tuple, kwargs: dict, device: torch.device) -> tuple[tu
     return (spec, tuple(parts)), leaves, spec
 
 
+class HostReads:
+    """The host side of a ModelSpec.host_read: a host copy of the input per input tensor (one
+    device-to-host copy the first time a tensor comes, outside any graph; the pipeline passes the
+    same mask object at every step), and, while the graphed forward captures, that copy handed to
+    the submodule that reads it in place of the static device buffer."""
+
+    def __init__(self, denoiser: torch.nn.Module, read):
+        self.read = read
+        self.current: torch.Tensor | None = None  # the host copy of the call being captured
+        self.copies = 0  # device-to-host copies made (each one waits for the GPU): one per new input tensor
+        self._copies: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
+        module = denoiser.get_submodule(read.module)
+        for name in read.device_constants:  # host tables its forward would copy to the device each call
+            tables = getattr(module, name)
+            setattr(module, name, [t.to(_device_of(denoiser)) for t in tables])
+        inner = module.forward
+
+        def forward(*args, **kwargs):
+            if self.current is not None:
+                args = (*args[:read.module_arg], self.current, *args[read.module_arg + 1:])
+            return inner(*args, **kwargs)
+
+        module.forward = functools.update_wrapper(forward, inner)
+
+    def key(self, kwargs: dict) -> Any:
+        """The read input's host copy made current, and what of it keys the graph."""
+        if self.read.arg not in kwargs:
+            raise RuntimeError(f"cudagraphs: the denoiser reads {self.read.arg!r} on the host and must get it as a "
+                               f"keyword argument; it was not among {sorted(kwargs)}")
+        tensor = kwargs[self.read.arg]
+        # an in-place change shows in the version counter; an inference tensor has none, and none
+        # of the pipelines this reads for changes its mask in place (a new call makes a new mask)
+        version = None if tensor.is_inference() else tensor._version
+        hit = self._copies.get(id(tensor))
+        if hit is None or hit[0]() is not tensor or hit[1] != version:
+            self._copies = {k: v for k, v in self._copies.items() if v[0]() is not None}
+            hit = self._copies[id(tensor)] = (weakref.ref(tensor), version, tensor.to("cpu"))
+            self.copies += 1
+        self.current = hit[2]  # until the capture, if this call captures (GraphedForward.__call__)
+        return ("host values", self.read.key(hit[2]))
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 @dataclass
 class _Graph:
     inputs: list[torch.Tensor | None]  # static buffer per flattened leaf (None: a non-tensor leaf)
@@ -89,15 +134,23 @@ class GraphedForward:
     backend: GraphBackend
     device: torch.device
     max_graphs: int = MAX_GRAPHS
+    host_reads: HostReads | None = None  # an input the forward reads on the host (ModelSpec.host_read)
     graphs: dict[tuple, _Graph] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=lambda: {"captured_signatures": [], "replays": 0,
                                                            "pool_held_bytes": 0})
 
     def __call__(self, *args, **kwargs):
         key, leaves, spec = input_signature(args, kwargs, self.device)
+        if self.host_reads is not None:  # the values the forward reads on the host are part of its program
+            key = (*key, self.host_reads.key(kwargs))
+            self.state["host_copies"] = self.host_reads.copies
         graph = self.graphs.get(key)
         if graph is None:  # its static inputs are made from this call's values
-            graph = self._capture(key, leaves, spec)
+            try:
+                graph = self._capture(key, leaves, spec)
+            finally:  # the host copy is handed over while capturing only
+                if self.host_reads is not None:
+                    self.host_reads.current = None
         else:
             for buffer, leaf in zip(graph.inputs, leaves):
                 if buffer is not None:
@@ -126,8 +179,10 @@ class GraphedForward:
 
 
 def describe_signature(key: tuple) -> list:
-    """A signature for the record (JSON): shapes and dtypes of the tensors, the other values."""
-    return [[list(p[1]), str(p[3]).removeprefix("torch.")] if p[0] == "tensor" else repr(p[1]) for p in key[1]]
+    """A signature for the record (JSON): shapes and dtypes of the tensors, the other values (and the
+    host values of a HostReads key)."""
+    parts = [[list(p[1]), str(p[3]).removeprefix("torch.")] if p[0] == "tensor" else repr(p[1]) for p in key[1]]
+    return parts + [repr(h[1]) for h in key[2:]]
 
 
 class CudaGraphBackend:
@@ -165,13 +220,12 @@ class CudaGraphBackend:
                    if tuple(s.get("segment_pool_id", ())) == pool)
 
 
-def apply(denoiser: torch.nn.Module, device: torch.device, backend: GraphBackend | None = None) -> dict[str, Any]:
+def apply(denoiser: torch.nn.Module, device: torch.device, backend: GraphBackend | None = None,
+          host_read=None) -> dict[str, Any]:
     """Replace the denoiser's forward by its graphed replay; returns the live state for the record
-    (signatures captured, replays, pool bytes held)."""
-    name = type(denoiser).__name__
-    if name in HOST_SYNC_FORWARD:
-        raise CaseSkip(f"cudagraphs: {name}'s forward cannot be captured: {HOST_SYNC_FORWARD[name]}")
-    graphed = GraphedForward(denoiser.forward, backend or CudaGraphBackend(device), device)
+    (signatures captured, replays, pool bytes held). host_read: the model's ModelSpec.host_read."""
+    reads = HostReads(denoiser, host_read) if host_read is not None else None
+    graphed = GraphedForward(denoiser.forward, backend or CudaGraphBackend(device), device, host_reads=reads)
     denoiser.forward = functools.update_wrapper(graphed, denoiser.forward)  # keeps the signature
     return graphed.state
 

@@ -25,7 +25,7 @@ class CudaGraphsKnob(Knob):
         return skip_reason(cudagraphs.check, ctx.device, r.cache, r.verify, r.parallel, "cudagraphs")
 
     def apply(self, ctx: KnobContext) -> dict[str, Any]:
-        return {"cudagraphs": cudagraphs.apply(ctx.denoiser, ctx.device)}
+        return {"cudagraphs": cudagraphs.apply(ctx.denoiser, ctx.device, host_read=ctx.spec.host_read)}
 
 
 KNOB = CudaGraphsKnob()

@@ -70,6 +70,23 @@ class TeaCacheFit:
 
 
 @dataclass(frozen=True)
+class HostRead:
+    """A denoiser input whose values its forward reads on the host (a `.tolist()`, which a CUDA
+    graph cannot capture: no device-to-host copy while a stream captures). The graphed forward
+    (diffperf.knobs.cudagraphs) hands the submodule that reads it a host copy, made outside the
+    graph once per input tensor, and keys its graphs by `key` of that copy: a replay then runs the
+    kernels captured for the same host values."""
+
+    arg: str  # the denoiser forward's keyword argument, e.g. "encoder_attention_mask"
+    module: str  # the submodule whose forward reads it, e.g. "rope_embedder"
+    module_arg: int  # the input's position among that submodule's forward arguments
+    key: Callable[[torch.Tensor], Any]  # what of the host copy the forward's work depends on (hashable)
+    # attributes of `module` holding lists of host tensors that its forward moves to the device on
+    # every call (a host-to-device copy, which a capture cannot hold either): moved there once
+    device_constants: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str  # stable id used by tools and CI, e.g. "flux-dev"
     pipeline_class: str  # diffusers pipeline class name
@@ -118,6 +135,8 @@ class ModelSpec:
     # None: the tier's lossless threshold
     synthetic_lossless_ssim: float | None = None
     known_issues: tuple[KnownIssue, ...] = ()
+    # an input its denoiser's forward reads on the host (diffperf.knobs.cudagraphs); None: none
+    host_read: HostRead | None = None
     notes: str = ""
 
     def __post_init__(self):

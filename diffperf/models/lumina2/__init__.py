@@ -1,7 +1,7 @@
 """Lumina-Image 2.0 (Alpha-VLLM/Lumina-Image-2.0): a DiT with Gemma-2 and the FLUX VAE."""
 from __future__ import annotations
 
-from ..spec import GenDefaults, ModelSpec, TeaCacheFit
+from ..spec import GenDefaults, HostRead, ModelSpec, TeaCacheFit
 from .build import build
 from .plan import plan_lumina2
 
@@ -20,6 +20,20 @@ TEACACHE = TeaCacheFit(
     time_direction=+1,  # Lumina2's timestep rises during a generation
     coefficients=(393.76566581, -603.50993606, 209.10239044, -23.00726601, 0.86377344),
 )
+
+
+
+def caption_lengths(mask) -> tuple[int, ...]:
+    """What Lumina2's rotary embedder reads of the caption mask on the host: each caption's length
+    (`attention_mask.sum(dim=1).tolist()` in diffusers 0.42's Lumina2RotaryPosEmbed.forward), from
+    which it sizes the joint sequence."""
+    return tuple(int(n) for n in mask.sum(dim=1).tolist())
+
+
+# its rotary embedder reads the caption lengths on the host and moves its precomputed frequency
+# tables (a list of host tensors, no buffers) to the device on every call
+HOST_READ = HostRead(arg="encoder_attention_mask", module="rope_embedder", module_arg=1, key=caption_lengths,
+                     device_constants=("freqs_cis",))
 
 SPECS = (
     ModelSpec(
@@ -47,5 +61,6 @@ SPECS = (
         teacache=TEACACHE,
         # cond and uncond run as two batch-1 calls of the transformer
         cfg_batched=False,
+        host_read=HOST_READ,
     ),
 )
