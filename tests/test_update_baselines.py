@@ -289,3 +289,28 @@ def test_references_without_software_get_their_cases_baseline_software(tmp_path,
     assert storage.load(path, LATENTS_KIND)["projections"] == {"short": [1.0]}
     assert "software" not in storage.load(other, LATENTS_KIND)
     assert "1 earlier reference(s) had no software" in capsys.readouterr().out
+
+
+def test_migrate_gives_entries_and_references_their_software_without_a_run(tmp_path, capsys):
+    from diffperf.references import LATENTS_FILE, LATENTS_KIND
+
+    assert update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": result()})) == 0
+    path = tmp_path / "baselines" / "cpu.json"
+    data = json.loads(path.read_text())
+    data["fingerprint"]["transformers"] = "5.23.0"
+    del data["cases"]["sd21-base/fp32"]["provenance"]["software"]  # as an older suite wrote it
+    path.write_text(json.dumps(data))
+    latents = tmp_path / "refs" / "cpu" / "sd21-base" / "fp32" / LATENTS_FILE
+    storage.dump(latents, LATENTS_KIND, {"case": "sd21-base/fp32", "cpu_class": "x", "projections": {"short": [1.0]}})
+    args = ["--tier", "cpu", "--baselines", str(tmp_path / "baselines"), "--references-dir", str(tmp_path / "refs"),
+            "--migrate"]
+    assert update_baselines.main([*args, "--dry-run"]) == 0 and "software" not in json.loads(
+        path.read_text())["cases"]["sd21-base/fp32"]["provenance"]
+    assert update_baselines.main(args) == 0
+    after = json.loads(path.read_text())
+    assert after["cases"]["sd21-base/fp32"]["provenance"]["software"]["transformers"] == "5.23.0"
+    assert {k: v for k, v in after.items() if k != "cases"} == {k: v for k, v in data.items() if k != "cases"}
+    assert after["cases"]["sd21-base/fp32"]["median_s"] == data["cases"]["sd21-base/fp32"]["median_s"]
+    assert storage.load(latents, LATENTS_KIND)["software"]["transformers"] == "5.23.0"
+    assert "1 earlier case(s) had no software" in capsys.readouterr().out
+    assert update_baselines.main(["--tier", "h200", "--baselines", str(tmp_path / "none"), "--migrate"]) == 2

@@ -221,6 +221,27 @@ def compact(tier_dir: Path, dry_run: bool) -> int:
     return 0
 
 
+def migrate(baselines_dir: Path, references_dir: Path, tier: str, dry_run: bool) -> int:
+    """The tier's synthetic-weights baselines and references brought up to what this suite writes,
+    without a run: entries and reference latents without their own software get it (see
+    software_from_fingerprint, references_software); measured values stay as they are."""
+    path = baseline_path(baselines_dir, tier, "synthetic")
+    if not path.exists():
+        print(f"no baselines file {display_path(path)}", file=sys.stderr)
+        return 2
+    data = storage.load(path, BASELINE_KIND)
+    cases = dict(data["cases"])
+    software_from_fingerprint(cases, data["fingerprint"])
+    if dry_run:
+        print("dry run: nothing written")
+        return 0
+    storage.dump(path, BASELINE_KIND, {**{k: v for k, v in data.items() if k not in ("kind", "schema_version")},
+                                       "cases": cases})
+    references_software(tier_references(references_dir, tier, "synthetic"), cases)
+    print(f"migrated {display_path(path)}")
+    return 0
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tier", required=True, choices=sorted(TIERS))
     p.add_argument("--results", type=Path, help="results.json or its directory (default results/<tier>)")
@@ -242,12 +263,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="downscale the tier's stored reference images to the size the tests compare at "
                         f"(accuracy.REFERENCE_MAX_SIDE = {REFERENCE_MAX_SIDE} px), printing first what that does to "
                         "SSIM between each recipe and its reference recipe; nothing else is changed")
+    p.add_argument("--migrate", action="store_true",
+                   help="bring the tier's synthetic-weights baselines file and references up to what this suite "
+                        "writes (each case's software, from the file's fingerprint where it has none), without a "
+                        "run; measured values are not touched")
 
 
 def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     tier = get_tier(args.tier)
     if args.compact_references:
         return compact(args.references_dir / tier.name, args.dry_run)
+    if args.migrate:
+        return migrate(args.baselines, args.references_dir, tier.name, args.dry_run)
     results_path = args.results or (ROOT / "results" / tier.name)
     try:
         results = load_results(results_path)
