@@ -83,7 +83,7 @@ class HostReads:
         self.read = read
         self.current: torch.Tensor | None = None  # the host copy of the call being captured
         self.copies = 0  # device-to-host copies made (each one waits for the GPU): one per new input tensor
-        self._copies: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
+        self._copies: dict[int, tuple[weakref.ref, int | None, torch.Tensor, Any]] = {}  # id -> (ref, version, copy, key)
         module = denoiser.get_submodule(read.module)
         for name in read.device_constants:  # host tables its forward would copy to the device each call
             tables = getattr(module, name)
@@ -109,10 +109,11 @@ class HostReads:
         hit = self._copies.get(id(tensor))
         if hit is None or hit[0]() is not tensor or hit[1] != version:
             self._copies = {k: v for k, v in self._copies.items() if v[0]() is not None}
-            hit = self._copies[id(tensor)] = (weakref.ref(tensor), version, tensor.to("cpu"))
+            copy = tensor.to("cpu")
+            hit = self._copies[id(tensor)] = (weakref.ref(tensor), version, copy, ("host values", self.read.key(copy)))
             self.copies += 1
         self.current = hit[2]  # until the capture, if this call captures (GraphedForward.__call__)
-        return ("host values", self.read.key(hit[2]))
+        return hit[3]
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:
