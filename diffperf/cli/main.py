@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from . import aoti_check, baselines, census, first_nonfinite, flops, noise_study, prewarm, report, verify_overhead
+from . import (aoti_check, baselines, census, first_nonfinite, flops, host_reads, noise_study, prewarm, report,
+               verify_overhead)
 from .common import parser_for
 
 # name -> (module, one-line help, other names it answers to); tools/*.py call the same modules
@@ -23,6 +24,7 @@ COMMANDS = {
     "verify-overhead": (verify_overhead, "what the 'verify' knob costs: a recipe timed with and without it", ()),
     "aoti-check": (aoti_check, "whether AOTInductor packages load on this machine (each in a child process)", ()),
     "first-nonfinite": (first_nonfinite, "the first module of a case's pipeline whose output is NaN / infinite", ()),
+    "host-reads": (host_reads, "where a generation reads tensor values on the host (each a GPU sync), per step", ()),
 }
 
 
