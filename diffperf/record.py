@@ -88,6 +88,22 @@ def software_note(what: str, stored: dict[str, Any] | None, now: dict[str, Any] 
             f"can move it; once that change is accepted, re-measure and store it with tools/update_baselines.py")
 
 
+def pinned_drift(software: dict[str, Any], constraints: Path = ROOT / "constraints.txt") -> list[str]:
+    """'name installed (pinned P)' for each library of `software` that the constraints file (the
+    versions the suite is tested with) pins to another version; [] without the file."""
+    try:
+        lines = Path(constraints).read_text().splitlines()
+    except FileNotFoundError:  # the suite installed without its repository: nothing to compare with
+        return []
+    pins = {}
+    for line in lines:
+        name, sep, version = line.split("#", 1)[0].strip().partition("==")
+        if sep:
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return [f"{k} {v} (pinned {pins[k]})" for k, v in software.items()
+            if v is not None and k in pins and pins[k] != v]
+
+
 def fingerprint(tier: str, weights: str, machine: dict[str, Any]) -> dict[str, Any]:
     """What a baseline is only comparable under."""
     v = machine.get("versions", {})

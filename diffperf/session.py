@@ -30,7 +30,7 @@ from .knobs.skip import CaseSkip
 from .machine import machine_state, software
 from .models import get_model
 from .options import PerfOptions, parse_options
-from .record import RunRecorder, check_writable, now
+from .record import RunRecorder, check_writable, now, pinned_drift
 from .tiers import TIERS, Tier, detect_tier, get_tier, machine_mismatch
 from .timeouts import case_timeout
 from .verdict_summary import summary_lines, warnings_of
@@ -275,12 +275,16 @@ class PerfSession:
         return lines
 
     def software_lines(self) -> list[str]:
-        """For each tier this machine runs: how many of the selected cases' baselines were measured
-        under other library versions than this process has (a library change reads as such)."""
+        """Installed libraries that differ from constraints.txt, and for each tier this machine runs
+        how many of the selected cases' baselines were measured under other library versions than
+        this process has (a library change reads as such)."""
         # start-up cost: diffperf.compare loads scipy; a header only reads a file that exists
         from .compare import baseline_path, load_baselines, software_summary
 
-        lines = []
+        here = software()
+        drift = pinned_drift(here)
+        lines = [f"diffperf: installed libraries differ from constraints.txt (the versions the suite is tested with): "
+                 f"{', '.join(drift)}"] if drift else []
         for tier in self.tiers():
             path = baseline_path(self.options.baselines_dir, tier.name, self.options.weights_label)
             if machine_mismatch(tier) is not None or not path.exists():
@@ -290,7 +294,7 @@ class PerfSession:
             except StoredFileError:  # every test of the tier reports the bad file (baseline())
                 continue
             ids = [pc.case.id for pc in self.cases() if pc.tier.name == tier.name]
-            text = software_summary(data, ids, software())
+            text = software_summary(data, ids, here)
             if text:
                 lines.append(f"diffperf: {path.name}: {text}")
         return lines

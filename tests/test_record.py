@@ -141,3 +141,13 @@ def test_a_run_killed_in_a_case_says_which_case_and_phase(tmp_path, monkeypatch)
     again = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None})  # a later run into the same directory
     again.progress("a/fp32", "build")
     assert RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None}).progress_path.exists() is False
+
+
+def test_pinned_drift_names_libraries_installed_at_other_versions_than_the_constraints(tmp_path):
+    from diffperf.record import pinned_drift
+
+    pins = tmp_path / "constraints.txt"
+    pins.write_text("# tested with\ndiffusers==0.42.1\ntransformers==5.23.0  # text encoders\ntorchao==0.18.0\n")
+    software = {"torch": "2.11.0", "diffusers": "0.42.1", "transformers": "5.17.0", "torchao": None}
+    assert pinned_drift(software, pins) == ["transformers 5.17.0 (pinned 5.23.0)"]  # torch is not pinned there
+    assert pinned_drift(software, tmp_path / "none.txt") == []
