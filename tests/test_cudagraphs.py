@@ -206,3 +206,10 @@ def test_a_host_read_input_must_come_as_a_keyword():
     cudagraphs.apply(b.denoiser, CPU, ReplayingBackend(), host_read=b.spec.host_read)
     with pytest.raises(RuntimeError, match="reads 'encoder_attention_mask' on the host and must get it as a keyword"):
         b.denoiser(torch.zeros(1, 16, 16, 16), torch.zeros(1), torch.zeros(1, 8, 32), torch.ones(1, 8, dtype=torch.long))
+
+
+@pytest.mark.parametrize("recipe", ["bf16+compile-full", "bf16+compile-full+reduce-overhead"])
+def test_a_full_graph_compile_of_a_forward_that_reads_on_the_host_skips_with_the_reason(recipe):
+    with pytest.raises(CaseSkip, match=r"compile-full: lumina2's denoiser reads 'encoder_attention_mask' on the host"):
+        check_recipe(parse_recipe(recipe), get_model("lumina2"), torch.device("cuda"))
+    check_recipe(parse_recipe("bf16+compile"), get_model("lumina2"), torch.device("cuda"))  # regional: its blocks

@@ -89,6 +89,16 @@ class CompileKnob(Knob):
     fields = (Field("compile", None, "None, 'regional' (compile_repeated_blocks) or 'full'"),)
     choices = {"compile": "regional", "compile-full": "full"}
 
+    def check(self, ctx: KnobContext) -> str | None:
+        read = ctx.spec.host_read
+        if ctx.recipe.compile == "full" and read is not None:
+            # measured: dynamo stops at the data-dependent size ("Could not extract specialized
+            # integer from data-dependent expression"), an error that names neither model nor input
+            return (f"compile-full: {ctx.spec.name}'s denoiser reads {read.arg!r} on the host in its {read.module!r} "
+                    f"and sizes its sequence by those values, which a full-graph compile cannot trace; 'compile' "
+                    f"(its repeated blocks) and 'cudagraphs' run it")
+        return None
+
     def apply(self, ctx: KnobContext) -> dict[str, Any]:
         r = ctx.recipe
         return {"compiled_modules": apply(ctx.denoiser, r.compile, r.compile_mode, ctx.device)}
