@@ -196,15 +196,14 @@ def judge_case_memory(result: dict[str, Any], base: dict[str, Any], file_toleran
 def software_summary(data: dict[str, Any], case_ids, software: dict[str, Any]) -> str | None:
     """'N of M baselines ... (transformers 5.23.0 -> 5.17.0)': of a baselines file's entries for
     `case_ids`, how many were measured under other library versions than `software`, and which."""
-    entries = [e for cid, e in data["cases"].items() if cid in set(case_ids)]
-    changes: dict[str, int] = {}
-    for e in entries:
-        for change in software_changes((e.get("provenance") or {}).get("software"), software):
-            changes[change] = changes.get(change, 0) + 1
-    moved = sum(1 for e in entries if software_changes((e.get("provenance") or {}).get("software"), software))
+    wanted = set(case_ids)
+    entries = [e for cid, e in data["cases"].items() if cid in wanted]
+    per_entry = [software_changes((e.get("provenance") or {}).get("software"), software) for e in entries]
+    moved = [c for c in per_entry if c]
     if not moved:
         return None
-    return (f"{moved} of the {len(entries)} baselines of the selected cases were measured under other library "
+    changes = dict.fromkeys(c for cs in moved for c in cs)  # each change once, in the order met
+    return (f"{len(moved)} of the {len(entries)} baselines of the selected cases were measured under other library "
             f"versions than this run ({', '.join(changes)}); their verdicts say so")
 
 

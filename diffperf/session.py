@@ -278,23 +278,20 @@ class PerfSession:
         """Installed libraries that differ from constraints.txt, and for each tier this machine runs
         how many of the selected cases' baselines were measured under other library versions than
         this process has (a library change reads as such)."""
-        # start-up cost: diffperf.compare loads scipy; a header only reads a file that exists
-        from .compare import baseline_path, load_baselines, software_summary
+        from .compare import software_summary  # start-up cost: scipy, loaded by baselines_file anyway
 
         here = software()
         drift = pinned_drift(here)
         lines = [f"diffperf: installed libraries differ from constraints.txt (the versions the suite is tested with): "
                  f"{', '.join(drift)}"] if drift else []
+        cases = self.cases()
         for tier in self.tiers():
-            path = baseline_path(self.options.baselines_dir, tier.name, self.options.weights_label)
-            if machine_mismatch(tier) is not None or not path.exists():
+            if machine_mismatch(tier) is not None:
                 continue
-            try:
-                data = load_baselines(path)
-            except StoredFileError:  # every test of the tier reports the bad file (baseline())
+            path, data = self.baselines_file(tier.name)  # the tests judge with this same read
+            if not isinstance(data, dict):  # none, or a bad file that every test of the tier reports
                 continue
-            ids = [pc.case.id for pc in self.cases() if pc.tier.name == tier.name]
-            text = software_summary(data, ids, here)
+            text = software_summary(data, [pc.case.id for pc in cases if pc.tier.name == tier.name], here)
             if text:
                 lines.append(f"diffperf: {path.name}: {text}")
         return lines
@@ -393,13 +390,13 @@ class PerfSession:
             pytest.fail(outcome.message(with_traceback=first), pytrace=False)
         return outcome
 
-    def baseline(self, pc: PerfCase):
-        """(baselines file dict, this case's entry); skips when the case has no baseline."""
-        # start-up cost: diffperf.compare loads scipy, needed only when a case is judged
+    def baselines_file(self, tier: str) -> tuple[Path, Any]:
+        """(path, the tier's baselines file: its dict, None where there is none, or the
+        StoredFileError it raised), read once per run."""
+        # start-up cost: diffperf.compare loads scipy, needed only when baselines are read
         from .compare import baseline_path, load_baselines
 
-        options = self.options
-        path = baseline_path(options.baselines_dir, pc.tier.name, options.weights_label)
+        path = baseline_path(self.options.baselines_dir, tier, self.options.weights_label)
         if path not in self.baselines:
             if not path.exists():
                 self.baselines[path] = None
@@ -408,7 +405,12 @@ class PerfSession:
                     self.baselines[path] = load_baselines(path)
                 except StoredFileError as exc:  # kept: every test of the tier reports the bad file
                     self.baselines[path] = exc
-        data = self.baselines[path]
+        return path, self.baselines[path]
+
+    def baseline(self, pc: PerfCase):
+        """(baselines file dict, this case's entry); skips when the case has no baseline."""
+        options = self.options
+        path, data = self.baselines_file(pc.tier.name)
         if isinstance(data, Exception):
             raise data
         entry = None if data is None else data["cases"].get(pc.case.id)

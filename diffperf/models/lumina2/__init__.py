@@ -22,7 +22,6 @@ TEACACHE = TeaCacheFit(
 )
 
 
-
 def caption_lengths(mask) -> tuple[int, ...]:
     """What Lumina2's rotary embedder reads of the caption mask on the host: each caption's length
     (`attention_mask.sum(dim=1).tolist()` in diffusers 0.42's Lumina2RotaryPosEmbed.forward), from
