@@ -2,11 +2,12 @@
 import pytest
 import torch
 
+from diffperf import build
 from diffperf.cli import first_nonfinite
 
 
 def test_names_the_module_that_first_makes_nan(monkeypatch, capsys):
-    real_build = first_nonfinite.build_case
+    real_build = build.build_case  # the commands build their case through diffperf.build (cli.common)
 
     def build_with_a_nan_weight(*args, **kwargs):
         built = real_build(*args, **kwargs)
@@ -14,7 +15,7 @@ def test_names_the_module_that_first_makes_nan(monkeypatch, capsys):
             built.denoiser.transformer_blocks[1].attn.to_k.weight[0, 0] = float("nan")
         return built
 
-    monkeypatch.setattr(first_nonfinite, "build_case", build_with_a_nan_weight)
+    monkeypatch.setattr(build, "build_case", build_with_a_nan_weight)
     assert first_nonfinite.main(["--model", "flux-dev", "--recipe", "fp32"]) == 0
     out = capsys.readouterr().out
     assert "transformer.transformer_blocks.1.attn.to_k (Linear), call 1" in out

@@ -1,4 +1,4 @@
-"""What the command modules share: a parser for one command run alone."""
+"""What the command modules share: a parser for one command run alone, and a case built eager."""
 from __future__ import annotations
 
 import argparse
@@ -23,3 +23,22 @@ def run_alone(doc: str | None, add_arguments: Adder, run: Runner, argv: list[str
     """One command as its own program (tools/<name>.py): parse `argv` (default sys.argv) and run."""
     p = parser_for(doc, add_arguments)
     return run(p.parse_args(argv), p)
+
+
+def build_eager_case(args: argparse.Namespace, ap: argparse.ArgumentParser, why: str):
+    """(the case of --tier / --model / --recipe built as the suite builds it, the suite's prompts);
+    a recipe with compile is refused as a usage error (`why`: what needs the eager code)."""
+    # start-up cost: building a case loads torch and diffusers; only the commands that build one call this
+    from diffperf.build import build_case
+    from diffperf.cases import Case
+    from diffperf.options import PerfOptions
+    from diffperf.prompts import Prompts
+    from diffperf.recipes import parse_recipe
+    from diffperf.tiers import get_tier
+
+    recipe = parse_recipe(args.recipe)
+    if recipe.compile:
+        ap.error(f"{args.recipe}: give the recipe without compile ({why})")
+    options = PerfOptions()
+    built = build_case(Case(args.model, recipe, "standard"), get_tier(args.tier), options)
+    return built, Prompts.load(options.prompts_file)

@@ -15,16 +15,10 @@ import argparse
 
 import torch
 
-from diffperf.build import build_case
-from diffperf.cases import Case
 from diffperf.knobs.linear_rows import zero_rows
 from diffperf.measure import generate
-from diffperf.options import PerfOptions
-from diffperf.prompts import Prompts
-from diffperf.recipes import parse_recipe
-from diffperf.tiers import get_tier
 
-from .common import run_alone
+from .common import build_eager_case, run_alone
 
 
 def _tensors(x):
@@ -59,12 +53,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
-    recipe = parse_recipe(args.recipe)
-    if recipe.compile:
-        ap.error(f"{args.recipe}: give the recipe without compile (hooks see eager modules only)")
-    options = PerfOptions()
-    prompts = Prompts.load(options.prompts_file)
-    built = build_case(Case(args.model, recipe, "standard"), get_tier(args.tier), options)
+    built, prompts = build_eager_case(args, ap, "hooks see eager modules only")
     components = {name: m for name, m in built.pipe.components.items() if isinstance(m, torch.nn.Module)}
     names = {m: f"{comp}.{n}" if n else comp for comp, mod in components.items() for n, m in mod.named_modules()}
     calls: dict[torch.nn.Module, int] = {}

@@ -19,15 +19,9 @@ from typing import Any, Iterator
 
 import torch
 
-from diffperf.build import build_case
-from diffperf.cases import Case
 from diffperf.measure import generate
-from diffperf.options import PerfOptions
-from diffperf.prompts import Prompts
-from diffperf.recipes import parse_recipe
-from diffperf.tiers import get_tier
 
-from .common import run_alone
+from .common import build_eager_case, run_alone
 
 READS = ("__bool__", "item", "tolist", "__int__", "__float__", "__index__")
 WHERE = ("scheduler step", "denoiser call", "elsewhere in the pipeline call")
@@ -97,12 +91,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ap: argparse.ArgumentParser) -> int:
-    recipe = parse_recipe(args.recipe)
-    if recipe.compile:
-        ap.error(f"{args.recipe}: give the recipe without compile (the counting sees eager code only)")
-    options = PerfOptions()
-    prompts = Prompts.load(options.prompts_file)
-    built = build_case(Case(args.model, recipe, "standard"), get_tier(args.tier), options)
+    built, prompts = build_eager_case(args, ap, "the counting sees eager code only")
     found = host_reads(built, prompts.timing_prompt, prompts.seed)
     print(f"{args.model} {args.recipe} ({type(built.pipe.scheduler).__name__}): host reads of tensor values")
     for w, d in found.items():
