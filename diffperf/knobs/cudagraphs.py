@@ -79,7 +79,7 @@ class HostReads:
     same mask object at every step), and, while the graphed forward captures, that copy handed to
     the submodule that reads it in place of the static device buffer."""
 
-    def __init__(self, denoiser: torch.nn.Module, read):
+    def __init__(self, denoiser: torch.nn.Module, read, device: torch.device):
         self.read = read
         self.current: torch.Tensor | None = None  # the host copy of the call being captured
         self.copies = 0  # device-to-host copies made (each one waits for the GPU): one per new input tensor
@@ -87,7 +87,7 @@ class HostReads:
         module = denoiser.get_submodule(read.module)
         for name in read.device_constants:  # host tables its forward would copy to the device each call
             tables = getattr(module, name)
-            setattr(module, name, [t.to(_device_of(denoiser)) for t in tables])
+            setattr(module, name, [t.to(device) for t in tables])
         inner = module.forward
 
         def forward(*args, **kwargs):
@@ -114,10 +114,6 @@ class HostReads:
             self.copies += 1
         self.current = hit[2]  # until the capture, if this call captures (GraphedForward.__call__)
         return hit[3]
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 @dataclass
@@ -225,7 +221,7 @@ def apply(denoiser: torch.nn.Module, device: torch.device, backend: GraphBackend
           host_read=None) -> dict[str, Any]:
     """Replace the denoiser's forward by its graphed replay; returns the live state for the record
     (signatures captured, replays, pool bytes held). host_read: the model's ModelSpec.host_read."""
-    reads = HostReads(denoiser, host_read) if host_read is not None else None
+    reads = HostReads(denoiser, host_read, device) if host_read is not None else None
     graphed = GraphedForward(denoiser.forward, backend or CudaGraphBackend(device), device, host_reads=reads)
     denoiser.forward = functools.update_wrapper(graphed, denoiser.forward)  # keeps the signature
     return graphed.state
