@@ -70,6 +70,14 @@ FLUX_CUDA_GRAPHS = [
     "bf16+fp8dq+compile-full+reduce-overhead",
 ]
 
+# models whose scheduler reads the timestep on the host at every step (ModelSpec.step_reads_timestep): the
+# denoiser replayed from CUDA graphs with and without that wait ('host-timesteps')
+HOST_TIMESTEP_GRAPHS = [
+    ("bf16+cudagraphs+host-timesteps", "standard"),
+    ("bf16+compile-full+reduce-overhead", "full"),
+    ("bf16+compile-full+reduce-overhead+host-timesteps", "full"),
+]
+
 # rows of flux-optimization-benchmarks.md (FLUX.1-dev, 1024x1024, 28 steps)
 FLUX_OPT_TABLE = [
     "fp16", "bf16", "bf16+fa2", "bf16+sdpa-flash", "bf16+sdpa-cudnn",
@@ -151,6 +159,9 @@ def cases_for_tier(tier: Tier) -> list[Case]:
     for model in MODELS:
         for text, level in GPU_DEFAULTS:
             _add(cases, model, text, level, "defaults")
+    for model in (name for name, spec in MODELS.items() if spec.step_reads_timestep):
+        for text, level in HOST_TIMESTEP_GRAPHS:
+            _add(cases, model, text, level, "host-timesteps")
     for text in FLUX_FAST_LADDER:
         _add(cases, "flux-dev", text, "full", "flux-fast-ladder")
     for text in FLUX_CUDA_GRAPHS:

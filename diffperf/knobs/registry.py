@@ -13,6 +13,7 @@ from . import (
     cudagraphs_knob,
     dtype,
     fuse_qkv,
+    host_timesteps,
     inductor,
     quantize,
     verify,
@@ -32,6 +33,7 @@ KNOBS: list[Knob] = [
     inductor.KNOB,
     aoti_knob.KNOB,
     cudagraphs_knob.KNOB,
+    host_timesteps.KNOB,
     verify.KNOB,
     context_parallel.KNOB,
 ]

@@ -137,6 +137,9 @@ class ModelSpec:
     known_issues: tuple[KnownIssue, ...] = ()
     # an input its denoiser's forward reads on the host (diffperf.knobs.cudagraphs); None: none
     host_read: HostRead | None = None
+    # its scheduler's step reads the timestep on the host at every step (`diffperf host-reads`:
+    # PNDM, DDPM), a wait for the GPU the 'host-timesteps' knob takes off
+    step_reads_timestep: bool = False
     notes: str = ""
 
     def __post_init__(self):

@@ -29,5 +29,7 @@ SPECS = (
         fused_qkv=True,
         diffusers_cache=False,
         cfg_batched=True,
+        # PNDM reads the timestep on the host once a step (diffperf host-reads)
+        step_reads_timestep=True,
     ),
 )

@@ -1,0 +1,88 @@
+"""The host-timesteps knob: the scheduler's step reads host copies of the schedule (tiny models, CPU)."""
+import numpy as np
+import pytest
+import torch
+
+from diffperf.build import build_case, check_recipe
+from diffperf.cases import Case, cases_for_tier
+from diffperf.knobs.host_timesteps import HostSchedule
+from diffperf.knobs.skip import CaseSkip
+from diffperf.measure import generate
+from diffperf.models import get_model
+from diffperf.options import PerfOptions
+from diffperf.recipes import parse_recipe
+from diffperf.tiers import get_tier
+
+
+def _tiny(model, recipe):
+    return build_case(Case(model, parse_recipe(recipe), "standard"), get_tier("cpu"), PerfOptions())
+
+
+@pytest.mark.parametrize("model", ["sd21-base", "kandinsky3"])
+def test_the_step_gets_host_copies_and_the_image_is_unchanged(model):
+    eager = generate(_tiny(model, "fp32"), "a red cube", 0)
+    b = _tiny(model, "fp32+host-timesteps")
+    scheduler = b.pipe.scheduler
+    for _ in range(2):
+        image = generate(b, "a red cube", 0)
+        np.testing.assert_array_equal(image, eager)
+    state = b.knobs["host_timesteps"]
+    steps = len(scheduler.timesteps)
+    assert state["scheduler"] == type(scheduler).__name__
+    assert state["steps_substituted"] == 2 * steps and state["calls_checked"] == 2
+
+
+def test_the_substituted_timesteps_are_host_tensors_of_the_schedule_not_the_pipeline_s():
+    class Scheduler:
+        def __init__(self):
+            self.got = []
+
+        def set_timesteps(self, num_inference_steps, device=None):
+            self.timesteps = torch.arange(num_inference_steps, 0, -1, device=device) * 100
+
+        def step(self, model_output, timestep, sample, return_dict=True):
+            self.got.append(timestep)
+            return sample
+
+    s = Scheduler()
+    schedule = HostSchedule(s)
+    s.set_timesteps(3, device="meta")  # stands in for the GPU: the pipeline's schedule stays there
+    assert s.timesteps.device.type == "meta"
+    passed = list(torch.arange(3, 0, -1) * 100)  # what the loop hands the step (on the host here)
+    for t in passed:
+        s.step(None, t, None)
+    assert [t.device.type for t in s.got] == ["cpu"] * 3 and [int(t) for t in s.got] == [300, 200, 100]
+    assert all(g is not p for g, p in zip(s.got, passed))
+    schedule.check()
+    assert schedule.state == {"scheduler": "Scheduler", "steps_substituted": 3, "calls_checked": 1}
+
+
+def test_a_pipeline_that_does_not_step_through_its_schedule_in_order_is_an_error():
+    class Scheduler:
+        def set_timesteps(self, num_inference_steps, device=None):
+            self.timesteps = torch.tensor([30, 20, 10][:num_inference_steps], device=device)
+
+        def step(self, model_output, timestep, sample):
+            return sample
+
+    s = Scheduler()
+    schedule = HostSchedule(s)
+    s.set_timesteps(3)
+    for t in (30, 10, 20):  # out of order
+        s.step(None, torch.tensor(t), None)
+    with pytest.raises(RuntimeError, match=r"passed Scheduler.step the timesteps \[30.0, 10.0, 20.0\] but .* "
+                                           r"\[30.0, 20.0, 10.0\]"):
+        schedule.check()
+    s.set_timesteps(2)
+    s.step(None, torch.tensor(30), None)
+    s.step(None, torch.tensor(20), None)
+    with pytest.raises(RuntimeError, match="called 3 times for a schedule of 2 timesteps"):
+        s.step(None, torch.tensor(10), None)
+
+
+def test_models_whose_step_reads_nothing_skip_and_the_cases_list_the_others():
+    with pytest.raises(CaseSkip, match="flux-dev's scheduler does not read the timestep on the host"):
+        check_recipe(parse_recipe("bf16+host-timesteps"), get_model("flux-dev"), torch.device("cuda"))
+    listed = {c.id for c in cases_for_tier(get_tier("h200")) if c.recipe.host_timesteps}
+    assert listed == {f"{m}/{r}" for m in ("sd21-base", "kandinsky3")
+                      for r in ("bf16+cudagraphs+host-timesteps", "bf16+compile-full+reduce-overhead+host-timesteps")}
