@@ -35,13 +35,14 @@ def test_the_step_gets_host_copies_and_the_image_is_unchanged(model):
 def test_the_substituted_timesteps_are_host_tensors_of_the_schedule_not_the_pipeline_s():
     class Scheduler:
         def __init__(self):
-            self.got = []
+            self.got, self.looked_up = [], []
 
         def set_timesteps(self, num_inference_steps, device=None):
             self.timesteps = torch.arange(num_inference_steps, 0, -1, device=device) * 100
 
         def step(self, model_output, timestep, sample, return_dict=True):
             self.got.append(timestep)
+            self.looked_up.append(self.timesteps.device.type)  # DDPM finds the next timestep in its schedule
             return sample
 
     s = Scheduler()
@@ -53,6 +54,7 @@ def test_the_substituted_timesteps_are_host_tensors_of_the_schedule_not_the_pipe
         s.step(None, t, None)
     assert [t.device.type for t in s.got] == ["cpu"] * 3 and [int(t) for t in s.got] == [300, 200, 100]
     assert all(g is not p for g, p in zip(s.got, passed))
+    assert s.looked_up == ["cpu"] * 3 and s.timesteps.device.type == "meta"  # the host schedule while stepping only
     schedule.check()
     assert schedule.state == {"scheduler": "Scheduler", "steps_substituted": 3, "calls_checked": 1}
 

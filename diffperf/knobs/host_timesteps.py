@@ -7,7 +7,9 @@ each read waits for the GPU to finish the step's queued work, and the GPU idles 
 prepares the next step, whether the denoiser runs eagerly, from a CUDA graph or compiled. With this
 knob the denoiser still gets the device timestep; the scheduler's `step` gets, in its place, the
 same value from a host copy of the schedule (made by a second `set_timesteps` on the CPU, no
-device read), so the step's arithmetic runs on host scalars exactly as before without waiting.
+device read), and while it runs its own `timesteps` is that host copy too (DDPM looks the next
+timestep up in it with a `nonzero`, twice a step), so the step's arithmetic runs on host values
+exactly as before without waiting.
 The substitution assumes the pipeline calls `step` once per element of the schedule, in order
 (every denoising loop in diffusers does); at the end of each pipeline call the timesteps the
 pipeline passed are compared with the ones substituted (one read, after the image is made), and
@@ -30,7 +32,8 @@ class HostSchedule:
 
     def __init__(self, scheduler):
         self.scheduler = scheduler
-        self.host: list[torch.Tensor] = []  # the schedule's timesteps on the host, one 0-d tensor each
+        self.schedule: torch.Tensor | None = None  # the schedule's timesteps on the host
+        self.host: list[torch.Tensor] = []  # the same, one 0-d tensor each
         self.passed: list[Any] = []  # the timesteps the pipeline gave `step` since the schedule was set
         self.state: dict[str, Any] = {"scheduler": type(scheduler).__name__, "steps_substituted": 0,
                                       "calls_checked": 0}
@@ -45,7 +48,8 @@ class HostSchedule:
             if "device" in set_sig.parameters:
                 bound.arguments["device"] = "cpu"
             set_timesteps(*bound.args, **bound.kwargs)
-            self.host = [t.clone() for t in scheduler.timesteps.reshape(-1)]
+            self.schedule = scheduler.timesteps.clone()
+            self.host = list(self.schedule.reshape(-1))
             self.passed = []
             return set_timesteps(*args, **kwargs)  # the schedule the pipeline iterates, where it asked
 
@@ -59,7 +63,11 @@ class HostSchedule:
             self.passed.append(bound.arguments["timestep"])
             bound.arguments["timestep"] = self.host[i]
             self.state["steps_substituted"] += 1
-            return step(*bound.args, **bound.kwargs)
+            pipeline_schedule, scheduler.timesteps = scheduler.timesteps, self.schedule
+            try:
+                return step(*bound.args, **bound.kwargs)
+            finally:  # the pipeline's loop iterates the tensor it took before the loop; put it back anyway
+                scheduler.timesteps = pipeline_schedule
 
         scheduler.set_timesteps = functools.update_wrapper(set_on_host, set_timesteps)
         scheduler.step = functools.update_wrapper(step_on_host, step)
