@@ -77,6 +77,11 @@ HOST_TIMESTEP_GRAPHS = [
     ("bf16+compile-full+reduce-overhead", "full"),
     ("bf16+compile-full+reduce-overhead+host-timesteps", "full"),
 ]
+# and whose scheduler draws noise every step (ModelSpec.step_draws_noise): without its blocking copy
+ASYNC_NOISE_GRAPHS = [
+    ("bf16+cudagraphs+host-timesteps+async-noise", "standard"),
+    ("bf16+compile-full+reduce-overhead+host-timesteps+async-noise", "full"),
+]
 
 # rows of flux-optimization-benchmarks.md (FLUX.1-dev, 1024x1024, 28 steps)
 FLUX_OPT_TABLE = [
@@ -161,6 +166,9 @@ def cases_for_tier(tier: Tier) -> list[Case]:
             _add(cases, model, text, level, "defaults")
     for model in (name for name, spec in MODELS.items() if spec.step_reads_timestep):
         for text, level in HOST_TIMESTEP_GRAPHS:
+            _add(cases, model, text, level, "host-timesteps")
+    for model in (name for name, spec in MODELS.items() if spec.step_draws_noise):
+        for text, level in ASYNC_NOISE_GRAPHS:
             _add(cases, model, text, level, "host-timesteps")
     for text in FLUX_FAST_LADDER:
         _add(cases, "flux-dev", text, "full", "flux-fast-ladder")

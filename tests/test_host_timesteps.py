@@ -87,4 +87,59 @@ def test_models_whose_step_reads_nothing_skip_and_the_cases_list_the_others():
         check_recipe(parse_recipe("bf16+host-timesteps"), get_model("flux-dev"), torch.device("cuda"))
     listed = {c.id for c in cases_for_tier(get_tier("h200")) if c.recipe.host_timesteps}
     assert listed == {f"{m}/{r}" for m in ("sd21-base", "kandinsky3")
-                      for r in ("bf16+cudagraphs+host-timesteps", "bf16+compile-full+reduce-overhead+host-timesteps")}
+                      for r in ("bf16+cudagraphs+host-timesteps", "bf16+compile-full+reduce-overhead+host-timesteps")} | {
+        f"kandinsky3/{r}+async-noise" for r in ("bf16+cudagraphs+host-timesteps",
+                                                "bf16+compile-full+reduce-overhead+host-timesteps")}
+
+
+
+# -- async-noise: the scheduler's per-step noise copied to the GPU without blocking ---------------------
+
+def _ddpm_module():
+    from diffusers import DDPMScheduler
+    import importlib
+
+    return DDPMScheduler, importlib.import_module(DDPMScheduler.__module__)
+
+
+def test_async_noise_copies_the_generator_s_values_without_blocking_and_only_while_stepping():
+    from diffperf.knobs.async_noise import PinnedNoise
+
+    DDPMScheduler, module = _ddpm_module()
+    original, pinned, seen = module.randn_tensor, [], {}
+
+    def pin(t):  # stands in for Tensor.pin_memory on a machine without a GPU
+        pinned.append(t)
+        return t.clone()
+
+    s = DDPMScheduler(num_train_timesteps=1000)
+
+    def step(model_output, timestep, sample, generator=None):  # draws as DDPM's step does; 'meta' stands in for the GPU
+        seen["draw"] = module.randn_tensor
+        return module.randn_tensor((1, 4, 8, 8), generator=generator, device=torch.device("meta"), dtype=torch.float32)
+    s.step = step
+    noise = PinnedNoise(s, pin=pin)
+    g = torch.Generator().manual_seed(7)
+    out = s.step(None, 999, None, generator=g)
+    want_g = torch.Generator().manual_seed(7)
+    want = torch.randn(1, 4, 8, 8, generator=want_g)
+    assert out.device.type == "meta" and seen["draw"] is not original and module.randn_tensor is original
+    assert noise.state == {"scheduler": "DDPMScheduler", "async_draws": 1}
+    assert torch.equal(pinned[0], want) and torch.equal(g.get_state(), want_g.get_state())  # same values, same stream
+
+
+def test_async_noise_leaves_host_draws_to_diffusers_and_the_image_unchanged():
+    from diffperf.knobs.async_noise import PinnedNoise
+
+    eager = generate(_tiny("kandinsky3", "fp32"), "a red cube", 0)
+    b = _tiny("kandinsky3", "fp32+host-timesteps")
+    noise = PinnedNoise(b.pipe.scheduler, pin=lambda t: pytest.fail("a draw for the CPU was pinned"))
+    np.testing.assert_array_equal(generate(b, "a red cube", 0), eager)
+    assert noise.state["async_draws"] == 0  # the CPU needs no copy: diffusers' own draw
+
+
+def test_async_noise_skips_where_nothing_is_drawn_or_no_gpu():
+    with pytest.raises(CaseSkip, match="sd21-base's scheduler draws no noise in its step"):
+        check_recipe(parse_recipe("bf16+async-noise"), get_model("sd21-base"), torch.device("cuda"))
+    with pytest.raises(CaseSkip, match="async-noise: .* needs a CUDA device"):
+        check_recipe(parse_recipe("fp32+async-noise"), get_model("kandinsky3"), torch.device("cpu"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import (
     aoti_knob,
+    async_noise,
     attention,
     cache,
     channels_last,
@@ -34,6 +35,7 @@ KNOBS: list[Knob] = [
     aoti_knob.KNOB,
     cudagraphs_knob.KNOB,
     host_timesteps.KNOB,
+    async_noise.KNOB,
     verify.KNOB,
     context_parallel.KNOB,
 ]

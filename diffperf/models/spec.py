@@ -140,6 +140,9 @@ class ModelSpec:
     # its scheduler's step reads the timestep on the host at every step (`diffperf host-reads`:
     # PNDM, DDPM), a wait for the GPU the 'host-timesteps' knob takes off
     step_reads_timestep: bool = False
+    # its scheduler draws noise in every step (DDPM), moved from the CPU generator to the GPU with a
+    # blocking copy that the 'async-noise' knob makes asynchronous
+    step_draws_noise: bool = False
     notes: str = ""
 
     def __post_init__(self):

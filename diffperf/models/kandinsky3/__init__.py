@@ -41,5 +41,7 @@ SPECS = (
         synthetic_lossless_ssim=0.45,
         # DDPM reads the timestep on the host five times a step (diffperf host-reads)
         step_reads_timestep=True,
+        # and draws each step's noise from the CPU generator
+        step_draws_noise=True,
     ),
 )
