@@ -220,3 +220,17 @@ def test_recompile_in_timed_region_fails_the_case(monkeypatch):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def test_between_cases_the_cublas_workspaces_are_released_before_the_allocator_cache(monkeypatch):
+    # cuBLAS keeps a workspace per (handle, stream) in the caching allocator: left alone, what earlier
+    # cases' streams allocated counts in the next case's peak memory
+    import torch
+
+    from diffperf import runner
+
+    calls = []
+    monkeypatch.setattr(torch._C, "_cuda_clearCublasWorkspaces", lambda: calls.append("workspaces"), raising=False)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("cache"))
+    runner.release_gpu_memory()
+    assert calls == ["workspaces", "cache"]

@@ -193,9 +193,12 @@ class CudaGraphBackend:
         self.warmup_calls = warmup_calls
         self.pool = None
         self.graphs: list[torch.cuda.CUDAGraph] = []
+        # one side stream for every capture: cuBLAS gives each stream it runs on its own workspace
+        # (32 MiB on Hopper), which a stream per graph would multiply
+        self.stream: torch.cuda.Stream | None = None
 
     def capture(self, fn):
-        stream = torch.cuda.Stream(self.device)
+        stream = self.stream = self.stream or torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             for _ in range(self.warmup_calls):
