@@ -168,6 +168,11 @@ def stage_changes(summary: dict[str, Any], base: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+# memory already allocated when a case begins that its memory verdict names (below: small buffers
+# a library keeps for the process, not a case's leak)
+LEFT_BEFORE_NOTED = 16 * 2**20
+
+
 def judge_memory(peak: int, base_peak: int, tolerance: float, slack: int, what: str = "peak allocated") -> Verdict:
     limit = base_peak * (1 + tolerance) + slack
     text = (f"{what} {peak / 2**20:.2f} MiB vs baseline {base_peak / 2**20:.2f} MiB; tolerance "
@@ -189,8 +194,19 @@ def judge_case_memory(result: dict[str, Any], base: dict[str, Any], file_toleran
         tolerance = (base.get("tolerances") or {}).get("memory", file_tolerances["memory"])
         verdict = judge_memory(result["memory"]["run_peak_allocated_bytes"], base["peak_memory_bytes"], tolerance,
                                slack)
-    note = baseline_software_note(result, base)
-    return replace(verdict, notes=(note,)) if note else verdict
+    notes = [n for n in (baseline_software_note(result, base),
+                         left_before_note(result) if which != "weights" else None) if n]
+    return replace(verdict, notes=tuple(notes)) if notes else verdict
+
+
+def left_before_note(result: dict[str, Any]) -> str | None:
+    """Names the memory still allocated when the case began (after the runner released what it
+    could: diffperf.runner.release_gpu_memory), which its peak includes: an earlier case's leak."""
+    left = (result.get("memory") or {}).get("allocated_before_bytes") or 0
+    if left < LEFT_BEFORE_NOTED:
+        return None
+    return (f"{left / 2**20:.0f} MiB were already allocated when this case began (left by an earlier case in "
+            f"the process) and count in its peak: run it alone to tell its own memory from that")
 
 
 def software_summary(data: dict[str, Any], case_ids, software: dict[str, Any]) -> str | None:

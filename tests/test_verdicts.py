@@ -363,6 +363,20 @@ def test_latency_and_memory_verdicts_name_a_library_change_of_their_baseline():
     assert not judge_case_memory({**now, "software": None}, base, {"memory": 0.01, "memory_slack_bytes": 0}).notes
 
 
+def test_a_memory_verdict_names_what_an_earlier_case_left_allocated():
+    from diffperf.compare import judge_case_memory
+
+    base = baseline(peak_memory_bytes=3450 * 2**20, weights_bytes=2460 * 2**20)
+    tol = {"memory": 0.02, "memory_slack_bytes": 64 * 2**20}
+    leaked = {"memory": {"run_peak_allocated_bytes": 3613 * 2**20, "weights_bytes": 2460 * 2**20,
+                         "allocated_before_bytes": 230 * 2**20}}
+    v = judge_case_memory(leaked, base, tol)
+    assert v.failed and any("230 MiB were already allocated when this case began" in n for n in v.notes)
+    assert not judge_case_memory(leaked, base, tol, which="weights").notes  # weights do not include it
+    clean = {"memory": {**leaked["memory"], "allocated_before_bytes": 2**20}}  # a library's small buffers
+    assert not judge_case_memory(clean, base, tol).notes
+
+
 def test_an_image_verdict_names_the_library_change_of_its_reference(tmp_path):
     import numpy as np
 
