@@ -112,8 +112,8 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             built.knobs["inductor_flags_set_by_build"] = changed
         load = {}
         if cuda:
-            # allocated_before: what the process still held when the case began (released first:
-            # nothing of an earlier case should be left; more than zero is a leak, counted in the peaks)
+            # allocated_before: what the process still held when the case began, after releasing what
+            # nothing holds: an earlier case's leak or a library's process-wide buffer, counted in the peaks
             load = {"load_peak_allocated_bytes": torch.cuda.max_memory_allocated(),
                     "load_resident_bytes": torch.cuda.memory_allocated(),
                     "allocated_before_bytes": allocated_before}
