@@ -187,6 +187,7 @@ def judge_case_memory(result: dict[str, Any], base: dict[str, Any], file_toleran
     under the case's own memory tolerance where it has one, else the file's; 'weights' (the bytes of
     its weights, which do not vary from run to run) under the file's."""
     slack = file_tolerances["memory_slack_bytes"]
+    notes = [baseline_software_note(result, base)]
     if which == "weights":
         verdict = judge_memory(result["memory"]["weights_bytes"], base["weights_bytes"], file_tolerances["memory"],
                                slack, what="weights")
@@ -194,8 +195,8 @@ def judge_case_memory(result: dict[str, Any], base: dict[str, Any], file_toleran
         tolerance = (base.get("tolerances") or {}).get("memory", file_tolerances["memory"])
         verdict = judge_memory(result["memory"]["run_peak_allocated_bytes"], base["peak_memory_bytes"], tolerance,
                                slack)
-    notes = [n for n in (baseline_software_note(result, base),
-                         left_before_note(result) if which != "weights" else None) if n]
+        notes.append(left_before_note(result))  # the peak counts it; the weights do not
+    notes = [n for n in notes if n]
     return replace(verdict, notes=tuple(notes)) if notes else verdict
 
 

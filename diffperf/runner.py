@@ -308,8 +308,8 @@ def run_case_isolated(case: Case, tier: Tier, options: PerfOptions, prompts: Pro
         outcome = CaseSkip(str(exc))  # a new one: the reason without the frames
     except (Exception, *also_catch) as exc:
         outcome = CaseFailure.of(case.id, exc, cuda)
-    # the exception and its frames are gone: what they held can be freed now
-    gc.collect()
+    # the exception and its frames are gone: what they held can be freed now (release_gpu_memory
+    # collects first)
     if cuda and not (isinstance(outcome, CaseFailure) and outcome.kind == "cuda-context"):
         release_gpu_memory()
         if isinstance(outcome, CaseFailure):
@@ -318,4 +318,6 @@ def run_case_isolated(case: Case, tier: Tier, options: PerfOptions, prompts: Pro
                     else f"{left / 2**20:.0f} MiB above the level before the case")
             outcome = dataclasses.replace(
                 outcome, memory=f"{outcome.memory}\n{_cuda_memory('after freeing the case')} ({back})")
+    else:
+        gc.collect()
     return outcome
