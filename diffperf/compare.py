@@ -21,6 +21,8 @@ def version_of(device: dict[str, Any]) -> int:
     return int(device.get("version", 2 if "profiled_steps" in device else 1))
 
 BASELINE_KIND = "diffperf-baselines"
+# the prefix of every inconclusive verdict's message (the run's closing lines count them by it)
+INCONCLUSIVE_PREFIX = "inconclusive: "
 
 
 def baseline_path(baselines_dir: Path, tier: str, weights: str) -> Path:
@@ -77,29 +79,60 @@ class Verdict:
     # fail; the test passes (a noisy run must not block) and says so
     unclear: bool = False
     notes: tuple[str, ...] = ()  # what the verdict should be read with (warned, and named on a failure)
+    # median over the limit, but so few samples on a side that no ordering of them could reach
+    # significance (smallest_p >= alpha): the rule cannot decide, which is not what "unclear" says
+    too_few: bool = False
 
     @property
     def status(self) -> str:
-        return "failed" if self.failed else "unclear" if self.unclear else "stale" if self.stale else "passed"
+        return ("failed" if self.failed else "inconclusive" if self.too_few else "unclear" if self.unclear
+                else "stale" if self.stale else "passed")
+
+
+TOO_FEW_SAMPLES = "too few samples"
+
+
+def smallest_p(n: int, m: int) -> float:
+    """The smallest one-sided p-value an exact Mann-Whitney U test of n against m samples can give:
+    every one of the n above every one of the m, 1 / C(n + m, n)."""
+    return 1.0 / math.comb(n + m, n)
+
+
+def samples_to_judge(m: int, alpha: float) -> int:
+    """The fewest timed samples that can reach p < alpha against m baseline samples."""
+    n = 1
+    while smallest_p(n, m) >= alpha:
+        n += 1
+    return n
 
 
 def judge_latency(samples: list[float], base: dict[str, Any], tolerance: float, alpha: float) -> Verdict:
     """Fail when the median exceeds baseline*(1+tol) AND a one-sided Mann-Whitney U test says the
-    samples are stochastically greater than the baseline samples scaled by (1+tol)."""
+    samples are stochastically greater than the baseline samples scaled by (1+tol). Where the two
+    sides hold too few samples for the test ever to reach alpha, a median over the limit is
+    inconclusive (too_few), naming how many timed calls would decide it."""
     median = float(np.median(samples))
     base_median = float(base["median_s"])
     limit = base_median * (1 + tolerance)
     scaled = [s * (1 + tolerance) for s in base["samples_s"]]
     p_slow = float(mannwhitneyu(samples, scaled, alternative="greater").pvalue)
-    lower = [s * (1 - tolerance) for s in base["samples_s"]] if tolerance < 1 else [s / (1 + tolerance) for s in base["samples_s"]]
+    # the stale side uses the same (capped) tolerance as its median rule below
+    lower = [s * (1 - min(tolerance, 0.5)) for s in base["samples_s"]]
     p_fast = float(mannwhitneyu(samples, lower, alternative="less").pvalue)
     ratio = median / base_median
+    n, m = len(samples), len(base["samples_s"])
     text = (f"median {median:.4f} s vs baseline {base_median:.4f} s (x{ratio:.3f}); tolerance "
             f"+{tolerance:.1%} -> limit {limit:.4f} s; one-sided Mann-Whitney U p={p_slow:.4f} "
-            f"(alpha {alpha}); n={len(samples)} vs {len(base['samples_s'])}")
+            f"(alpha {alpha}); n={n} vs {m}")
     failed = median > limit and p_slow < alpha
+    too_few = median > limit and not failed and smallest_p(n, m) >= alpha
+    if too_few:
+        text = (f"{INCONCLUSIVE_PREFIX}{TOO_FEW_SAMPLES}: the median is over the limit, but {n} sample{'s' if n != 1 else ''} against the "
+                f"baseline's {m} cannot reach p < {alpha} in any order (smallest p {smallest_p(n, m):.3f}); "
+                f"run --perf-iterations {samples_to_judge(m, alpha)} or more to decide: {text}")
     stale = (not failed) and median < base_median * (1 - min(tolerance, 0.5)) and p_fast < alpha
-    return Verdict(failed, stale, text, p_slow, unclear=median > limit and not failed)
+    return Verdict(failed, stale, text, p_slow, unclear=median > limit and not failed and not too_few,
+                   too_few=too_few)
 
 
 # Median of n samples has a standard error of about 1.25 sigma / sqrt(n); the difference of two
@@ -283,8 +316,8 @@ def cpu_class_entry(result: dict[str, Any], base: dict[str, Any],
 
 @dataclass(frozen=True)
 class LatencyVerdict:
-    """One case's latency verdict. status: passed, failed, inconclusive (host drift or GPU clock drift: neither a pass
-    nor a failure), unclear (over the limit without significance) or stale (clearly faster).
+    """One case's latency verdict. status: passed, failed, inconclusive (host drift, GPU clock drift or too few
+    samples: neither a pass nor a failure), unclear (over the limit without significance) or stale (clearly faster).
     kind: what decided it: 'device' (busy GPU time), 'host' (wall time with the device time holding)
     or 'wall' (no device time on one side: wall time alone)."""
 
@@ -299,7 +332,8 @@ class LatencyVerdict:
     device: dict[str, Any] | None = None
     # why an inconclusive verdict is so: "host drift" (this host slower than the baseline's), "gpu
     # clock" (this GPU clocked lower than the baseline's, which explains the device time's growth) or
-    # "no class baseline" (cpu tier: no baseline of this CPU class yet, which a run here can make)
+    # "no class baseline" (cpu tier: no baseline of this CPU class yet, which a run here can make) or
+    # TOO_FEW_SAMPLES (the wall time's median over its limit, too few samples for the test to decide)
     why: str | None = None
 
     @property
@@ -444,7 +478,7 @@ def judge_cpu_latency(result: dict[str, Any], base: dict[str, Any], file_toleran
     text = ((f"host benchmark x{hr:.3f} of the baseline's host ({note}): samples scaled by 1/{scale:.3f}; "
              if scale is not None else "") + wall.message)
     return LatencyVerdict(wall.status, "wall", text, tolerance=tol, p_value=wall.p_value, host_ratio=hr,
-                          notes=tuple(notes))
+                          notes=tuple(notes), why=TOO_FEW_SAMPLES if wall.too_few else None)
 
 
 def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolerances: dict[str, Any],
@@ -493,7 +527,8 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
                                   f"{result['host_speed']['op_us']:.2f} vs {base['host_speed']['op_us']:.2f} us), "
                                   f"which explains the slower wall time (no comparable device time): {wall_text}",
                                   notes=tuple(notes), why="host drift", **common)
-        return LatencyVerdict(wall.status, "wall", wall_text, notes=tuple(notes), **common)
+        return LatencyVerdict(wall.status, "wall", wall_text, notes=tuple(notes),
+                              why=TOO_FEW_SAMPLES if wall.too_few else None, **common)
     vae_tol = own.get("device_vae", file_tolerances.get("device_vae", DEVICE_VAE_TOLERANCE))
     dev = judge_device(dev_now, dev_base, dev_tol, alpha, vae_tol)
     host_text = "" if hr is None else f"; host benchmark x{hr:.3f} of the baseline's host"
@@ -509,6 +544,10 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
                                   device_tolerance=dev_tol, notes=tuple(notes), device=dev, why="gpu clock", **common)
         return LatencyVerdict("failed", "device", f"{dev['message']}. Wall: {wall_text}", device_tolerance=dev_tol,
                               notes=tuple(notes), device=dev, **common)
+    if wall.too_few:  # the device time holds; whether the host's share grew, too few samples can tell
+        return LatencyVerdict("inconclusive", "host", f"{wall_text}. The device time holds: {dev['message']}{host_text}",
+                              device_tolerance=dev_tol, notes=tuple(notes), device=dev, why=TOO_FEW_SAMPLES,
+                              **common)
     if wall.status != "failed":
         status = "stale" if dev["status"] == "stale" and wall.status == "stale" else \
             "unclear" if wall.status == "unclear" else "passed"

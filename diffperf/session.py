@@ -23,6 +23,7 @@ import torch
 
 from . import workers
 from .build import device_for
+from .compare import INCONCLUSIVE_PREFIX
 from .cases import LEVELS, Case, cases_for_tier, levels_including, select_cases
 from .errors import StoredFileError, UsageError
 from .hostspeed import measure_host_speed
@@ -36,7 +37,7 @@ from .timeouts import case_timeout
 from .verdict_summary import summary_lines, warnings_of
 
 NOT_JUDGED = "not judged: "
-INCONCLUSIVE = "inconclusive: "
+INCONCLUSIVE = INCONCLUSIVE_PREFIX
 
 
 @dataclass(frozen=True)

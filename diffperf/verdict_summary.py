@@ -1,10 +1,12 @@
 """The run's closing count of cases that were not judged (no baseline, no reference) or whose
-latency verdict was inconclusive (host drift), or an image verdict (a reference of other library
+latency verdict was inconclusive (host drift, too few samples), or an image verdict (a reference of other library
 versions): a run that judged nothing must not read as green."""
 from __future__ import annotations
 
 import re
 from collections import defaultdict
+
+from .compare import TOO_FEW_SAMPLES
 
 _PARAM = re.compile(r"\[(?:[^:\]]+:)?([^\]]+)\](?:@\S+)?$")  # xdist appends @<group>
 
@@ -42,6 +44,8 @@ def _inconclusive_why(text: str) -> str:
         return "no baseline of this CPU class"
     if "inconclusive: GPU clock" in text:
         return "GPU clocked lower than the baseline's"
+    if f"inconclusive: {TOO_FEW_SAMPLES}" in text:
+        return "too few timed samples to decide"
     return "host slower than the baseline's"
 
 

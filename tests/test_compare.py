@@ -28,6 +28,32 @@ def test_slower_median_but_overlapping_samples_is_not_significant():
     assert v.unclear and v.status == "unclear"  # said, not passed silently
 
 
+def test_too_few_samples_to_ever_reach_significance_is_inconclusive_not_unclear():
+    # 3 against 3: the smallest p any order can give is 1 / C(6, 3) = 0.05, so a x3 slowdown cannot fail
+    base = {"median_s": 1.0, "samples_s": [0.99, 1.0, 1.01]}
+    v = judge_latency([3.0, 3.1, 2.9], base, tolerance=0.03, alpha=0.05)
+    assert v.status == "inconclusive" and not v.failed and not v.unclear
+    assert v.message.startswith("inconclusive: too few samples") and "--perf-iterations 4 or more" in v.message
+    assert "scatter" not in v.message
+    # one more timed call decides it: the same slowdown in 4 samples fails
+    assert judge_latency([3.0, 3.1, 2.9, 3.05], base, 0.03, 0.05).failed
+    # within the limit, few samples still pass: there is nothing to decide
+    assert judge_latency([1.0, 1.01, 0.99], base, 0.03, 0.05).status == "passed"
+
+
+def test_smallest_p_and_the_samples_it_takes():
+    from diffperf.compare import samples_to_judge, smallest_p
+
+    assert smallest_p(3, 3) == pytest.approx(0.05) and smallest_p(5, 3) == pytest.approx(1 / 56)
+    assert samples_to_judge(3, 0.05) == 4 and samples_to_judge(2, 0.05) == 5 and samples_to_judge(1, 0.05) == 20
+
+
+@pytest.mark.parametrize("tolerance", [0.5, 0.785, 0.95, 1.0, 1.5])
+def test_stale_needs_the_same_margin_whatever_the_tolerance(tolerance):
+    # the stale rule caps the tolerance at 50%: a run 2.2x faster is stale under any tolerance
+    assert judge_latency([s / 2.2 for s in BASE["samples_s"]], BASE, tolerance, 0.05).status == "stale"
+
+
 def test_verdict_status_names_each_outcome():
     assert judge_latency([1.0, 1.01, 0.99, 1.0, 1.005], BASE, 0.03, 0.05).status == "passed"
     assert judge_latency([1.10, 1.11, 1.09, 1.10, 1.12], BASE, 0.03, 0.05).status == "failed"

@@ -60,6 +60,20 @@ def test_refuses_bad_results_and_writes_nothing(tmp_path, capsys, bad, why):
     assert not (tmp_path / "baselines" / "cpu.json").exists()
 
 
+def test_refuses_a_baseline_too_few_samples_to_be_judged_against(tmp_path, capsys):
+    one = {**result(), "timing": {"samples_s": [1.0], "cold_s": 2.0}}  # the cpu tier times 10 calls: p >= 1/11
+    assert update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": one})) == 2
+    err = capsys.readouterr().err
+    assert "1 timed sample(s)" in err and "could never reach p < 0.05" in err and "--perf-iterations 2 or more" in err
+    assert not (tmp_path / "baselines" / "cpu.json").exists()
+
+
+def test_a_run_too_short_to_judge_against_its_baseline_may_still_make_one(tmp_path):
+    r = result()
+    r["latency_verdict"] = {"status": "inconclusive", "why": "too few samples", "message": "inconclusive: too few"}
+    assert update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": r})) == 0
+
+
 def test_refuses_other_tier(tmp_path):
     with pytest.raises(SystemExit):
         update(tmp_path, write_results(tmp_path, {"a/b": result()}, tier="h100"))

@@ -76,6 +76,23 @@ def test_host_side_regression_fails_on_an_equally_fast_host():
     assert v.failed and v.kind == "host" and "host-side regression" in v.message
 
 
+def test_a_wall_over_its_limit_with_too_few_samples_is_inconclusive_not_a_pass():
+    """3 timed calls against a 3-sample baseline can never reach p < 0.05: a host-side slowdown of +23%
+    with the device time holding is said to be undecided, with the timed calls that would decide it."""
+    base = baseline()
+    base["samples_s"] = base["samples_s"][:3]
+    now = sana_like(0.80, device(), op_us=5.05)
+    now["timing"]["samples_s"] = now["timing"]["samples_s"][:3]
+    v = judge_case_latency(now, base, FILE_TOL)
+    assert v.status == "inconclusive" and v.why == "too few samples" and v.kind == "host"
+    assert v.message.startswith("inconclusive: too few samples") and "The device time holds" in v.message
+    lines = summary_lines([_Report("perf_tests/test_latency.py::test_latency[h200:sana-1600m/bf16]", v.message)],
+                          "not judged: ", "inconclusive: ")
+    assert lines[0] == "diffperf: 1 case inconclusive: too few timed samples to decide (1)"
+    del now["device_time"]  # no device time: the wall rule alone says the same
+    assert judge_case_latency(now, base, FILE_TOL).why == "too few samples"
+
+
 def test_a_wall_change_that_is_the_devices_own_passes():
     """Device +0.8% (inside its 1%) with the wall over a 0.5% wall tolerance: judged by the device gate."""
     tol = {**FILE_TOL, "latency": 0.005}

@@ -9,7 +9,8 @@ run medians instead (diffperf.compare.run_spread_tolerance), with those medians 
 tolerance stays with its case when a later run without --history re-baselines it (--replace drops it).
 
 Refuses: results of another tier, cases with zero or missing metrics or non-finite values, inconclusive results
-(throttled GPU, foreign processes). Writes atomically (temp file + rename) and prints the
+(throttled GPU, foreign processes), cases with so few timed samples that the tier's default run could never be
+told slower (diffperf.compare.samples_to_judge). Writes atomically (temp file + rename) and prints the
 old -> new diff of every case it touches.
 """
 from __future__ import annotations
@@ -23,8 +24,9 @@ from pathlib import Path
 
 from diffperf import storage
 from diffperf.accuracy import REFERENCE_MAX_SIDE
-from diffperf.compare import (BASELINE_KIND, DEVICE_KEYS, DEVICE_TOLERANCE, DEVICE_VAE_TOLERANCE, baseline_path,
-                              gpu_clock, noise_tolerance, run_spread_tolerance, version_of)
+from diffperf.compare import (BASELINE_KIND, DEVICE_KEYS, DEVICE_TOLERANCE, DEVICE_VAE_TOLERANCE, TOO_FEW_SAMPLES,
+                              baseline_path, gpu_clock, noise_tolerance, run_spread_tolerance, samples_to_judge,
+                              smallest_p, version_of)
 from diffperf.device_time import VERSION as DEVICE_TIME_VERSION
 from diffperf.errors import StoredFileError
 from diffperf.hostspeed import FIGURES as HOST_FIGURES
@@ -101,7 +103,8 @@ def entry_from_result(cid: str, r: dict) -> dict:
     verdict = r.get("latency_verdict") or {}
     # a run on a host slower than the baseline's is refused; a cpu run on a CPU class without a
     # baseline of its own is exactly what makes that class's baseline
-    if verdict.get("status") == "inconclusive" and verdict.get("why") != "no class baseline":
+    # (too few samples to decide says nothing against the run itself)
+    if verdict.get("status") == "inconclusive" and verdict.get("why") not in ("no class baseline", TOO_FEW_SAMPLES):
         what = ("a run on a GPU clocked lower than the baseline's is no baseline; re-measure on the baseline's GPU"
                 if verdict.get("why") == "gpu clock" else
                 "a run on a host slower than the baseline's is no baseline; re-measure on a quiet host")
@@ -142,6 +145,17 @@ def entry_from_result(cid: str, r: dict) -> dict:
     if r.get("fidelity"):
         entry["fidelity"] = {k: r["fidelity"][k] for k in ("reference_recipe", "ssim", "psnr")}
     return entry
+
+
+def judgeable(cid: str, entry: dict, tier) -> None:
+    """Refuses a baseline with so few samples that a run of the tier's default timed calls could never
+    be told slower than it (the latency test could not reach the tier's p-value in any order)."""
+    m = len(entry["samples_s"])
+    if samples_to_judge(m, tier.p_value) > tier.iterations:
+        fewest = next(k for k in range(m + 1, 100) if samples_to_judge(k, tier.p_value) <= tier.iterations)
+        raise Refused(f"{cid}: {m} timed sample(s): against them the {tier.name} tier's {tier.iterations} timed calls "
+                      f"could never reach p < {tier.p_value} (smallest p {smallest_p(tier.iterations, m):.3f}), so "
+                      f"no run could fail it; re-measure with --perf-iterations {fewest} or more")
 
 
 def software_from_fingerprint(cases: dict, fingerprint: dict) -> None:
@@ -304,6 +318,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
             continue
         try:
             new_entries[cid] = entry_from_result(cid, r)
+            judgeable(cid, new_entries[cid], tier)
         except Refused as exc:
             refused.append(str(exc))
     if not new_entries and not refused:
