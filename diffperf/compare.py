@@ -31,7 +31,21 @@ def baseline_path(baselines_dir: Path, tier: str, weights: str) -> Path:
     return Path(baselines_dir) / f"{tier}{suffix}.json"
 
 
-REQUIRED_POSITIVE = ("median_s", "peak_memory_bytes")
+def _number(v: Any) -> bool:
+    """A finite JSON number (NaN and infinities parse from JSON but compare False with any limit,
+    so a NaN budget would pass everything; a boolean is no number here)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_timing(path: Path, cid: str, where: str, timing: dict[str, Any]) -> None:
+    """The median and samples a latency verdict reads (a case's entry or one CPU class's)."""
+    median = timing.get("median_s")
+    if not _number(median) or median <= 0:
+        raise StoredFileError(f"baseline file {path}: case {cid!r}{where} has median_s={median!r}; budgets must be "
+                              f"positive numbers (regenerate with tools/update_baselines.py)")
+    samples = timing.get("samples_s")
+    if not isinstance(samples, list) or not samples or any(not _number(s) or s <= 0 for s in samples):
+        raise StoredFileError(f"baseline file {path}: case {cid!r}{where} has missing or non-positive samples_s")
 
 
 def load_baselines(path: Path) -> dict[str, Any]:
@@ -46,26 +60,28 @@ def load_baselines(path: Path) -> dict[str, Any]:
         if key.startswith("device") and key not in tol:  # files made before device time was measured
             continue
         v = tol.get(key)
-        if not isinstance(v, (int, float)) or v < 0 or (v == 0 and not low_ok):
+        if not _number(v) or v < 0 or (v == 0 and not low_ok):
             raise StoredFileError(f"baseline file {path}: tolerance {key!r} must be a "
                                   f"{'non-negative' if low_ok else 'positive'} number, got {v!r}")
+    if tol["p_value"] >= 1:  # a p-value of 1 or more (5 for 5%) would turn the test off
+        raise StoredFileError(f"baseline file {path}: tolerance 'p_value' must be below 1 (0.05 for 5%), "
+                              f"got {tol['p_value']!r}")
     for cid, case in data["cases"].items():
-        for key in REQUIRED_POSITIVE:
-            v = case.get(key)
-            if not isinstance(v, (int, float)) or v <= 0:
-                raise StoredFileError(f"baseline file {path}: case {cid!r} has {key}={v!r}; budgets must be "
-                                      f"positive numbers (regenerate with tools/update_baselines.py)")
-        for kind in ("latency", "device"):
+        v = case.get("peak_memory_bytes")
+        if not _number(v) or v <= 0:
+            raise StoredFileError(f"baseline file {path}: case {cid!r} has peak_memory_bytes={v!r}; budgets must be "
+                                  f"positive numbers (regenerate with tools/update_baselines.py)")
+        for kind in ("latency", "device", "memory"):
             own = (case.get("tolerances") or {}).get(kind)
-            if own is not None and (not isinstance(own, (int, float)) or own <= 0):
+            if own is not None and (not _number(own) or own < 0 or (own == 0 and kind != "memory")):
                 raise StoredFileError(f"baseline file {path}: case {cid!r} has its own {kind} tolerance {own!r}; "
-                                      f"it must be a positive number")
+                                      f"it must be a {'non-negative' if kind == 'memory' else 'positive'} number")
         dev = case.get("device_time")
-        if dev is not None and (not isinstance(dev.get("total_ms"), (int, float)) or dev["total_ms"] <= 0):
+        if dev is not None and (not _number(dev.get("total_ms")) or dev["total_ms"] <= 0):
             raise StoredFileError(f"baseline file {path}: case {cid!r} has device_time without a positive total_ms")
-        samples = case.get("samples_s")
-        if not samples or any((not isinstance(s, (int, float))) or s <= 0 for s in samples):
-            raise StoredFileError(f"baseline file {path}: case {cid!r} has missing or non-positive samples_s")
+        _check_timing(path, cid, "", case)
+        for cls, timing in (case.get("by_cpu_class") or {}).items():  # the cpu tier judges against these
+            _check_timing(path, cid, f" (CPU class {cls!r})", timing)
     return data
 
 

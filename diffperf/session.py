@@ -23,8 +23,8 @@ import torch
 
 from . import workers
 from .build import device_for
-from .compare import INCONCLUSIVE_PREFIX
 from .cases import LEVELS, Case, cases_for_tier, levels_including, select_cases
+from .compare import INCONCLUSIVE_PREFIX
 from .errors import StoredFileError, UsageError
 from .hostspeed import measure_host_speed
 from .knobs.skip import CaseSkip

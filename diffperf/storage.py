@@ -34,7 +34,7 @@ def load(path: Path, kind: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("kind") != kind:
         raise StoredFileError(f"{path} is not a {kind} file (kind={data.get('kind') if isinstance(data, dict) else None!r})")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # true and 1.0 equal 1 in Python, not in the format
         raise StoredFileError(f"{kind} file {path} has schema_version {version!r}; this code reads "
                               f"schema_version {SCHEMA_VERSION} only")
     return data

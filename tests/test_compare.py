@@ -150,6 +150,34 @@ def test_negative_budget_names_file_case_and_field(tmp_path, key):
         load_baselines(p)
 
 
+@pytest.mark.parametrize("where, key, value, why", [
+    ("case", "median_s", float("nan"), "median_s=nan"),             # NaN compares False with every limit
+    ("case", "peak_memory_bytes", float("inf"), "peak_memory_bytes=inf"),
+    ("case", "samples_s", [1.0, float("nan")], "samples_s"),
+    ("case", "median_s", True, "median_s=True"),                    # a boolean is no number
+    ("class", "samples_s", [-1.0], "CPU class 'AVX2'"),             # the cpu tier judges against these
+    ("tolerances", "p_value", 5, "below 1"),                        # 5 for 5% would turn the test off
+    ("tolerances", "latency", float("nan"), "tolerance 'latency'")])
+def test_hand_edited_non_finite_or_out_of_range_numbers_refused(tmp_path, where, key, value, why):
+    p = _write(tmp_path, {"m/r": {**GOOD, "by_cpu_class": {"AVX2": {"median_s": 1.0, "samples_s": [1.0]}}}})
+    data = json.loads(p.read_text())
+    case = data["cases"]["m/r"]
+    {"case": case, "class": case["by_cpu_class"]["AVX2"], "tolerances": data["tolerances"]}[where][key] = value
+    p.write_text(json.dumps(data))  # writes NaN / Infinity as a hand-edited file holds them; json.loads reads them
+    with pytest.raises(StoredFileError, match=why):
+        load_baselines(p)
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1"])
+def test_a_schema_version_that_only_equals_1_in_python_is_refused(tmp_path, version):
+    p = _write(tmp_path, {"m/r": GOOD})
+    data = json.loads(p.read_text())
+    data["schema_version"] = version
+    p.write_text(json.dumps(data))
+    with pytest.raises(StoredFileError, match="schema_version"):
+        load_baselines(p)
+
+
 def test_non_finite_numbers_never_stored(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         storage.dump(tmp_path / "x.json", BASELINE_KIND, {"cases": {"a": {"median_s": float("nan")}}})
