@@ -52,12 +52,15 @@ def judge_regression(case_id: str, images: Mapping[str, np.ndarray], result: dic
     if not latents_path.exists():
         return CheckVerdict("not judged", f"no reference latents {latents_path}; {_update_hint(tier)}")
     stored = storage.load(latents_path, LATENTS_KIND)
-    if tier_device == "cpu" and cpu_class_sensitive(recipe) and stored.get("cpu_class") != result["cpu_class"]:
-        return CheckVerdict("skipped", f"reference {ref_dir} was made on a CPU of class {stored.get('cpu_class')!r}, "
-                                       f"this one is {result['cpu_class']!r}: {recipe.name} runs CPU-specific kernels "
-                                       f"whose rounding differs between classes (fp32 cases are compared across classes)")
     for pid, proj in result["latent_projections"].items():
         scores[pid]["latent_distance"] = accuracy.latent_distance(proj, stored["projections"][pid])
+    if tier_device == "cpu" and cpu_class_sensitive(recipe) and stored.get("cpu_class") != result["cpu_class"]:
+        # counted in the run's closing lines, its scores kept: a difference here cannot be laid on the case
+        return CheckVerdict("inconclusive", f"inconclusive: reference {ref_dir} was made on a CPU of class "
+                                            f"{stored.get('cpu_class')!r}, this one is {result['cpu_class']!r}: "
+                                            f"{recipe.name} runs CPU-specific kernels whose rounding differs between "
+                                            f"classes (fp32 cases are compared across classes)",
+                            record={**scores, "status": "inconclusive"})
     bad = {pid: s for pid, s in scores.items()
            if s["ssim"] < thr["ssim"] or s["psnr"] < thr["psnr"] or not s["latent_distance"] <= thr["latent"]}
     text = (f"differs from its reference in {ref_dir}: "

@@ -42,6 +42,8 @@ def _inconclusive_why(text: str) -> str:
         return "reference images of other library versions"
     if "no baseline of CPU class" in text:
         return "no baseline of this CPU class"
+    if "was made on a CPU of class" in text:
+        return "reference of another CPU class"
     if "inconclusive: GPU clock" in text:
         return "GPU clocked lower than the baseline's"
     if f"inconclusive: {TOO_FEW_SAMPLES}" in text:

@@ -431,3 +431,28 @@ def test_an_image_verdict_names_the_library_change_of_its_reference(tmp_path):
                                                        "latent_projections": proj}, ref, "h100", "cuda",
                             parse_recipe("bf16"))
     assert same.status == "passed" and not same.notes and "notes" not in same.record
+
+
+def test_a_cpu_reference_of_another_cpu_class_is_inconclusive_counted_and_its_scores_kept(tmp_path):
+    import numpy as np
+
+    from diffperf import accuracy, storage
+    from diffperf.image_verdicts import judge_regression
+    from diffperf.recipes import parse_recipe
+    from diffperf.references import LATENTS_FILE, LATENTS_KIND
+
+    img = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    ref = tmp_path / "bf16"
+    accuracy.save_png(img, ref / "short.png")
+    storage.dump(ref / LATENTS_FILE, LATENTS_KIND, {"case": "m/bf16", "cpu_class": "AVX2",
+                                                    "projections": {"short": [1.0, 2.0]}})
+    result = {"cpu_class": "AVX512+bf16", "latent_projections": {"short": [1.0, 2.0]}}
+    v = judge_regression("m/bf16", {"short": img}, result, ref, "cpu", "cpu", parse_recipe("bf16"))
+    assert v.status == "inconclusive" and v.message.startswith("inconclusive: reference")
+    assert v.record["short"]["ssim"] == pytest.approx(1.0)  # measured and kept, not thrown away
+    lines = summary_lines([_Report("perf_tests/test_accuracy.py::test_regression[cpu:m/bf16]", v.message)],
+                          "not judged: ", "inconclusive: ")
+    assert lines[0] == "diffperf: 1 case inconclusive: reference of another CPU class (1)"
+    # fp32 runs the same kernels on every class: compared across classes as before
+    fp32 = judge_regression("m/fp32", {"short": img}, result, ref, "cpu", "cpu", parse_recipe("fp32"))
+    assert fp32.status == "passed"
