@@ -94,7 +94,7 @@ def load_pipeline(spec: ModelSpec, tier: Tier, options: PerfOptions, device: tor
         except LocalEntryNotFoundError:
             raise CaseSkip(
                 f"pretrained weights of {spec.name} ({spec.hub_id}@{spec.revision}) are not in the HF cache; "
-                f"fetch them with `huggingface-cli download {spec.hub_id} --revision {spec.revision}` or pass "
+                f"fetch them with `hf download {spec.hub_id} --revision {spec.revision}` or pass "
                 f"--perf-weights-dir {spec.name}=DIR"
             ) from None
     return cls.from_pretrained(source, torch_dtype=dtype, local_files_only=True).to(device)

@@ -268,17 +268,30 @@ def results_file(directory: Path) -> Path | None:
     return None
 
 
+RESULTS_KEYS = ("tier", "weights", "cases")  # what every reader of a results file takes
+
+
+def _complete(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A results file with what every reader takes (a file of the right kind and version, cut or
+    hand-made, is refused by name here rather than with a KeyError in the tool that reads it)."""
+    missing = [k for k in RESULTS_KEYS if k not in data]
+    if missing:
+        raise storage.StoredFileError(f"results file {path} lacks {', '.join(map(repr, missing))}; a results file "
+                                      f"holds {', '.join(RESULTS_KEYS)} (written by pytest perf_tests)")
+    return data
+
+
 def load_results(path: Path) -> dict[str, Any]:
     """A results.json (or .json.gz), or a results directory: its results.json, unless the directory's
     run.json says a later run started there and did not finish; then that run's own case files,
     assembled and marked incomplete (an earlier run's results or case files are never mixed in)."""
     path = Path(path)
     if not path.is_dir():
-        return storage.load(path, RESULTS_KIND)
+        return _complete(path, storage.load(path, RESULTS_KIND))
     whole = results_file(path)
     header = storage.load(path / "run.json", RUN_KIND) if (path / "run.json").exists() else None
     if whole:
-        data = storage.load(whole, RESULTS_KIND)
+        data = _complete(whole, storage.load(whole, RESULTS_KIND))
         if header is None or data.get("started", "") >= header.get("started", ""):
             return data
     elif header is None:

@@ -62,7 +62,8 @@ while read -r name seconds cmd; do
     echo "== $name (${seconds}s): $cmd" | tee "$OUT_DIR/$name.log"
     start=$(date +%s)
     # SIGINT at the limit (pytest writes what it measured), SIGKILL 15 s later if it has not ended
-    timeout -k 15 -s INT "$seconds" bash -c "$cmd" >> "$OUT_DIR/$name.log" 2>&1
+    # pipefail: a part piped into tail fails when its command does
+    timeout -k 15 -s INT "$seconds" bash -o pipefail -c "$cmd" >> "$OUT_DIR/$name.log" 2>&1
     rc=$?
     echo "== $name: exit $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT_DIR/$name.log"
     # a run stopped inside a case (killed at the limit, say): the case and the phases it began, with times

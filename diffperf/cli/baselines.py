@@ -326,10 +326,10 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     if refused:
         print("refused (nothing written):", *refused, sep="\n  ", file=sys.stderr)
         return 2
+    machine = results.get("machine") or {}
     provenance = {"date": now(), "commit": results.get("commit"), "tree_changes": results.get("tree_changes"),
                   "results_started": results.get("started"),
-                  "machine": {k: results["machine"].get(k) for k in ("hostname", "cpu", "cpu_count", "gpu", "cuda",
-                                                                       "versions")}}
+                  "machine": {k: machine.get(k) for k in ("hostname", "cpu", "cpu_count", "gpu", "cuda", "versions")}}
     if tier.device == "cpu":  # CPU speed hinges on its class (AVX2 vs AVX-512-BF16): timing kept per class
         for cid, entry in new_entries.items():
             keep_classes(entry, cases[cid], None if args.replace else ((old or {}).get("cases") or {}).get(cid))
@@ -337,7 +337,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     print(f"{out_path}:")
     if old_cases:
         software_from_fingerprint(old_cases, old["fingerprint"])
-    run_software = software_of(results["machine"])
+    run_software = software_of(machine)
     for cid, entry in sorted(new_entries.items()):
         print_diff(cid, (old or {}).get("cases", {}).get(cid), entry)
         entry["provenance"] = {"date": provenance["date"], "commit": provenance["commit"],

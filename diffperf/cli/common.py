@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from ..errors import StoredFileError, UsageError
+
 Adder = Callable[[argparse.ArgumentParser], None]
 Runner = Callable[[argparse.Namespace, argparse.ArgumentParser], int]
 
@@ -19,10 +21,21 @@ def parser_for(doc: str | None, add_arguments: Adder,
     return p
 
 
+def run_reporting_errors(run: Runner, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run a command; bad input (an unknown tier, model or recipe: UsageError) and an unreadable or
+    foreign stored file (StoredFileError) end it as a usage error, the message naming the thing and
+    the valid choices, instead of a traceback."""
+    try:
+        return run(args, parser)
+    except (UsageError, StoredFileError) as exc:
+        parser.error(str(exc))  # prints "<prog>: error: ..." and exits 2
+        raise  # parser.error does not return
+
+
 def run_alone(doc: str | None, add_arguments: Adder, run: Runner, argv: list[str] | None = None) -> int:
     """One command as its own program (tools/<name>.py): parse `argv` (default sys.argv) and run."""
     p = parser_for(doc, add_arguments)
-    return run(p.parse_args(argv), p)
+    return run_reporting_errors(run, p.parse_args(argv), p)
 
 
 def build_eager_case(args: argparse.Namespace, ap: argparse.ArgumentParser, why: str):

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from diffperf.errors import UsageError
 from diffperf.models import MODELS, get_model
 from diffperf.paths import ROOT
 from diffperf.profile import compare, count_on, profile_generation
@@ -118,15 +117,11 @@ def write_docs(args) -> int:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    try:
-        if args.check_real:
-            return check_real(args)
-        if args.show:
-            return show(args)
-        return write_docs(args)
-    except UsageError as exc:
-        print(f"profile: error: {exc}", file=sys.stderr)
-        return 2
+    if args.check_real:  # an unknown model (UsageError) ends as a usage error, named (cli.common)
+        return check_real(args)
+    if args.show:
+        return show(args)
+    return write_docs(args)
 
 
 def main(argv: list[str] | None = None) -> int:

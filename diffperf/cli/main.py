@@ -9,7 +9,7 @@ import argparse
 
 from . import (aoti_check, baselines, census, first_nonfinite, flops, host_reads, noise_study, prewarm, report,
                verify_overhead)
-from .common import parser_for
+from .common import parser_for, run_reporting_errors
 
 # name -> (module, one-line help, other names it answers to); tools/*.py call the same modules
 COMMANDS = {
@@ -42,5 +42,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.command_run(args, args.command_parser)
+    return run_reporting_errors(args.command_run, args, args.command_parser)
 

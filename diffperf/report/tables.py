@@ -141,7 +141,7 @@ def tables_markdown(results: dict, models: list[str] | None = None, level: int =
 
 
 def summary_markdown(results: dict) -> str:
-    m = results["machine"]
+    m = results.get("machine") or {}  # a hand-made results file may lack it
     gpu = (m.get("gpu") or {}).get("name", "CPU")
     v = m.get("versions") or {}
     lines = [

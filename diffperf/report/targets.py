@@ -108,7 +108,7 @@ def admitted(results: dict, target: dict) -> list[tuple[float, str, dict]]:
         recipe = parsed_recipe(r.get("recipe", ""))
         if r.get("model") == target["model"] and measured(r) and recipe and admit(recipe):
             value = metric_value(target["metric"], r, results)
-            if value:
+            if value is not None:  # 0 (no host-exposed time, say) is a value, the best one
                 found.append((value, cid, r))
     return sorted(found, key=lambda x: x[0], reverse="at_least" in target)
 

@@ -34,6 +34,10 @@ def cold_starts(dirs: list[str]) -> int:
 
 
 def autotune_cache() -> int:
+    if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        print("autotune-cache: error: TORCHINDUCTOR_CACHE_DIR is not set (the inductor cache directory to read)",
+              file=sys.stderr)
+        return 2
     root = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]) / "cache"
     files = sorted(root.glob("*"))
     if not files:
