@@ -329,3 +329,12 @@ def test_migrate_gives_entries_and_references_their_software_without_a_run(tmp_p
     assert storage.load(latents, LATENTS_KIND)["software"]["transformers"] == "5.23.0"
     assert "1 earlier case(s) had no software" in capsys.readouterr().out
     assert update_baselines.main(["--tier", "h200", "--baselines", str(tmp_path / "none"), "--migrate"]) == 2
+
+
+def test_references_with_a_missing_image_write_nothing_at_all(tmp_path, capsys):
+    good = {**result(), "latent_projections": {"short": [1.0]}, "images": {}}
+    bad = {**result(), "latent_projections": {"short": [1.0]}, "images": {"short": "images/x/short.png"}}
+    d = write_results(tmp_path, {"sd21-base/fp32": good, "flux-dev/fp32": bad})
+    assert update(tmp_path, d, "--references", "--references-dir", str(tmp_path / "refs")) == 2
+    assert "missing image" in capsys.readouterr().err
+    assert not (tmp_path / "baselines" / "cpu.json").exists() and not (tmp_path / "refs").exists()

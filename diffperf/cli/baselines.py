@@ -390,13 +390,20 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
             print(f"  {cid}: own latency tolerance {own['latency']:.1%} ({own['basis']})")
     body = {"tier": tier.name, "tolerances": tolerances, "fingerprint": results["fingerprint"],
             "provenance": provenance, "cases": dict(sorted(old_cases.items()))}
+    base_dir = Path(results_path if Path(results_path).is_dir() else Path(results_path).parent)
+    if args.references:  # every image and latent checked before anything is written: all or nothing
+        lacking = [f"{cid} has no latent projections" for cid in new_entries if not cases[cid].get("latent_projections")]
+        lacking += [f"missing image {base_dir / rel} for {cid}" for cid in new_entries
+                    for rel in (cases[cid].get("images") or {}).values() if not (base_dir / rel).exists()]
+        if lacking:
+            print("refused (nothing written):", *lacking, sep="\n  ", file=sys.stderr)
+            return 2
     if args.dry_run:
         print("dry run: nothing written")
         return 0
     storage.dump(out_path, BASELINE_KIND, body)
     print(f"wrote {len(new_entries)} case(s) to {out_path} ({len(old_cases)} in the file)")
     if args.references:
-        base_dir = Path(results_path if Path(results_path).is_dir() else Path(results_path).parent)
         n = 0
         for cid in new_entries:
             r = cases[cid]
@@ -404,16 +411,10 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
             dest.mkdir(parents=True, exist_ok=True)
             for pid, rel in r.get("images", {}).items():
                 src = base_dir / rel
-                if not src.exists():
-                    print(f"missing image {src} for {cid}", file=sys.stderr)
-                    return 2
                 tmp = dest / f".{pid}.png.tmp"
                 shutil.copyfile(src, tmp)
                 tmp.replace(dest / f"{pid}.png")
                 n += 1
-            if not r.get("latent_projections"):
-                print(f"{cid} has no latent projections", file=sys.stderr)
-                return 2
             storage.dump(dest / LATENTS_FILE, LATENTS_KIND, {"case": cid, "cpu_class": r.get("cpu_class"),
                                                              "software": r.get("software") or run_software,
                                                              "projections": r["latent_projections"]})
