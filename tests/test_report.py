@@ -294,6 +294,30 @@ def test_plugin_summary_still_written(results):
     assert path.name == "summary.md" and "flux-dev/bf16" in path.read_text()
 
 
+def test_compare_shows_the_cpu_class_timing_it_judged_and_refuses_another_tier(tmp_path, capsys):
+    old = write_results(tmp_path / "old")
+    data = report.load_results(old)
+    cid, r = next(iter(data["cases"].items()))
+    here = {"samples_s": r["timing"]["samples_s"], "median_s": r["summary"]["median_s"]}
+    # the file's top-level timing is another class's, 40x faster; this run's class has its own entry
+    other = {"samples_s": [x / 40 for x in here["samples_s"]], "median_s": here["median_s"] / 40}
+    entry = {"model": r["model"], "recipe": r["recipe"], **other, "peak_memory_bytes": 1000, "cpu_class": "AVX512+bf16",
+             "by_cpu_class": {"AVX512+bf16": other, r.get("cpu_class") or "unknown": here}}
+    base = tmp_path / "cpu.json"
+    storage.dump(base, BASELINE_KIND, {"tier": "cpu", "fingerprint": data["fingerprint"], "cases": {cid: entry},
+                                       "tolerances": {"latency": 1.5, "memory": 0.02, "memory_slack_bytes": 0,
+                                                      "p_value": 0.05}})
+    assert run("compare", old, base) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if f"`{cid}`" in line)
+    assert f"| {here['median_s']:.4f} |" in row and "x1.000" in row and "+150.0%" in row
+    h200 = tmp_path / "h200.json"
+    storage.dump(h200, BASELINE_KIND, {"tier": "h200", "fingerprint": {}, "cases": {cid: entry},
+                                       "tolerances": {"latency": 0.03, "memory": 0.02, "memory_slack_bytes": 0,
+                                                      "p_value": 0.05}})
+    assert run("compare", old, h200) == 2
+    assert "pass --other-tier" in capsys.readouterr().err
+
+
 def test_compare_warns_when_too_few_samples_to_judge(tmp_path, capsys):
     data = report.load_results(write_results(tmp_path))
     for r in data["cases"].values():

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -42,6 +43,20 @@ def _max_bytes(text: str) -> int:
     if n < 200:
         raise argparse.ArgumentTypeError("must be at least 200 (room for the truncation note)")
     return n
+
+
+def _tolerance(text: str) -> float:
+    x = float(text)
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number (0.05 for +5%), got {text!r}")
+    return x
+
+
+def _alpha(text: str) -> float:
+    x = float(text)
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (0.05 for 5%), got {text!r}")
+    return x
 
 
 def cmd_tables(a) -> int:
@@ -76,6 +91,9 @@ def cmd_csv(a) -> int:
 def cmd_compare(a) -> int:
     new = load_results(a.new)
     kind, old = rep.load_old(a.old)
+    if new.get("tier") != old.get("tier") and not a.other_tier:
+        raise UsageError(f"{a.new} is of tier {new.get('tier')!r}, {a.old} of tier {old.get('tier')!r}: times of "
+                         f"different GPUs say nothing about the code; pass --other-tier to compare them anyway")
     if kind == "baselines" and (a.tolerance is not None or a.alpha is not None):
         print("note: OLD is a baselines file: its own tolerances apply, --tolerance/--alpha are ignored",
               file=sys.stderr)
@@ -152,10 +170,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 results=False)
     s.add_argument("new", type=Path, help="results.json or its directory")
     s.add_argument("old", type=Path, help="results.json, its directory, or a baselines json (baselines/<tier>.json)")
-    s.add_argument("--tolerance", type=float, default=None,
+    s.add_argument("--tolerance", type=_tolerance, default=None,
                    help="latency tolerance when OLD is a results file (default 0.05 = +5%%)")
-    s.add_argument("--alpha", type=float, default=None, help="significance level when OLD is a results file "
-                                                             "(default 0.05)")
+    s.add_argument("--alpha", type=_alpha, default=None, help="significance level when OLD is a results file "
+                                                              "(default 0.05)")
+    s.add_argument("--other-tier", action="store_true",
+                   help="compare runs of different tiers (GPUs) anyway; the verdicts then say nothing about the code")
     s.add_argument("--max-bytes", type=_max_bytes, default=1_000_000, help="truncate the markdown under this size")
     s.add_argument("--out", type=Path, help="markdown file (default stdout)")
 

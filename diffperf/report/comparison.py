@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from scipy.stats import mannwhitneyu
 
-from ..compare import BASELINE_KIND, DEVICE_TOLERANCE, judge_case_latency, load_baselines
+from ..compare import BASELINE_KIND, DEVICE_TOLERANCE, cpu_class_entry, judge_case_latency, load_baselines, smallest_p
 from ..record import commit_label, load_results
 from ..references import cpu_class_sensitive
 from ..tiers import TIERS
@@ -63,6 +62,7 @@ class CaseChange:
     new_peak: int | None
     kind: str = "wall"  # what decided: device time, host-exposed time or wall time alone
     message: str = ""
+    tolerance: float | None = None  # the latency tolerance the verdict applied (a case's own where it has one)
 
     @property
     def ratio(self) -> float:
@@ -85,7 +85,7 @@ class Comparison:
     @property
     def underpowered(self) -> list[CaseChange]:
         """Cases with too few samples to ever reach p < alpha (the smallest one-sided U-test p is 1/C(n+m, n))."""
-        return [c for c in self.changes if 1 / math.comb(c.n_new + c.n_old, c.n_new) >= self.alpha]
+        return [c for c in self.changes if smallest_p(c.n_new, c.n_old) >= self.alpha]
 
 
 def compare_runs(new: dict, old_kind: str, old: dict, tolerance: float | None = None,
@@ -111,15 +111,18 @@ def compare_runs(new: dict, old_kind: str, old: dict, tolerance: float | None = 
             continue
         base = old_cases[cid]
         recipe = parsed_recipe(r.get("recipe", ""))
-        v = judge_case_latency(r, base, file_tolerances, tier_device, recipe is not None and cpu_class_sensitive(recipe))
+        sensitive = recipe is not None and cpu_class_sensitive(recipe)
+        v = judge_case_latency(r, base, file_tolerances, tier_device, sensitive)
+        # the numbers shown are those the verdict read: on the cpu tier the timing of this CPU's class
+        judged = (cpu_class_entry(r, base, sensitive)[0] or base) if tier_device == "cpu" else base
         # the verdict reports p for "slower"; the mirror test for "faster" uses its same lower bound
-        lower = [s * (1 - tolerance) if tolerance < 1 else s / (1 + tolerance) for s in base["samples_s"]]
+        lower = [s * (1 - min(v.tolerance, 0.5)) for s in judged["samples_s"]]
         p_fast = float(mannwhitneyu(samples, lower, alternative="less").pvalue)
         verdict = {"failed": "slower", "stale": "faster", "inconclusive": "inconclusive"}.get(v.status, "same")
         new_median = _median(r) if _median(r) is not None else statistics.median(samples)
-        changes.append(CaseChange(cid, base["median_s"], float(new_median),
-                                  v.p_value, p_fast, verdict, len(samples), len(base["samples_s"]),
-                                  base["peak"], _peak(r), kind=v.kind, message=v.message))
+        changes.append(CaseChange(cid, judged["median_s"], float(new_median),
+                                  v.p_value, p_fast, verdict, len(samples), len(judged["samples_s"]),
+                                  base["peak"], _peak(r), kind=v.kind, message=v.message, tolerance=v.tolerance))
     order = {"slower": 0, "inconclusive": 1, "faster": 2, "same": 3}
     changes.sort(key=lambda c: (order[c.verdict], -c.ratio if c.verdict == "slower" else c.ratio, c.case))
     return Comparison(changes, sorted(set(new["cases"]) - set(old_cases) - set(unmeasured)),
@@ -145,7 +148,9 @@ def comparison_markdown(cmp: Comparison, new: dict, new_path: str, old_kind: str
         f"{old.get('commit') or (old.get('provenance') or {}).get('commit') or 'unknown'}).", "",
         f"A case is **slower** when its median exceeds the old median x{1 + cmp.tolerance:g} and a one-sided "
         f"Mann-Whitney U test of its samples against the old samples x{1 + cmp.tolerance:g} gives p < {cmp.alpha:g}; "
-        f"**faster** is the mirror test (tolerance +{cmp.tolerance:.0%} and alpha {cmp.alpha:g} from {src}). "
+        f"**faster** is the mirror test (tolerance +{cmp.tolerance:.1%} and alpha {cmp.alpha:g} from {src}; a case "
+        f"with its own tolerance, shown in the table, is judged under it; on the cpu tier the old side is the "
+        f"timing of the new run's CPU class). "
         f"Where both sides measured busy device time, it is judged first and the wall time apart from it "
         f"(diffperf.compare.judge_case_latency): a slower wall time with the device time holding is a host-side "
         f"regression, or **inconclusive** when the host benchmark says the host itself is that much slower; a device "
@@ -163,11 +168,12 @@ def comparison_markdown(cmp: Comparison, new: dict, new_path: str, old_kind: str
         unit, div = _mem_unit([c.old_peak for c in cmp.changes] + [c.new_peak for c in cmp.changes])
         rows = [[(f"**{c.verdict}**" if c.verdict != "same" else c.verdict) + f" ({c.kind})", f"`{c.case}`",
                  f"{c.old_median:.4f}",
-                 f"{c.new_median:.4f}", f"x{c.ratio:.3f}", "" if c.p_slower is None else f"{c.p_slower:.4f}", f"{c.p_faster:.4f}",
-                 f"{c.n_new}/{c.n_old}",
+                 f"{c.new_median:.4f}", f"x{c.ratio:.3f}", "" if c.tolerance is None else f"+{c.tolerance:.1%}",
+                 "" if c.p_slower is None else f"{c.p_slower:.4f}", f"{c.p_faster:.4f}", f"{c.n_new}/{c.n_old}",
                  "" if c.old_peak is None or c.new_peak is None else f"{c.old_peak / div:.3f} -> {c.new_peak / div:.3f}"]
                 for c in cmp.changes]
-        lines += md_table(["verdict (by)", "case", "old median (s)", "new median (s)", "new/old", "p slower", "p faster",
+        lines += md_table(["verdict (by)", "case", "old median (s)", "new median (s)", "new/old", "tolerance",
+                           "p slower", "p faster",
                            "n new/old", f"peak memory ({unit})"], rows) + [""]
     flagged = [c for c in cmp.changes if c.verdict in ("slower", "inconclusive")]
     if flagged:
