@@ -48,6 +48,15 @@ def test_prints_old_to_new_diff(tmp_path, capsys):
     assert "1.0000 -> 1.2000 s (+20.0%)" in capsys.readouterr().out
 
 
+def test_the_diff_compares_a_cpu_class_with_its_own_earlier_timing(tmp_path, capsys):
+    update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": {**result(median=0.03), "cpu_class": "AVX512+bf16"}}))
+    update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": {**result(median=2.4), "cpu_class": "AVX2"}}))
+    update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": {**result(median=2.5), "cpu_class": "AVX2"}}))
+    out = capsys.readouterr().out
+    assert "median 2.4000 s (first of CPU class AVX2)" in out  # not +7900% against the other class
+    assert "median 2.4000 -> 2.5000 s (+4.2%, CPU class AVX2)" in out
+
+
 @pytest.mark.parametrize("bad, why", [(result(median=0.0), "median_s is 0.0"),
                                       (result(peak=0), "peak_memory_bytes is 0"),
                                       (result(inconclusive=["throttled: hw_thermal_slowdown"]), "inconclusive"),

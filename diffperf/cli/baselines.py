@@ -213,7 +213,15 @@ def print_diff(cid: str, old: dict | None, new: dict) -> None:
     if old is None:
         print(f"  + {cid}: median {new['median_s']:.4f} s, peak {new['peak_memory_bytes'] / 2**20:.1f} MiB")
         return
-    print(f"  ~ {cid}: median {old['median_s']:.4f} -> {new['median_s']:.4f} s ({_pct(old['median_s'], new['median_s'])}), "
+    cls = new.get("cpu_class")  # cpu tier: the median against the old one of the same CPU class
+    old_class = ((old.get("by_cpu_class") or {}).get(cls) or {}) if cls else {}
+    old_median = old_class.get("median_s") if cls else old["median_s"]
+    if old_median is None:
+        timing = f"median {new['median_s']:.4f} s (first of CPU class {cls})"
+    else:
+        timing = (f"median {old_median:.4f} -> {new['median_s']:.4f} s ({_pct(old_median, new['median_s'])}"
+                  + (f", CPU class {cls}" if cls else "") + ")")
+    print(f"  ~ {cid}: {timing}, "
           f"peak {old['peak_memory_bytes'] / 2**20:.1f} -> {new['peak_memory_bytes'] / 2**20:.1f} MiB "
           f"({_pct(old['peak_memory_bytes'], new['peak_memory_bytes'])})")
 
