@@ -2,9 +2,11 @@
 the graph breaks their cold call counted."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..kernel_names import CATEGORIES, classify
+from ..step_weights import wall_steps, window_wall_step_s
 from .common import md_table
 
 SHORT = {"gemm": "GEMM", "norm/elementwise/other": "norm / elementwise / other"}
@@ -36,10 +38,24 @@ def _profiled(r: dict) -> dict | None:
     return None
 
 
+def timed_step_s(rec: dict) -> float | None:
+    """The timed wall step to set beside the profile: the median wall time of the profiled window's
+    own steps over the timed calls (where steps differ in cost, as Lumina2's CFG and non-CFG steps,
+    the median of all steps is another kind of step), else the median step."""
+    kp = rec["kernel_profile"]
+    m = re.fullmatch(r"steps (\d+)-(\d+) of (\d+)", kp.get("window") or "")
+    if m:
+        window = {"window": (int(m.group(1)) - 1, int(m.group(2))), "steps": int(m.group(3))}
+        own = window_wall_step_s(window, wall_steps(rec))
+        if own is not None:
+            return own
+    return (rec.get("summary") or {}).get("step_median_s")
+
+
 def idle_unprofiled_ms(rec: dict) -> float | None:
-    """Timed median step - busy time of its profile: the idle time without the profiler's cost
-    (kernel times barely change under the profiler); None without a timed step."""
-    step = (rec.get("summary") or {}).get("step_median_s")
+    """Timed step (timed_step_s) - busy time of its profile: the idle time without the profiler's
+    cost (kernel times barely change under the profiler); None without a timed step."""
+    step = timed_step_s(rec)
     return None if step is None else max(0.0, step * 1000 - rec["kernel_profile"]["busy_ms_per_step"])
 
 
@@ -77,7 +93,7 @@ def kernel_profile_markdown(results: dict) -> list[str]:
         kp = r["kernel_profile"]
         w = kp["window_ms_per_step"]
         cats = categories(kp)
-        step = (r.get("summary") or {}).get("step_median_s")
+        step = timed_step_s(r)
         idle = idle_unprofiled_ms(r)
         run = run_name(r, runs)
         rows.append([f"`{cid}`", f"`{run}`" if run else "", "" if step is None else f"{step * 1000:.1f}", f"{w:.1f}",
@@ -99,8 +115,8 @@ def kernel_profile_markdown(results: dict) -> list[str]:
             "(`--perf-kernel-profile`, `diffperf/kernel_time.py`); per step, kernel time by category "
             f"and the time the device sat idle inside the window (share of the profiled step). Kernels: {kinds}. "
             "The profiler slows the host's launches, so the profiled step is longer than the timed one and "
-            "its idle time an upper bound; kernel times barely change, so the timed step minus the busy time "
-            "estimates the idle time without the profiler. Categories come from kernel names "
+            "its idle time an upper bound; kernel times barely change, so the timed step (the median wall time "
+            "of the same steps in the timed calls) minus the busy time estimates the idle time without the profiler. Categories come from kernel names "
             "(`diffperf/kernel_names.py`): inductor's fused pointwise / reduction kernels count as quantize "
             "when they compute a float8 / int8 operand or its scale, else as norm / elementwise.", "",
             *md_table(headers, rows), "", *(["Largest kernel of each profile:", "", *largest, ""] if largest else []),
