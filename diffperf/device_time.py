@@ -40,7 +40,8 @@ MAX_GENERATIONS = 4  # profiled generations at most, for a model of few steps
 VERSION = 3
 METHOD = ("union of the kernel intervals on the device timeline (torch.profiler, CUDA activity) of one "
           "generation after the timed calls: its text encoding, a window of denoising steps and its VAE "
-          "decode, split at synchronized markers; total = text encode + median step x steps + VAE decode")
+          "decode, split at synchronized markers; total = text encode + median step x steps + VAE decode, the "
+          "steps weighed by their wall times where they differ in cost (step_weights)")
 
 
 class _Event(NamedTuple):

@@ -35,7 +35,7 @@ class _WindowClosed(Exception):
 
 class Span(NamedTuple):
     name: str
-    start: float  # microseconds, the profiler's clock
+    start: float  # the profiler's clock: microseconds here, nanoseconds in device_time (each converts its own)
     end: float
 
 

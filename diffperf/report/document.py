@@ -309,7 +309,9 @@ def device_time_table(results: dict) -> list[str]:
             "time the GPU waited on the host (per step: over the profiled steps). The latency gate judges the device time per stage first "
             "(`diffperf.compare.judge_case_latency`). Host op = the host benchmark beside the case "
             "(`diffperf/hostspeed.py`: host microseconds per small torch operator, dispatch and launch). Method 1 = "
-            "the whole generation profiled (every step), 2 = text encode + a window of steps + VAE decode.", "",
+            "the whole generation profiled (every step), 2 = text encode + a window of six steps + VAE decode, 3 = "
+            "a window of twelve steps, or every step of as many generations as twelve samples need (the suite's "
+            "method now; a baseline is judged only by device times of its own method).", "",
             *md_table(["Case", "Wall (ms)", "Device (ms)", "Host-exposed (ms)", "Step wall (ms)", "Step device (ms)",
                        "Step exposed", "Text encode device (ms)", "VAE device (ms)", "Host op (us)", "Method"], rows),
             ""]
