@@ -166,7 +166,7 @@ def test_noisy_gpu_case_gets_its_own_tolerance_quiet_one_does_not(tmp_path, caps
     assert "own latency tolerance 32.0%" in capsys.readouterr().out
 
 
-def test_history_of_other_sessions_widens_a_case_that_moved_between_them(tmp_path, capsys):
+def test_history_of_other_runs_widens_a_case_that_moved_between_them(tmp_path, capsys):
     def run(name, started, host_bound_median, gpu="NVIDIA H100 80GB HBM3"):
         bound, steady = result(median=host_bound_median), result(median=1.0)
         steady["model"] = "pixart-sigma"
@@ -188,14 +188,14 @@ def test_history_of_other_sessions_widens_a_case_that_moved_between_them(tmp_pat
             "--history", *map(str, history)]
     assert update_baselines.main(args) == 0
     data = json.loads((tmp_path / "baselines" / "h100.json").read_text())
-    assert "tolerances" not in data["cases"]["pixart-sigma/fp32"]  # same median in every session
+    assert "tolerances" not in data["cases"]["pixart-sigma/fp32"]  # same median in every run
     own = data["cases"]["sd21-base/fp32"]["tolerances"]
     # medians 1.0, 1.2, 0.9: slowest / fastest - 1 = 33.3%, x 1.5 = 50%
     assert own["latency"] == pytest.approx(0.5) and "3 runs in separate processes" in own["basis"]
     assert [r["median_s"] for r in own["run_medians"]] == [1.0, 1.2, 0.9]
     assert "own latency tolerance 50.0%" in capsys.readouterr().out
 
-    # re-baselined from one new run without --history: the spread between sessions stays
+    # re-baselined from one new run without --history: the spread between runs stays
     rerun = run("s5", "2026-11-25T10:00", 1.1)
     plain = ["--tier", "h100", "--results", str(rerun), "--baselines", str(tmp_path / "baselines")]
     assert update_baselines.main(plain) == 0
@@ -347,3 +347,15 @@ def test_references_with_a_missing_image_write_nothing_at_all(tmp_path, capsys):
     assert update(tmp_path, d, "--references", "--references-dir", str(tmp_path / "refs")) == 2
     assert "missing image" in capsys.readouterr().err
     assert not (tmp_path / "baselines" / "cpu.json").exists() and not (tmp_path / "refs").exists()
+
+
+def test_a_history_run_outside_the_repository_is_stored_as_the_kept_copy_of_the_same_run(tmp_path, monkeypatch):
+    kept = write_results(tmp_path / "data", {"sd21-base/fp32": result()}, started="2026-12-05T19:12:06+00:00",
+                         name="h100-2026-12-05-host-timesteps")
+    monkeypatch.setattr(update_baselines, "RESULTS_DATA", tmp_path / "data")
+    update_baselines._kept_runs.cache_clear()
+    outside = tmp_path / "elsewhere" / "results-ht" / "h100"
+    assert update_baselines.kept_source(outside, "2026-12-05T19:12:06+00:00") == str(kept)
+    # no kept copy of that run: the folder's last two names, never a machine's absolute path
+    assert update_baselines.kept_source(outside, "2026-01-01T00:00:00+00:00") == "results-ht/h100"
+    update_baselines._kept_runs.cache_clear()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import shutil
 import statistics
 import sys
@@ -30,7 +31,7 @@ from diffperf.compare import (BASELINE_KIND, DEVICE_KEYS, DEVICE_TOLERANCE, DEVI
 from diffperf.device_time import VERSION as DEVICE_TIME_VERSION
 from diffperf.errors import StoredFileError
 from diffperf.hostspeed import FIGURES as HOST_FIGURES
-from diffperf.paths import ROOT
+from diffperf.paths import RESULTS_DATA, ROOT
 from diffperf.record import (NOT_MEASURED, SOFTWARE_KEYS, load_results, not_measured_why, now, software_changes,
                              software_of)
 from diffperf.references import (LATENTS_FILE, LATENTS_KIND, compact_references, reference_dir,
@@ -79,6 +80,34 @@ def load_history(paths: list[Path], results: dict) -> list[tuple[Path, dict]]:
     return runs
 
 
+def _started_of(folder: Path) -> str | None:
+    for name in ("results.json", "results.json.gz", "run.json"):
+        if (folder / name).exists():
+            try:
+                return load_results(folder).get("started")
+            except StoredFileError:
+                return None
+    return None
+
+
+@functools.lru_cache(maxsize=4)
+def _kept_runs(root: Path) -> dict[str, Path]:
+    """started -> the results folder under `root` holding that run."""
+    return {s: f for f in sorted(root.rglob("*")) if f.is_dir() for s in [_started_of(f)] if s}
+
+
+def kept_source(path: Path, started: str | None) -> str:
+    """How a run's results path is stored: relative to the repository when inside it; outside it (a
+    temporary folder, another machine's path) the results folder kept with the repository that holds the
+    same run (its `started`), else the folder's own name: a committed file never holds a path that
+    means nothing in a clone."""
+    shown = display_path(path)
+    if not Path(shown).is_absolute():
+        return shown
+    kept = _kept_runs(RESULTS_DATA) if started and RESULTS_DATA.is_dir() else {}
+    return display_path(kept[started]) if started in kept else "/".join(Path(path).parts[-2:])
+
+
 def run_medians(cid: str, runs: list[tuple[Path, dict]]) -> list[dict]:
     """The case's median in each run that measured it cleanly (ok, finite output, conclusive),
     one per run."""
@@ -89,7 +118,7 @@ def run_medians(cid: str, runs: list[tuple[Path, dict]]) -> list[dict]:
         if not r or not measured(r) or r.get("inconclusive") or not median or run.get("started") in seen:
             continue
         seen.add(run.get("started"))
-        out.append({"median_s": median, "started": run.get("started"), "source": display_path(path)})
+        out.append({"median_s": median, "started": run.get("started"), "source": kept_source(path, run.get("started"))})
     return out
 
 
@@ -246,7 +275,8 @@ def compact(tier_dir: Path, dry_run: bool) -> int:
 def migrate(baselines_dir: Path, references_dir: Path, tier: str, dry_run: bool) -> int:
     """The tier's synthetic-weights baselines and references brought up to what this suite writes,
     without a run: entries and reference latents without their own software get it (see
-    software_from_fingerprint, references_software); measured values stay as they are."""
+    software_from_fingerprint, references_software), run medians' sources outside the repository are
+    re-pointed (kept_source); measured values stay as they are."""
     path = baseline_path(baselines_dir, tier, "synthetic")
     if not path.exists():
         print(f"no baselines file {display_path(path)}", file=sys.stderr)
@@ -254,6 +284,12 @@ def migrate(baselines_dir: Path, references_dir: Path, tier: str, dry_run: bool)
     data = storage.load(path, BASELINE_KIND)
     cases = dict(data["cases"])
     software_from_fingerprint(cases, data["fingerprint"])
+    for cid, entry in cases.items():  # run medians' sources outside the repository: its own copy of the run
+        for m in (entry.get("tolerances") or {}).get("run_medians") or []:
+            if m.get("source") and Path(m["source"]).is_absolute():
+                new = kept_source(Path(m["source"]), m.get("started"))
+                print(f"  {cid}: run median source {m['source']} -> {new}")
+                m["source"] = new
     if dry_run:
         print("dry run: nothing written")
         return 0
