@@ -20,8 +20,12 @@ MARKERS = {
     "a lent or borrowed machine": re.compile(r"\blent\b|\bborrowed\b", re.IGNORECASE),
     "the development environment's device tool": re.compile(r"\bdevice tool\b", re.IGNORECASE),
     "the device tool's output folder $OUT": re.compile(r"\$OUT(?![A-Za-z0-9_])|\$\{OUT[:}]"),
-    "a folder outside the repository": re.compile(r"shared/reference|\.\./shared\b"),
-    "a results folder named by session": re.compile(r"\bh[0-9]+-s[0-9]+-[a-z]"),
+    "a folder outside the repository": re.compile(r"shared/reference|\.\./shared\b|/work/\.device"),
+    "a results folder named by session": re.compile(r"\bh[0-9]+-s[0-9]+-"),
+    "the development environment's runner scripts": re.compile(r"\bdevice[_ ]sessions?\b|\bdevice_run\.sh\b",
+                                                             re.IGNORECASE),
+    "a limit of the development environment": re.compile(
+        r"\bclean copy of this work\b|\bfresh machine per command\b|\b10-minute commands?\b", re.IGNORECASE),
 }
 BINARY = (".png", ".jpg", ".jpeg", ".gz", ".whl", ".pt", ".safetensors")
 
@@ -42,11 +46,17 @@ def test_markers_catch_the_phrases_and_spare_pytest_sessions():
     caught = ["## Eleventh session (2026-11-26)", "as in session 7", "one H100 lent by the device tool",
               "a borrowed machine", "packs into $OUT/results.tar.gz", "${OUT:-/tmp/out}",
               "see shared/reference/flux-fast-readme.md", "docs/results/data/h100-s3-smoke",
-              "the wheels of ../shared/device", "across four device sessions"]
+              "the wheels of ../shared/device", "across four device sessions",
+              "PARTS=smoke:290 bash tools/device_session.sh", "a device_session part", "by tools/device_run.sh",
+              "written to /work/.device/out", "docs/results/data/h100-s4-{std,table}", "h200-s12-2gpu",
+              "Smoke from a clean copy of this work", "usually a fresh machine per command",
+              "one 10-minute command per rung"]
     spared = ["def pytest_sessionfinish(session, exitstatus):", '@pytest.fixture(scope="session")',
               "the cases after it run in a new pytest session", "OUT_DIR=/tmp/out bash tools/batch.sh",
               "docs/results/data/h100-2026-11-23-smoke-1542", "runs in separate processes",
-              "a silent fall-back", "the talent"]
+              "a silent fall-back", "the talent", "docs/results/data/h100-2026-11-26-{std-k3,recheck}",
+              "each part under a 10-minute limit", "on a machine with empty caches", "diffperf/session.py",
+              "the device time of a step", "h100-sxm-80gb"]
     assert [line for line in caught if not marker_hits(line)] == []
     assert [hit for line in spared for hit in marker_hits(line)] == []
 

@@ -16,8 +16,9 @@
 # Extra wheels (a machine without a package index): put them in .whl/; they are installed first.
 # The compile cache between machines of one GPU and software (compiled cases then start warm):
 # INDUCTOR_CACHE_OUT=1 packs TORCHINDUCTOR_CACHE_DIR at the end into $OUT_DIR/inductor-cache.tar.gz.part-NN,
-# pieces of at most 15 MiB (upload limits); INDUCTOR_CACHE_IN='DIR/inductor-cache.tar.gz.part-*' (or one
-# .tar.gz) unpacks such pieces into it before the first part.
+# pieces of at most 15 MiB (for artifact stores and transfers that cap a file's size);
+# INDUCTOR_CACHE_IN='DIR/inductor-cache.tar.gz.part-*' (or one .tar.gz) unpacks such pieces into it
+# before the first part.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 batch=${1:?usage: OUT_DIR=DIR bash tools/batch.sh BATCH_FILE [PART[:SECONDS] ...]}
