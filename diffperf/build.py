@@ -14,7 +14,7 @@ from .knobs import registry
 from .knobs.base import KnobContext
 from .knobs.dtype import TORCH_DTYPES
 from .knobs.linear_rows import linear_rows
-from .knobs.skip import CaseSkip
+from .knobs.skip import CaseSkip, NothingToMeasure
 from .models import BuildRequest, ModelSpec, get_model
 from .options import PerfOptions
 from .prompts import Prompts
@@ -92,7 +92,7 @@ def load_pipeline(spec: ModelSpec, tier: Tier, options: PerfOptions, device: tor
         try:
             source = snapshot_download(spec.hub_id, revision=spec.revision, local_files_only=True)
         except LocalEntryNotFoundError:
-            raise CaseSkip(
+            raise NothingToMeasure(
                 f"pretrained weights of {spec.name} ({spec.hub_id}@{spec.revision}) are not in the HF cache; "
                 f"fetch them with `hf download {spec.hub_id} --revision {spec.revision}` or pass "
                 f"--perf-weights-dir {spec.name}=DIR"

@@ -184,11 +184,13 @@ def cases_for_tier(tier: Tier) -> list[Case]:
 
 def select_cases(cases: list[Case], models: tuple[str, ...] = (), recipes: tuple[str, ...] = ()) -> list[Case]:
     """Filter by model names and recipe strings; recipes not in the list are built on demand."""
+    models = tuple(dict.fromkeys(models))  # a model named twice is one model
     for m in models:
         get_model(m)  # raises with the valid names
     out = [c for c in cases if not models or c.model in models]
     if recipes:
-        wanted = [parse_recipe(r) for r in recipes]
+        # two spellings of one recipe (its knobs in another order) are one case
+        wanted = list({r.name: r for r in (parse_recipe(r) for r in recipes)}.values())
         names = {r.name for r in wanted}
         out = [c for c in out if c.recipe.name in names]
         have = {(c.model, c.recipe.name) for c in out}
@@ -196,6 +198,7 @@ def select_cases(cases: list[Case], models: tuple[str, ...] = (), recipes: tuple
             for r in wanted:
                 if (model, r.name) not in have:
                     out.append(Case(model, r, "standard", ("requested",)))
+                    have.add((model, r.name))
     return out
 
 

@@ -13,6 +13,7 @@ from scipy.stats import mannwhitneyu
 from . import storage
 from .errors import StoredFileError
 from .record import software_changes, software_note
+from .verdict_summary import INCONCLUSIVE_PREFIX, TOO_FEW_SAMPLES
 
 
 def version_of(device: dict[str, Any]) -> int:
@@ -21,8 +22,6 @@ def version_of(device: dict[str, Any]) -> int:
     return int(device.get("version", 2 if "profiled_steps" in device else 1))
 
 BASELINE_KIND = "diffperf-baselines"
-# the prefix of every inconclusive verdict's message (the run's closing lines count them by it)
-INCONCLUSIVE_PREFIX = "inconclusive: "
 
 
 def baseline_path(baselines_dir: Path, tier: str, weights: str) -> Path:
@@ -104,8 +103,6 @@ class Verdict:
         return ("failed" if self.failed else "inconclusive" if self.too_few else "unclear" if self.unclear
                 else "stale" if self.stale else "passed")
 
-
-TOO_FEW_SAMPLES = "too few samples"
 
 
 def smallest_p(n: int, m: int) -> float:
@@ -332,8 +329,8 @@ def cpu_class_entry(result: dict[str, Any], base: dict[str, Any],
 
 @dataclass(frozen=True)
 class LatencyVerdict:
-    """One case's latency verdict. status: passed, failed, inconclusive (host drift, GPU clock drift or too few
-    samples: neither a pass nor a failure), unclear (over the limit without significance) or stale (clearly faster).
+    """One case's latency verdict. status: passed, failed, inconclusive (host drift, GPU clock drift, too few
+    samples or another GPU model: neither a pass nor a failure), unclear (over the limit without significance) or stale (clearly faster).
     kind: what decided it: 'device' (busy GPU time), 'host' (wall time with the device time holding)
     or 'wall' (no device time on one side: wall time alone)."""
 
@@ -349,7 +346,8 @@ class LatencyVerdict:
     # why an inconclusive verdict is so: "host drift" (this host slower than the baseline's), "gpu
     # clock" (this GPU clocked lower than the baseline's, which explains the device time's growth) or
     # "no class baseline" (cpu tier: no baseline of this CPU class yet, which a run here can make) or
-    # TOO_FEW_SAMPLES (the wall time's median over its limit, too few samples for the test to decide)
+    # TOO_FEW_SAMPLES (the wall time's median over its limit, too few samples for the test to decide) or
+    # "other GPU model" (the baselines file's GPU is another model than this one: its gpu_name)
     why: str | None = None
 
     @property
@@ -516,6 +514,13 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
     alpha = file_tolerances["p_value"]
     own = base.get("tolerances") or {}  # the case's own tolerances win over the file's
     tol = own.get("latency", file_tolerances["latency"])
+    here, there = (result.get("gpu") or {}).get("name"), base.get("gpu_name")
+    if here and there and here != there:  # an H100 PCIe / NVL or GH200 against H100 SXM baselines, say
+        return LatencyVerdict("inconclusive", "wall",
+                              f"inconclusive: the baselines were measured on an {there}, this GPU is an {here}: "
+                              f"another model of GPU (clocks, power limit, memory bandwidth), so a difference says "
+                              f"nothing about the code; measure baselines on this GPU (tools/update_baselines.py "
+                              f"--baselines DIR, then --perf-baselines DIR)", tolerance=tol, why="other GPU model")
     dev_tol = own.get("device", file_tolerances.get("device", DEVICE_TOLERANCE))
     summary = result.get("summary") or {}
     samples = result["timing"]["samples_s"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -132,11 +133,17 @@ def parse_options(get) -> PerfOptions:
         if v is not None and v < (1 if name == "perf_iterations" else 0):
             raise UsageError(f"--{name.replace('_', '-')} must be >= {1 if name == 'perf_iterations' else 0}, got {v}")
     scale = get("perf_timeout_scale")
-    if not scale > 0:  # also refuses NaN
-        raise UsageError(f"--perf-timeout-scale must be > 0, got {scale}")
+    if not (scale > 0 and math.isfinite(scale)):  # also refuses NaN; infinity overflows the timer
+        raise UsageError(f"--perf-timeout-scale must be a finite number > 0, got {scale}")
     cooldown = get("perf_cooldown")
-    if not cooldown >= 0:  # also refuses NaN
-        raise UsageError(f"--perf-cooldown must be >= 0 seconds, got {cooldown}")
+    if not (cooldown >= 0 and math.isfinite(cooldown)):  # also refuses NaN
+        raise UsageError(f"--perf-cooldown must be a finite number >= 0 seconds, got {cooldown}")
+    seed = get("perf_seed")
+    if seed is not None and not 0 <= seed < 2**63:  # torch's generators take a 64-bit seed
+        raise UsageError(f"--perf-seed must be in [0, 2**63), got {seed}")
+    if dirs and weights != "pretrained":
+        raise UsageError(f"--perf-weights-dir gives checkpoints ({', '.join(dirs)}) that only --perf-weights pretrained "
+                         f"loads; this run uses {weights} weights")
     kw = {}
     if get("perf_verify_fault"):
         kw["verify_fault"] = str(parse_fault(get("perf_verify_fault")))  # validated, normalised

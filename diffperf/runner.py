@@ -305,7 +305,7 @@ def run_case_isolated(case: Case, tier: Tier, options: PerfOptions, prompts: Pro
     try:
         return run_case(case, tier, options, prompts, recorder)
     except CaseSkip as exc:
-        outcome = CaseSkip(str(exc))  # a new one: the reason without the frames
+        outcome = type(exc)(str(exc))  # a new one of its kind: the reason without the frames
     except (Exception, *also_catch) as exc:
         outcome = CaseFailure.of(case.id, exc, cuda)
     # the exception and its frames are gone: what they held can be freed now (release_gpu_memory

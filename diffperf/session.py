@@ -10,6 +10,8 @@ reports at the end (so that the count covers xdist workers too).
 from __future__ import annotations
 
 import contextlib
+import difflib
+import itertools
 import os
 import re
 import time
@@ -24,17 +26,16 @@ import torch
 from . import workers
 from .build import device_for
 from .cases import LEVELS, Case, cases_for_tier, levels_including, select_cases
-from .compare import INCONCLUSIVE_PREFIX
 from .errors import StoredFileError, UsageError
 from .hostspeed import measure_host_speed
-from .knobs.skip import CaseSkip
+from .knobs.skip import CaseSkip, NothingToMeasure
 from .machine import machine_state, software
 from .models import get_model
 from .options import PerfOptions, parse_options
 from .record import RunRecorder, check_writable, now, pinned_drift
 from .tiers import TIERS, Tier, detect_tier, get_tier, machine_mismatch
 from .timeouts import case_timeout
-from .verdict_summary import summary_lines, warnings_of
+from .verdict_summary import INCONCLUSIVE_PREFIX, summary_lines, warnings_of
 
 NOT_JUDGED = "not judged: "
 INCONCLUSIVE = INCONCLUSIVE_PREFIX
@@ -97,9 +98,11 @@ def user_timeout(config) -> bool:
 
 
 def perf_case_of(item) -> PerfCase | None:
-    """The case a collected test measures, or None for a test of no case."""
+    """The case a collected test measures, or None for a test of no case (pytest gives a test whose
+    parameter list came out empty a placeholder there)."""
     callspec = getattr(item, "callspec", None)
-    return callspec.params.get("perf_case") if callspec is not None else None
+    pc = callspec.params.get("perf_case") if callspec is not None else None
+    return pc if isinstance(pc, PerfCase) else None
 
 
 def case_major(items: list) -> list:
@@ -127,14 +130,50 @@ def _names_in(expr: str) -> set[str]:
     return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr or ""))
 
 
-def _evaluate(expr: str, true_names: set[str], known: set[str]) -> bool:
+MAX_OTHER_MARKERS = 12  # other marker names a -m expression that names a tier may use (2**12 assignments)
+
+
+def _compile(expr: str):
     # pytest has no public API that evaluates a -m expression, and the tiers must be known before
     # collection (they decide the parametrization); its own -m deselection then runs as usual.
     # optional: pytest's private module, imported only when -m names a tier (a pytest without it breaks those runs only)
-    from _pytest.mark.expression import Expression
+    from _pytest.mark import expression
 
-    # names the expression uses that are not tiers/levels are treated as matching
-    return Expression.compile(expr).evaluate(lambda n, **_: n in true_names or n not in known)
+    bad = (SyntaxError, getattr(expression, "ParseError", SyntaxError))  # pytest 9 raises SyntaxError
+    try:
+        return expression.Expression.compile(expr)
+    except bad as exc:
+        raise UsageError(f"-m {expr!r} is not a marker expression: {exc}") from None
+
+
+def _evaluate(expr: str, true_names: set[str], known: set[str]) -> bool:
+    """Whether the expression can select a test marked with `true_names` of the `known` names: the
+    names it uses that are not known (smoke, multigpu, ...) may be either on a test, so it can when
+    some choice of them makes it true ('h100 and not smoke' selects h100)."""
+    compiled = _compile(expr)
+    others = sorted(_names_in(expr) - known - {"and", "or", "not"})
+    if len(others) > MAX_OTHER_MARKERS:
+        raise UsageError(f"-m {expr!r} names {len(others)} markers besides the tiers; at most {MAX_OTHER_MARKERS}")
+    for values in itertools.product((False, True), repeat=len(others)):
+        on = true_names | {n for n, v in zip(others, values) if v}
+        if compiled.evaluate(lambda n, **_: n in on):
+            return True
+    return False
+
+
+def check_markexpr(expr: str) -> None:
+    """A -m expression that names a tier must parse, and a name in it that looks like a mistyped tier
+    or level (h1000, H100, smok) is refused naming the valid ones: it would select nothing."""
+    if not expr:
+        return
+    valid = set(TIERS) | set(LEVELS)
+    for name in sorted(_names_in(expr) - valid - {"and", "or", "not"}):
+        close = difflib.get_close_matches(name.lower(), sorted(valid), n=1, cutoff=0.75)
+        if close:
+            raise UsageError(f"-m {expr!r}: unknown marker {name!r} (did you mean {close[0]!r}?); tiers: "
+                             f"{', '.join(TIERS)}; levels: {', '.join(LEVELS)}")
+    if _names_in(expr) & set(TIERS):
+        _compile(expr)
 
 
 def _known_issue(item, pc: PerfCase):
@@ -184,7 +223,16 @@ class PerfSession:
             elif workers.is_controller(config):
                 notes = tuple(n for n in (workers.force_loadgroup(config), workers.benchmark_off(config)) if n)
             options = parse_options(config.getoption)
-        return cls(options, config.getoption("markexpr"), workers.is_controller(config), notes)
+            check_markexpr(config.getoption("markexpr"))
+        session = cls(options, config.getoption("markexpr"), workers.is_controller(config), notes)
+        if session.controller and not config.getoption("collectonly"):
+            # the controller collects no case of its own: its results directories are checked here,
+            # before the workers start (prepare does it for a run in one process)
+            with usage_errors():
+                for tier in session.tiers():
+                    if machine_mismatch(tier) is None:
+                        check_writable(options.results_dir / tier.name)
+        return session
 
     # -- selection --------------------------------------------------------------------------
 
@@ -233,11 +281,15 @@ class PerfSession:
         issues as strict xfails, the tests case by case; then, unless only collecting, every
         tier's results directory checked writable before any case runs."""
         budgets = config.pluginmanager.hasplugin("timeout") and not user_timeout(config)
+        no_benchmark = not config.pluginmanager.hasplugin("benchmark")
         tiers = {}
         for item in items:
             pc = perf_case_of(item)
             if pc is None:
                 continue
+            if no_benchmark and "benchmark" in getattr(item, "fixturenames", ()):  # -p no:benchmark
+                item.add_marker(pytest.mark.skip(reason="pytest-benchmark is not loaded (-p no:benchmark): "
+                                                        "no benchmark test; the case's samples are in its results"))
             tiers[pc.tier.name] = pc.tier
             # a timeout marker of the user's own (on the test or its module) wins; the signal method
             # fails only the test, where the thread method would end the whole session
@@ -383,6 +435,8 @@ class PerfSession:
             if isinstance(outcome, CaseFailure) and outcome.kind == "cuda-context":
                 self.cuda_broken = outcome
         outcome = self.outcomes[key]
+        if isinstance(outcome, NothingToMeasure):  # counted at the end; fails under --perf-require-baselines
+            not_judged(self.options, f"{outcome} ({pc.case.id})")
         if isinstance(outcome, CaseSkip):
             pytest.skip(f"{pc.case.id}: {outcome}")
         if isinstance(outcome, CaseFailure):
@@ -416,12 +470,14 @@ class PerfSession:
             raise data
         entry = None if data is None else data["cases"].get(pc.case.id)
         if entry is None:
-            not_judged(options, f"no baseline for {pc.case.id} on {pc.tier.name} ({path.name}); "
+            where = str(path) if path.parent.is_dir() else f"{path}; no directory {path.parent}"
+            not_judged(options, f"no baseline for {pc.case.id} on {pc.tier.name} ({where}); "
                                 f"run tools/update_baselines.py --tier {pc.tier.name}")
         if data["fingerprint"].get("weights") != options.weights_label:
             not_judged(options, f"baseline {path.name} was measured with {data['fingerprint'].get('weights')} "
                                 f"weights, this run uses {options.weights_label}")
-        return data, entry
+        # the GPU model the file was measured on goes with the entry (a latency verdict compares it)
+        return data, {**entry, "gpu_name": data["fingerprint"].get("gpu")}
 
     def enforce(self, pc: PerfCase, outcome, key: str, verdict, record=None, failed: str = "failed its check"):
         """One path for every check's verdict: keeps `record` with the case (results and its own

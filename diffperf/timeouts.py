@@ -31,4 +31,4 @@ def case_timeout(tier: Tier, case: Case, scale: float = 1.0, cooldown_s: float =
         seconds += COMPILE_S[tier.device] * autotune
     factor = get_model(case.model).timeout_factor if tier.size == "full" else 1.0
     cooling = 2 * cooldown_s if tier.device == "cuda" else 0.0  # before the timed round, and before a retake
-    return round(seconds * factor * scale + cooling, 1)
+    return max(round(seconds * factor * scale + cooling, 1), 0.1)  # 0 would mean "no timeout" to pytest-timeout

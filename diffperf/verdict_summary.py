@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from .compare import TOO_FEW_SAMPLES
+# the prefix of every inconclusive verdict's message: the closing lines count them by it
+INCONCLUSIVE_PREFIX = "inconclusive: "
+# why a latency verdict is inconclusive when its wall time has too few samples to decide (diffperf.compare)
+TOO_FEW_SAMPLES = "too few samples"
 
 _PARAM = re.compile(r"\[(?:[^:\]]+:)?([^\]]+)\](?:@\S+)?$")  # xdist appends @<group>
 
@@ -33,6 +36,8 @@ def _why(text: str, prefix: str) -> str:
         return "no reference"
     if rest.startswith("no image of the reference recipe"):
         return "no image of the reference recipe"
+    if rest.startswith("pretrained weights"):
+        return "pretrained weights not on this machine"
     return rest.split(";")[0][:80]
 
 
@@ -46,6 +51,8 @@ def _inconclusive_why(text: str) -> str:
         return "reference of another CPU class"
     if "inconclusive: GPU clock" in text:
         return "GPU clocked lower than the baseline's"
+    if "another model of GPU" in text:
+        return "baselines of another GPU model"
     if f"inconclusive: {TOO_FEW_SAMPLES}" in text:
         return "too few timed samples to decide"
     return "host slower than the baseline's"

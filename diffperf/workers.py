@@ -100,7 +100,10 @@ def benchmark_off(config) -> str | None:
 
 
 def is_controller(config) -> bool:
-    return getattr(config.option, "dist", "no") != "no" and not hasattr(config, "workerinput")
+    """An xdist controller: it distributes only with workers to send to (-n / --tx); --dist alone runs
+    the tests in this process, which then measures and records them itself."""
+    o = config.option
+    return getattr(o, "dist", "no") != "no" and bool(getattr(o, "tx", None)) and not hasattr(config, "workerinput")
 
 
 def merge_worker_results(tier_dir: Path, since: str) -> Path | None:

@@ -134,9 +134,11 @@ def entry_from_result(cid: str, r: dict) -> dict:
     # baseline of its own is exactly what makes that class's baseline
     # (too few samples to decide says nothing against the run itself)
     if verdict.get("status") == "inconclusive" and verdict.get("why") not in ("no class baseline", TOO_FEW_SAMPLES):
-        what = ("a run on a GPU clocked lower than the baseline's is no baseline; re-measure on the baseline's GPU"
-                if verdict.get("why") == "gpu clock" else
-                "a run on a host slower than the baseline's is no baseline; re-measure on a quiet host")
+        what = {"gpu clock": "a run on a GPU clocked lower than the baseline's is no baseline; re-measure on the "
+                             "baseline's GPU",
+                "other GPU model": "a run on another GPU model than the file's would mix two GPUs in one file; write "
+                                   "this GPU's baselines to a directory of their own (--baselines DIR)"}.get(
+            verdict.get("why"), "a run on a host slower than the baseline's is no baseline; re-measure on a quiet host")
         raise Refused(f"{cid}: its latency verdict was inconclusive ({verdict.get('message', '')[:160]}): {what}")
     s, mem, t = r.get("summary") or {}, r.get("memory") or {}, r.get("timing") or {}
     entry = {

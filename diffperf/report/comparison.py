@@ -37,7 +37,7 @@ def _old_entries(kind: str, data: dict) -> dict[str, dict]:
     out = {}
     for cid, c in data["cases"].items():
         if kind == "baselines":
-            out[cid] = {**c, "peak": c.get("peak_memory_bytes")}
+            out[cid] = {**c, "peak": c.get("peak_memory_bytes"), "gpu_name": (data.get("fingerprint") or {}).get("gpu")}
         elif (c.get("timing") or {}).get("samples_s") and _median(c):
             s = c.get("summary") or {}
             timing = {"median_s": _median(c), "samples_s": c["timing"]["samples_s"], "host_speed": c.get("host_speed"),
