@@ -40,9 +40,8 @@ class _RecipeMethods:
                 raise UsageError(f"recipe {self.name!r}: {why}")
 
 
-# A frozen dataclass with one field per Recipe field a knob owns, in registry order:
-# dtype, attention, fuse_qkv, channels_last, quant, te_quant, cache, cache_threshold, compile,
-# compile_mode, inductor, aoti, cudagraphs, verify, parallel, parallel_degree.
+# A frozen dataclass with one field per Recipe field a knob owns, in registry order
+# (dataclasses.fields(Recipe) lists them).
 Recipe = make_dataclass(
     "Recipe",
     [(f.name, Any, field(default=f.default)) for k in registry.KNOBS for f in k.fields],

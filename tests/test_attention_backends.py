@@ -106,3 +106,26 @@ def test_absent_package_skips_naming_it(token):
     with pytest.raises(CaseSkip, match=f"'{attention.PACKAGE[token]}' is not installed"):
         attention.check(token, True, torch.device("cuda"), "flux-dev")
     assert attention.diffusers_refusal(token) is not None
+
+
+@pytest.mark.parametrize("token", ["sdpa-flash", "sdpa-cudnn"])
+def test_half_only_sdpa_kernels_skip_an_fp32_recipe_on_cuda(token):
+    from diffperf.knobs.attention import check
+
+    with pytest.raises(CaseSkip, match="fp16 / bf16 inputs only"):
+        check(token, False, torch.device("cuda"), "sd21-base", "fp32")
+    check(token, False, torch.device("cuda"), "sd21-base", "bf16")  # bf16: no reason to skip
+
+
+def test_an_attention_call_the_chosen_kernel_cannot_take_skips_the_case_naming_it():
+    import torch.nn.functional as F
+
+    from diffperf.knobs.attention import sdpa_only
+
+    q = torch.randn(1, 2, 4, 8)
+    with pytest.raises(CaseSkip, match="attention 'sdpa-efficient': torch's efficient kernel cannot take"):
+        with sdpa_only("sdpa-efficient"):  # no such kernel on the CPU: torch finds none to run
+            F.scaled_dot_product_attention(q, q, q)
+    with pytest.raises(ValueError):  # any other error stays the case's failure
+        with sdpa_only("sdpa-math"):
+            raise ValueError("not an attention kernel's refusal")

@@ -2,6 +2,7 @@
 over the recipe's knobs in their order, so a knob added to the registry is checked, applied and
 entered around the pipeline calls without touching the build."""
 import contextlib
+import re
 from dataclasses import fields, replace
 
 import pytest
@@ -35,7 +36,7 @@ def test_every_registered_knob_has_the_shape(knob):
     for method in (knob.check, knob.apply, knob.call_context, knob.conflict):
         assert callable(method)
     own = {f.name for f in knob.fields}
-    for token in knob.tokens() + [p.replace("[-threshold]", "-0.5").replace("<degree>", "2")
+    for token in knob.tokens() + [p.replace("[-threshold]", "-0.5").replace("[-N]", "-2").replace("<degree>", "2")
                                   for p in knob.patterns()]:
         values = knob.parse(token, token)
         assert values and set(values) <= own, token  # a token sets this knob's own fields only
@@ -129,3 +130,41 @@ def test_a_new_knobs_skip_reason_reaches_the_case_before_anything_is_built(monke
         runner.measure_case(Case("pixart-sigma", parse_recipe("fp32"), "standard"), CPU, options,
                             Prompts.load(options.prompts_file))
     assert log == [("check", "probe")]  # refused before the pipeline was loaded: never applied
+
+
+@pytest.mark.parametrize("model, recipe, why", [
+    ("sd3-medium", "fp32+teacache-0.4", "TeaCache has no published rescale coefficients for sd3-medium"),
+    ("sana-1600m", "fp32+magcache", "no diffusers enable_cache support"),
+    ("lumina2", "fp32+aoti", "torch.export cannot trace"),
+])
+def test_what_a_models_spec_rules_out_skips_before_anything_is_built(model, recipe, why):
+    with pytest.raises(CaseSkip, match=why):
+        check_recipe(parse_recipe(recipe), get_model(model), torch.device("cpu"))
+
+
+def test_a_cache_the_spec_allows_passes_the_check():
+    check_recipe(parse_recipe("fp32+fbcache-0.3"), get_model("flux-dev"), torch.device("cpu"))
+    check_recipe(parse_recipe("fp32+magcache"), get_model("flux-dev"), torch.device("cpu"))
+
+
+def test_max_autotune_compiles_on_the_cpu_and_only_reduce_overhead_needs_cuda():
+    from diffperf.knobs import compile as compile_knob
+
+    assert compile_knob.apply(torch.nn.Linear(4, 4), "full", "max-autotune", torch.device("cpu")) == 1  # no skip
+    with pytest.raises(CaseSkip, match="replays CUDA graphs"):
+        compile_knob.apply(torch.nn.Linear(4, 4), "full", "reduce-overhead", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("text", ["bf16+fbcache-0.1234567", "bf16+fbcache-0.00001", "bf16+taylorseer",
+                                  "bf16+taylorseer-3", "bf16+teacache-0.4"])
+def test_a_cache_recipes_canonical_name_reads_back_to_the_same_recipe(text):
+    r = parse_recipe(text)
+    assert parse_recipe(r.name) == r and not re.search(r"\de[-+]", r.name)  # no exponent
+
+
+@pytest.mark.parametrize("text", ["bf16+taylorseer-0", "bf16+taylorseer-2.7"])
+def test_taylorseer_takes_a_whole_number_of_steps(text):
+    from diffperf.errors import UsageError
+
+    with pytest.raises(UsageError, match="whole number of steps"):
+        parse_recipe(text)

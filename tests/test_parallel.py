@@ -63,15 +63,31 @@ def test_a_failing_rank_is_reported_with_its_own_error():
 
 
 def test_what_context_parallelism_cannot_do_is_skipped_with_the_reason():
-    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+    from types import SimpleNamespace
 
+    class Planned:  # stand-ins for a loaded denoiser: diffusers' plan is a class attribute
+        _cp_plan = {"": {}}
+        config = SimpleNamespace(num_attention_heads=4)
+
+    class Unplanned:
+        config = SimpleNamespace(num_attention_heads=4)
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     with pytest.raises(CaseSkip, match="no context-parallel plan"):
-        context_parallel.check_case(parse_recipe("bf16+cp-ulysses-2"), "sd3-medium", SD3Transformer2DModel, "cuda")
-    with pytest.raises(CaseSkip, match="log-sum-exp"):
-        context_parallel.check_case(parse_recipe("fp32+cp-ring-2"), "flux-dev", FluxTransformer2DModel, "cpu")
-    with pytest.raises(CaseSkip, match="eager"):
-        context_parallel.check_case(parse_recipe("bf16+cp-ring-2+compile"), "flux-dev", FluxTransformer2DModel, "cuda")
-    context_parallel.check_case(parse_recipe("bf16+cp-ring-2"), "flux-dev", FluxTransformer2DModel, "cuda")  # allowed
+        context_parallel.check_case(parse_recipe("bf16+cp-ulysses-2"), "sd3-medium", Unplanned(), "cuda")
+    with pytest.raises(CaseSkip, match="4 heads do not divide by 3"):
+        context_parallel.check_case(parse_recipe("fp32+cp-ulysses-3"), "flux-dev", Planned(), "cpu")
+    context_parallel.check_case(parse_recipe("fp32+cp-ulysses-2"), "flux-dev", Planned(), "cpu")  # allowed
+    context_parallel.check_case(parse_recipe("fp32+cp-ring-3"), "flux-dev", Planned(), "cpu")  # ring: no head split
+    refusal = context_parallel.static_refusal
+    assert "log-sum-exp" in refusal(parse_recipe("fp32+cp-ring-2"), cpu)
+    assert "eager" in refusal(parse_recipe("bf16+cp-ring-2+compile"), cuda)
+    assert "eager" in refusal(parse_recipe("fp32+cp-ulysses-2+fbcache-0.3"), cpu)
+    assert "has no context-parallel support" in refusal(parse_recipe("fp32+sdpa-math+cp-ulysses-2"), cpu)
+    assert "_native_cudnn" in refusal(parse_recipe("fp32+sdpa-efficient+cp-ulysses-2"), cpu)  # names the able ones
+    if torch.cuda.device_count() < 2:
+        assert "it needs 2 GPUs" in refusal(parse_recipe("bf16+cp-ring-2"), cuda)
+    assert refusal(parse_recipe("fp32+cp-ulysses-2"), cpu) is None
 
 
 def test_multi_gpu_tier_lists_the_single_gpu_reference_and_both_attention_schemes():

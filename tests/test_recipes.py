@@ -86,7 +86,7 @@ def test_lossless_classes():
 
 def test_every_knob_changes_the_recipe():
     for token in valid_tokens():
-        token = token.replace("[-threshold]", "").replace("<degree>", "2")
+        token = token.replace("[-threshold]", "").replace("[-N]", "").replace("<degree>", "2")
         values = next(v for k in KNOBS if (v := k.parse(token, token)) is not None)
         base = Recipe(dtype="fp32") if token == "bf16" else Recipe()
         assert replace(base, **values) != base, token

@@ -19,7 +19,11 @@ class AOTIKnob(Knob):
         return "'aoti' and 'compile' both compile the denoiser; choose one" if recipe.compile else None
 
     def check(self, ctx: KnobContext) -> str | None:
-        r = ctx.recipe
+        r, read = ctx.recipe, ctx.spec.host_read
+        if read is not None:  # as compile-full: torch.export traces the whole forward
+            return (f"aoti: {ctx.spec.name}'s denoiser reads {read.arg!r} on the host in its {read.module!r} and "
+                    f"sizes its sequence by those values, which torch.export cannot trace; 'compile' (its repeated "
+                    f"blocks) and 'cudagraphs' run it")
         return skip_reason(aoti.check, ctx.device, r.cache, r.verify, r.parallel)
 
     def apply(self, ctx: KnobContext) -> dict[str, Any]:

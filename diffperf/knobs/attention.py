@@ -64,9 +64,17 @@ def _found(package: str) -> str:
                 f"package, as flash-attn-4 installs flash_attn)")
 
 
-def check(token: str, dispatcher: bool, device: torch.device, model: str) -> None:
+# what torch says when no kernel of those allowed by sdpa_kernel takes an attention call (CUDA, CPU)
+NO_KERNEL = ("No available kernel", "No viable backend for scaled_dot_product_attention")
+HALF_ONLY = {"sdpa-flash", "sdpa-cudnn"}  # torch's flash and cuDNN attention kernels take fp16 / bf16 only
+
+
+def check(token: str, dispatcher: bool, device: torch.device, model: str, dtype: str = "bf16") -> None:
     if token == "sdpa":
         return
+    if token in HALF_ONLY and device.type == "cuda" and dtype == "fp32":
+        raise CaseSkip(f"attention {token!r}: torch's {token[5:]} attention kernel takes fp16 / bf16 inputs only, "
+                       f"this recipe runs fp32")
     pkg = PACKAGE.get(token)
     if pkg:
         refusal = diffusers_refusal(token)
@@ -101,6 +109,22 @@ def apply(denoiser: torch.nn.Module, token: str, dispatcher: bool) -> None:
         _AttentionBackendRegistry.set_active_backend(previous)
 
 
+@contextlib.contextmanager
+def sdpa_only(token: str):
+    """torch's SDPA limited to the kernel of `token` around a whole pipeline call (a model that calls
+    SDPA directly: its text encoders' attention included). An attention call that kernel cannot take
+    (an attention mask for the flash kernel, say) ends the case as a skip naming the kernel and torch's
+    reason, not as a failure of the code under test."""
+    with sdpa_kernel([_sdpa_backend(token)]):
+        try:
+            yield
+        except RuntimeError as exc:
+            if not any(text in str(exc) for text in NO_KERNEL):
+                raise
+            raise CaseSkip(f"attention {token!r}: torch's {token[5:]} kernel cannot take an attention call of this "
+                           f"pipeline (attention masks rule out the flash kernel): {str(exc).splitlines()[0]}") from exc
+
+
 def call_context(token: str, dispatcher: bool):
     """Entered around every pipeline call of the case."""
     if token == "sdpa":
@@ -110,7 +134,7 @@ def call_context(token: str, dispatcher: bool):
         from diffusers.models.attention_dispatch import attention_backend
 
         return attention_backend(DISPATCHER_BACKEND[token])
-    return sdpa_kernel([_sdpa_backend(token)])
+    return sdpa_only(token)
 
 
 class AttentionKnob(Knob):
@@ -120,7 +144,8 @@ class AttentionKnob(Knob):
     choices = {t: t for t in DISPATCHER_BACKEND}
 
     def check(self, ctx: KnobContext) -> str | None:
-        return skip_reason(check, ctx.recipe.attention, ctx.spec.attention_dispatcher, ctx.device, ctx.spec.name)
+        return skip_reason(check, ctx.recipe.attention, ctx.spec.attention_dispatcher, ctx.device, ctx.spec.name,
+                           ctx.recipe.dtype)
 
     def apply(self, ctx: KnobContext) -> None:
         apply(ctx.denoiser, ctx.recipe.attention, ctx.spec.attention_dispatcher)

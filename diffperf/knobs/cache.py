@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import torch
@@ -14,7 +15,17 @@ from .teacache import apply_teacache, supports_teacache
 
 CACHES = ("fbcache", "teacache", "magcache", "taylorseer")
 # Which cache thresholds are meaningful defaults when a token gives none.
-DEFAULT_CACHE_THRESHOLD = {"fbcache": 0.2, "teacache": 0.4, "magcache": 0.06, "taylorseer": 0.0}
+# (taylorseer's number is its cache interval: full computations every N steps)
+DEFAULT_CACHE_THRESHOLD = {"fbcache": 0.2, "teacache": 0.4, "magcache": 0.06, "taylorseer": 5.0}
+
+
+def spell_number(x: float) -> str:
+    """A threshold as the recipe grammar writes it and reads it back to the same float: the shortest
+    round-trip digits, never an exponent (1e-05 -> 0.00001), no trailing '.0' (5.0 -> 5)."""
+    text = repr(float(x))
+    if "e" in text:
+        text = format(Decimal(text), "f")
+    return text[:-2] if text.endswith(".0") else text
 
 
 @dataclass
@@ -77,8 +88,8 @@ def apply(denoiser: torch.nn.Module, kind: str, threshold: float, steps: int, mo
             raise CaseSkip(f"magcache: diffusers ships calibrated magnitude ratios for FLUX only, not {model}")
         config = MagCacheConfig(threshold=threshold, num_inference_steps=steps, mag_ratios=FLUX_MAG_RATIOS)
     elif kind == "taylorseer":
-        # the token's number is the cache interval (steps between full computations)
-        config = TaylorSeerCacheConfig(cache_interval=max(1, int(threshold or 5)))
+        # the token's number is the cache interval (steps between full computations; parse checks it)
+        config = TaylorSeerCacheConfig(cache_interval=int(threshold))
     else:
         raise CaseSkip(f"unknown cache {kind!r}")
     denoiser.enable_cache(config)
@@ -100,16 +111,31 @@ class CacheKnob(Knob):
         thr = float(m.group(2)) if m.group(2) else DEFAULT_CACHE_THRESHOLD[m.group(1)]
         if thr < 0:
             raise UsageError(f"recipe {text!r}: cache threshold must be >= 0")
+        if m.group(1) == "taylorseer" and not (thr >= 1 and thr.is_integer()):
+            raise UsageError(f"recipe {text!r}: taylorseer-N takes a whole number of steps N >= 1 between full "
+                             f"computations, got {m.group(2)!r}")
         return {"cache": m.group(1), "cache_threshold": thr}
 
     def spell(self, recipe) -> str | None:
         if not recipe.cache:
             return None
         thr = recipe.cache_threshold
-        return recipe.cache if thr is None else f"{recipe.cache}-{thr:g}"
+        return recipe.cache if thr is None else f"{recipe.cache}-{spell_number(thr)}"
+
+    def check(self, ctx: KnobContext) -> str | None:
+        """What the model's spec says before anything is built (apply still checks the denoiser)."""
+        kind, spec = ctx.recipe.cache, ctx.spec
+        if kind == "teacache":
+            return None if spec.teacache is not None else (
+                f"TeaCache has no published rescale coefficients for {spec.name}")
+        if not spec.diffusers_cache:
+            return f"{kind}: the denoiser of {spec.name} has no diffusers enable_cache support"
+        if kind == "magcache" and not spec.name.startswith("flux"):
+            return f"magcache: diffusers ships calibrated magnitude ratios for FLUX only, not {spec.name}"
+        return None
 
     def patterns(self) -> list[str]:
-        return [f"{c}[-threshold]" for c in CACHES]
+        return [f"{c}[-N]" if c == "taylorseer" else f"{c}[-threshold]" for c in CACHES]  # N: steps between
 
     def apply(self, ctx: KnobContext) -> dict[str, Any]:
         r, spec = ctx.recipe, ctx.spec

@@ -22,15 +22,38 @@ def diagnosing(env=os.environ) -> bool:
     return env.get(DIAGNOSE_ENV, "") not in ("", "0")
 
 
-def check_case(recipe, spec_name: str, denoiser_cls, device_type: str) -> None:
-    """Refuse, with the reason, what context parallelism cannot do here."""
-    if getattr(denoiser_cls, "_cp_plan", None) is None:
-        raise CaseSkip(f"{spec_name}'s denoiser {denoiser_cls.__name__} has no context-parallel plan in diffusers")
-    if recipe.parallel == "ring" and device_type == "cpu":
-        raise CaseSkip("ring attention needs a kernel that returns the log-sum-exp (cuDNN / flash attention); "
-                       "the CPU's native SDPA does not")
+def static_refusal(recipe, device: torch.device) -> str | None:
+    """Why context parallelism cannot run this recipe on this machine, known before anything is built."""
     if recipe.compile or recipe.cache:
-        raise CaseSkip("context parallelism is measured eager and without step caches here")
+        return "context parallelism is measured eager and without step caches here"
+    if recipe.parallel == "ring" and device.type == "cpu":
+        return ("ring attention needs a kernel that returns the log-sum-exp (cuDNN / flash attention); "
+                "the CPU's native SDPA does not")
+    if device.type == "cuda" and torch.cuda.device_count() < recipe.parallel_degree:
+        return (f"cp-{recipe.parallel}-{recipe.parallel_degree} runs one process a GPU: it needs "
+                f"{recipe.parallel_degree} GPUs, this machine has {torch.cuda.device_count()}")
+    if recipe.attention != "sdpa":
+        # start-up: diffusers takes seconds to import; recipes import this module before any build
+        from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+        from .attention import DISPATCHER_BACKEND
+
+        backend, able = DISPATCHER_BACKEND[recipe.attention], _AttentionBackendRegistry._supports_context_parallel
+        if backend not in able:
+            return (f"attention {recipe.attention!r} (diffusers backend {backend!r}) has no context-parallel support "
+                    f"in diffusers; backends that have: {', '.join(sorted(able))}")
+    return None
+
+
+def check_case(recipe, spec_name: str, denoiser, device_type: str) -> None:
+    """Refuse, with the reason, what context parallelism cannot do with the loaded denoiser."""
+    cls = type(denoiser)
+    if getattr(cls, "_cp_plan", None) is None:
+        raise CaseSkip(f"{spec_name}'s denoiser {cls.__name__} has no context-parallel plan in diffusers")
+    heads = getattr(getattr(denoiser, "config", None), "num_attention_heads", None)
+    if recipe.parallel == "ulysses" and isinstance(heads, int) and heads % recipe.parallel_degree:
+        raise CaseSkip(f"cp-ulysses-{recipe.parallel_degree}: Ulysses splits the attention heads over the ranks, "
+                       f"and {spec_name}'s {heads} heads do not divide by {recipe.parallel_degree}")
 
 
 def shard_denoiser(denoiser, recipe, device_type: str) -> dict[str, Any]:
@@ -177,9 +200,12 @@ class ContextParallelKnob(Knob):
     def patterns(self) -> list[str]:
         return [f"cp-{p}-<degree>" for p in PARALLEL]
 
+    def check(self, ctx: KnobContext) -> str | None:
+        return static_refusal(ctx.recipe, ctx.device)
+
     def apply(self, ctx: KnobContext) -> dict[str, Any]:
-        # checked here, not before the build: the plan is a property of the loaded denoiser's class
-        check_case(ctx.recipe, ctx.spec.name, type(ctx.denoiser), ctx.device.type)
+        # checked here, not before the build: the plan and the heads are the loaded denoiser's
+        check_case(ctx.recipe, ctx.spec.name, ctx.denoiser, ctx.device.type)
         return {"parallel": shard_denoiser(ctx.denoiser, ctx.recipe, ctx.device.type)}
 
 
