@@ -16,6 +16,19 @@ from .errors import StoredFileError
 SCHEMA_VERSION = 1
 
 
+# what to do about a file of a kind that does not read (a lower layer cannot import the kinds' owners:
+# the names are spelled here)
+REMEDY = {
+    "diffperf-baselines": "restore it from git or regenerate it with tools/update_baselines.py",
+    "diffperf-latents": "restore it from git or regenerate it with tools/update_baselines.py --references",
+    "diffperf-results": "a results file is written by pytest perf_tests: measure again or restore the run",
+    "diffperf-run-header": "a results folder's run.json is written by pytest perf_tests: measure again",
+    "diffperf-case-result": "a case file is written by pytest perf_tests: measure the case again",
+    "diffperf-targets": "restore it from git (fixtures/targets/<tier>.json is written by hand)",
+}
+REMEDY_ANY = "restore it or make it again with the tool that wrote it"
+
+
 def load(path: Path, kind: str) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -29,8 +42,7 @@ def load(path: Path, kind: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise StoredFileError(f"{kind} file {path} is not valid JSON ({exc}); restore it from git "
-                              f"or regenerate it with tools/update_baselines.py") from exc
+        raise StoredFileError(f"{kind} file {path} is not valid JSON ({exc}); {REMEDY.get(kind, REMEDY_ANY)}") from exc
     if not isinstance(data, dict) or data.get("kind") != kind:
         raise StoredFileError(f"{path} is not a {kind} file (kind={data.get('kind') if isinstance(data, dict) else None!r})")
     version = data.get("schema_version")

@@ -9,6 +9,7 @@ from pathlib import Path
 from scipy.stats import mannwhitneyu
 
 from ..compare import BASELINE_KIND, DEVICE_TOLERANCE, cpu_class_entry, judge_case_latency, load_baselines, smallest_p
+from ..errors import StoredFileError
 from ..record import commit_label, load_results
 from ..references import cpu_class_sensitive
 from ..tiers import TIERS
@@ -21,6 +22,9 @@ from .tables import parsed_recipe
 def load_old(path: Path) -> tuple[str, dict]:
     """('baselines', baselines file) or ('results', results file), told apart by the file's kind."""
     path = Path(path)
+    if not path.exists():
+        raise StoredFileError(f"{path}: no such file or directory (OLD is a results.json, its directory or a "
+                              f"baselines file)")
     if path.is_file():
         try:
             kind = json.loads(path.read_text()).get("kind")
