@@ -36,6 +36,7 @@ def static_refusal(recipe, device: torch.device) -> str | None:
         # start-up: diffusers takes seconds to import; recipes import this module before any build
         from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
+        # start-up: the attention knob's table, needed only for a recipe that names a backend
         from .attention import DISPATCHER_BACKEND
 
         backend, able = DISPATCHER_BACKEND[recipe.attention], _AttentionBackendRegistry._supports_context_parallel
