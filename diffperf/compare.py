@@ -329,8 +329,8 @@ def cpu_class_entry(result: dict[str, Any], base: dict[str, Any],
 
 @dataclass(frozen=True)
 class LatencyVerdict:
-    """One case's latency verdict. status: passed, failed, inconclusive (host drift, GPU clock drift, too few
-    samples or another GPU model: neither a pass nor a failure), unclear (over the limit without significance) or stale (clearly faster).
+    """One case's latency verdict. status: passed, failed, inconclusive (host drift, GPU clock drift or too few
+    samples: neither a pass nor a failure), not judged (baselines of another GPU model), unclear (over the limit without significance) or stale (clearly faster).
     kind: what decided it: 'device' (busy GPU time), 'host' (wall time with the device time holding)
     or 'wall' (no device time on one side: wall time alone)."""
 
@@ -516,8 +516,9 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
     tol = own.get("latency", file_tolerances["latency"])
     here, there = (result.get("gpu") or {}).get("name"), base.get("gpu_name")
     if here and there and here != there:  # an H100 PCIe / NVL or GH200 against H100 SXM baselines, say
-        return LatencyVerdict("inconclusive", "wall",
-                              f"inconclusive: the baselines were measured on an {there}, this GPU is an {here}: "
+        # nothing to judge against on this GPU: counted as not judged, failed under --perf-require-baselines
+        return LatencyVerdict("not judged", "wall",
+                              f"the baselines were measured on an {there}, this GPU is an {here}: "
                               f"another model of GPU (clocks, power limit, memory bandwidth), so a difference says "
                               f"nothing about the code; measure baselines on this GPU (tools/update_baselines.py "
                               f"--baselines DIR, then --perf-baselines DIR)", tolerance=tol, why="other GPU model")

@@ -38,6 +38,8 @@ def _why(text: str, prefix: str) -> str:
         return "no image of the reference recipe"
     if rest.startswith("pretrained weights"):
         return "pretrained weights not on this machine"
+    if rest.startswith("the baselines were measured on"):
+        return "baselines of another GPU model"
     return rest.split(";")[0][:80]
 
 
@@ -51,8 +53,6 @@ def _inconclusive_why(text: str) -> str:
         return "reference of another CPU class"
     if "inconclusive: GPU clock" in text:
         return "GPU clocked lower than the baseline's"
-    if "another model of GPU" in text:
-        return "baselines of another GPU model"
     if f"inconclusive: {TOO_FEW_SAMPLES}" in text:
         return "too few timed samples to decide"
     return "host slower than the baseline's"

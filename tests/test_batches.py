@@ -52,6 +52,14 @@ def test_batch_sh_picks_parts_sets_limits_and_packs_results(tmp_path):
     assert not (out / "three.log").exists()  # not picked
     listing = subprocess.run(["tar", "-tzf", str(out / "results.tar.gz")], capture_output=True, text=True).stdout
     assert "results-one/r.txt" in listing
+    # a later run with the same WORK packs its own parts only, never an earlier run's results
+    r = run_batch(tmp_path, "three")
+    assert r.returncode == 0 and "no part wrote results" in r.stdout, r.stdout + r.stderr
+    assert not (out / "results.tar.gz").exists()  # not the first run's archive left as if it were this one's
+    (tmp_path / "work" / "results-earlier").mkdir()
+    r = run_batch(tmp_path, "one")
+    listing = subprocess.run(["tar", "-tzf", str(out / "results.tar.gz")], capture_output=True, text=True).stdout
+    assert "results-one/r.txt" in listing and "results-earlier" not in listing
 
 
 def test_batch_sh_stops_a_part_at_its_limit(tmp_path):

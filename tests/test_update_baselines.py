@@ -359,3 +359,30 @@ def test_a_history_run_outside_the_repository_is_stored_as_the_kept_copy_of_the_
     # no kept copy of that run: the folder's last two names, never a machine's absolute path
     assert update_baselines.kept_source(outside, "2026-01-01T00:00:00+00:00") == "results-ht/h100"
     update_baselines._kept_runs.cache_clear()
+
+
+def test_replace_with_references_starts_the_references_afresh_too(tmp_path, capsys):
+    from diffperf import accuracy
+
+    def case(model):
+        import numpy as np
+
+        r = {**result(), "model": model, "latent_projections": {"short": [1.0]},
+             "images": {"short": f"images/{model}/short.png"}}
+        return r, np.zeros((8, 8, 3), dtype=np.float32)
+
+    first = {}
+    for model in ("sd21-base", "pixart-sigma"):
+        r, img = case(model)
+        first[f"{model}/fp32"] = r
+    d = write_results(tmp_path, first, started="a")
+    for model in ("sd21-base", "pixart-sigma"):
+        accuracy.save_png(case(model)[1], d / "images" / model / "short.png")
+    refs = tmp_path / "refs"
+    assert update(tmp_path, d, "--references", "--references-dir", str(refs)) == 0
+    assert (refs / "cpu" / "pixart-sigma" / "fp32" / "short.png").exists()
+    d2 = write_results(tmp_path, {"sd21-base/fp32": first["sd21-base/fp32"]}, started="b", name="cpu2")
+    accuracy.save_png(case("sd21-base")[1], d2 / "images" / "sd21-base" / "short.png")
+    assert update(tmp_path, d2, "--references", "--references-dir", str(refs), "--replace") == 0
+    assert not (refs / "cpu" / "pixart-sigma" / "fp32").exists() and (refs / "cpu" / "sd21-base" / "fp32").exists()
+    assert "removed the reference of pixart-sigma/fp32" in capsys.readouterr().out

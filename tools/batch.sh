@@ -12,7 +12,7 @@
 # file's order); PART:SECONDS replaces that part's limit for this run; a name the file does not
 # have is refused. A part whose name ends in '!' stops the batch when it fails (a sanity check
 # before long parts). Environment variables set for tools/batch.sh reach every part's command.
-# At the end: $OUT_DIR/results.tar.gz (every $WORK/results-*), and a log per part, <NAME>.log.
+# At the end: $OUT_DIR/results.tar.gz (the $WORK/results-NAME of the parts run), and a log per part, <NAME>.log.
 # Extra wheels (a machine without a package index): put them in .whl/; they are installed first.
 # The compile cache between machines of one GPU and software (compiled cases then start warm):
 # INDUCTOR_CACHE_OUT=1 packs TORCHINDUCTOR_CACHE_DIR at the end into $OUT_DIR/inductor-cache.tar.gz.part-NN,
@@ -26,6 +26,7 @@ shift
 [[ -f "$batch" ]] || { echo "no batch file $batch (see tools/batches/)" >&2; exit 2; }
 parts=$(sed -n 's/^\([^#[:space:]][^[:space:]]*\).*/\1/p' "$batch" | tr -d '!' | tr '\n' ' ')
 declare -A wanted=()
+ran=()
 for arg in "$@"; do
     name=${arg%%:*}
     [[ " $parts" == *" $name "* ]] || { echo "unknown part '$name' in $batch; its parts: $parts" >&2; exit 2; }
@@ -60,6 +61,7 @@ while read -r name seconds cmd; do
         [[ -n "${wanted[$name]}" ]] && seconds=${wanted[$name]}
     fi
     export RESULTS=$WORK/results-$name
+    ran+=("results-$name")
     echo "== $name (${seconds}s): $cmd" | tee "$OUT_DIR/$name.log"
     start=$(date +%s)
     # SIGINT at the limit (pytest writes what it measured), SIGKILL 15 s later if it has not ended
@@ -75,7 +77,15 @@ while read -r name seconds cmd; do
     if (( rc != 0 )); then status=$rc; (( stop )) && { echo "stopping: $name failed"; break; }; fi
 done < "$batch"
 # full-resolution images stay behind (~2.5 MB each); the 128-px views and everything else travel
-tar -C "$WORK" --exclude="*.full.png" -czf "$OUT_DIR/results.tar.gz" $(cd "$WORK" && ls -d results-* 2>/dev/null)
+# this run's parts only: a WORK kept between runs (its compile cache) also holds earlier runs' results
+packed=()
+for r in "${ran[@]}"; do [[ -d "$WORK/$r" ]] && packed+=("$r"); done
+if (( ${#packed[@]} )); then
+    tar -C "$WORK" --exclude="*.full.png" -czf "$OUT_DIR/results.tar.gz" "${packed[@]}"
+else
+    rm -f "$OUT_DIR/results.tar.gz"  # an earlier run's archive is not this run's
+    echo "no part wrote results: no results.tar.gz"
+fi
 if [[ "${INDUCTOR_CACHE_OUT:-}" == 1 && -d "$TORCHINDUCTOR_CACHE_DIR" ]]; then
     tar -C "$TORCHINDUCTOR_CACHE_DIR" -cz . | split -b 15M -d -a 2 - "$OUT_DIR/inductor-cache.tar.gz.part-"
     echo "inductor cache packed: $(du -ch "$OUT_DIR"/inductor-cache.tar.gz.part-* | tail -1 | cut -f1) in $(ls "$OUT_DIR"/inductor-cache.tar.gz.part-* | wc -l) piece(s)"

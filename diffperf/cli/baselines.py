@@ -132,8 +132,10 @@ def entry_from_result(cid: str, r: dict) -> dict:
     verdict = r.get("latency_verdict") or {}
     # a run on a host slower than the baseline's is refused; a cpu run on a CPU class without a
     # baseline of its own is exactly what makes that class's baseline
-    # (too few samples to decide says nothing against the run itself)
-    if verdict.get("status") == "inconclusive" and verdict.get("why") not in ("no class baseline", TOO_FEW_SAMPLES):
+    # (too few samples to decide says nothing against the run itself); a run on another GPU model than
+    # the file's (not judged) would mix two GPUs in one file
+    if (verdict.get("status") == "inconclusive" and verdict.get("why") not in ("no class baseline", TOO_FEW_SAMPLES)) \
+            or verdict.get("why") == "other GPU model":
         what = {"gpu clock": "a run on a GPU clocked lower than the baseline's is no baseline; re-measure on the "
                              "baseline's GPU",
                 "other GPU model": "a run on another GPU model than the file's would mix two GPUs in one file; write "
@@ -310,7 +312,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", type=Path, default=ROOT / "baselines", help="baselines directory")
     p.add_argument("--references", action="store_true", help="also store the run's images as reference images")
     p.add_argument("--references-dir", type=Path, default=ROOT / "fixtures" / "reference")
-    p.add_argument("--replace", action="store_true", help="drop cases of the old file that the run did not measure")
+    p.add_argument("--replace", action="store_true", help="drop cases of the old file that the run did not measure "
+                                                          "(with --references, their reference images too)")
     p.add_argument("--dry-run", action="store_true", help="print the diff, write nothing")
     p.add_argument("--latency-tolerance", type=float, default=None,
                    help="set the file's latency tolerance (e.g. 0.015), with --noise-study as its evidence")
@@ -464,8 +467,15 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
             storage.dump(dest / LATENTS_FILE, LATENTS_KIND, {"case": cid, "cpu_class": r.get("cpu_class"),
                                                              "software": r.get("software") or run_software,
                                                              "projections": r["latent_projections"]})
-        print(f"stored {n} reference image(s) under {tier_references(args.references_dir, tier.name, weights)}")
-        references_software(tier_references(args.references_dir, tier.name, weights), old_cases)
+        root = tier_references(args.references_dir, tier.name, weights)
+        print(f"stored {n} reference image(s) under {root}")
+        if args.replace:  # the file starts afresh: so do its references (another GPU's would judge this one's)
+            kept = {reference_dir(args.references_dir, tier.name, weights, e["model"], e["recipe"])
+                    for e in new_entries.values()}
+            for folder in sorted(p for p in root.glob("*/*") if p.is_dir() and p not in kept):
+                shutil.rmtree(folder)
+                print(f"  removed the reference of {folder.parent.name}/{folder.name} (not measured by this run; --replace)")
+        references_software(root, old_cases)
     return 0
 
 
