@@ -97,11 +97,14 @@ class Verdict:
     # median over the limit, but so few samples on a side that no ordering of them could reach
     # significance (smallest_p >= alpha): the rule cannot decide, which is not what "unclear" says
     too_few: bool = False
+    # nothing comparable to judge against (a baseline measured by another method): counted, and
+    # failed under --perf-require-baselines
+    not_judged: bool = False
 
     @property
     def status(self) -> str:
-        return ("failed" if self.failed else "inconclusive" if self.too_few else "unclear" if self.unclear
-                else "stale" if self.stale else "passed")
+        return ("not judged" if self.not_judged else "failed" if self.failed else "inconclusive" if self.too_few
+                else "unclear" if self.unclear else "stale" if self.stale else "passed")
 
 
 
@@ -238,6 +241,11 @@ def judge_case_memory(result: dict[str, Any], base: dict[str, Any], file_toleran
         verdict = judge_memory(result["memory"]["weights_bytes"], base["weights_bytes"], file_tolerances["memory"],
                                slack, what="weights")
     else:
+        inductor_pool = (result.get("memory") or {}).get("inductor_graph_pool_held_bytes") or 0
+        if inductor_pool and not base.get("counts_inductor_graph_pool"):
+            return Verdict(False, False, f"the baseline's peak was measured before the suite counted the memory "
+                                         f"inductor's CUDA graphs hold in their pool ({inductor_pool / 2**20:.0f} MiB "
+                                         f"here): re-baseline this case (tools/update_baselines.py)", not_judged=True)
         tolerance = (base.get("tolerances") or {}).get("memory", file_tolerances["memory"])
         verdict = judge_memory(result["memory"]["run_peak_allocated_bytes"], base["peak_memory_bytes"], tolerance,
                                slack)

@@ -40,6 +40,8 @@ def _why(text: str, prefix: str) -> str:
         return "pretrained weights not on this machine"
     if rest.startswith("the baselines were measured on"):
         return "baselines of another GPU model"
+    if rest.startswith("the baseline's peak was measured before"):
+        return "memory baselines without inductor's graph pool"
     return rest.split(";")[0][:80]
 
 

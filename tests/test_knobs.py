@@ -293,3 +293,18 @@ def test_an_inductor_preset_is_set_around_calls_only():
         assert inductor_config.coordinate_descent_tuning is True
     assert inductor_config.coordinate_descent_tuning is False
     assert "inductor_flags" not in build("pixart-sigma", "fp32+int8dq+compile").knobs
+
+
+def test_per_row_float8_is_refused_for_weights_other_than_bf16_before_the_build():
+    from diffperf.knobs import quantize
+
+    for dtype in ("fp16", "fp32"):
+        with pytest.raises(CaseSkip, match="per-row float8 takes bf16 weights only"):
+            quantize.check("fp8dq", torch.device("cuda"), dtype)
+
+
+def test_int4_weight_only_uses_the_layout_aten_has_kernels_for():
+    from diffperf.knobs import quantize
+
+    config = quantize._config("int4wo")
+    assert str(getattr(config.int4_packing_format, "value", config.int4_packing_format)) == "tile_packed_to_4d"

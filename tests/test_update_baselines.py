@@ -386,3 +386,12 @@ def test_replace_with_references_starts_the_references_afresh_too(tmp_path, caps
     assert update(tmp_path, d2, "--references", "--references-dir", str(refs), "--replace") == 0
     assert not (refs / "cpu" / "pixart-sigma" / "fp32").exists() and (refs / "cpu" / "sd21-base" / "fp32").exists()
     assert "removed the reference of pixart-sigma/fp32" in capsys.readouterr().out
+
+
+def test_a_baseline_says_whether_its_peak_counts_inductors_graph_pool(tmp_path):
+    counted = {**result(), "memory": {"run_peak_allocated_bytes": 1000, "weights_bytes": 500,
+                                      "inductor_graph_pool_held_bytes": 0}}
+    assert update(tmp_path, write_results(tmp_path, {"sd21-base/fp32": counted, "pixart-sigma/fp32": result()})) == 0
+    cases = json.loads((tmp_path / "baselines" / "cpu.json").read_text())["cases"]
+    assert cases["sd21-base/fp32"]["counts_inductor_graph_pool"] is True
+    assert "counts_inductor_graph_pool" not in cases["pixart-sigma/fp32"]  # a result of the earlier method

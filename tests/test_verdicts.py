@@ -468,3 +468,17 @@ def test_baselines_of_another_gpu_model_are_not_judged_against():
     assert lines[0] == "diffperf: 1 case not judged: baselines of another GPU model (1)"
     now["gpu"] = {"name": "NVIDIA H100 80GB HBM3"}  # the same model: judged, and the slower step fails
     assert judge_case_latency(now, baseline(gpu_name="NVIDIA H100 80GB HBM3"), FILE_TOL).failed
+
+
+def test_a_reduce_overhead_peak_is_not_judged_against_a_baseline_that_left_out_inductors_graph_pool():
+    from diffperf.compare import judge_case_memory
+
+    tol = {"memory": 0.02, "memory_slack_bytes": 64 * 2**20}
+    now = {"memory": {"run_peak_allocated_bytes": 36 * 2**30, "weights_bytes": 23 * 2**30,
+                      "inductor_graph_pool_held_bytes": 2 * 2**30}}
+    old = baseline(peak_memory_bytes=34 * 2**30, weights_bytes=23 * 2**30)
+    v = judge_case_memory(now, old, tol)
+    assert v.status == "not judged" and "re-baseline this case" in v.message and "2048 MiB" in v.message
+    assert judge_case_memory(now, {**old, "counts_inductor_graph_pool": True}, tol).failed  # +2 GiB: heavier
+    no_pool = {"memory": {**now["memory"], "inductor_graph_pool_held_bytes": 0, "run_peak_allocated_bytes": 34 * 2**30}}
+    assert judge_case_memory(no_pool, old, tol).status == "passed"  # no pool: the old baseline still judges it

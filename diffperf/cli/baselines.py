@@ -155,6 +155,8 @@ def entry_from_result(cid: str, r: dict) -> dict:
         "peak_memory_bytes": mem.get("run_peak_allocated_bytes"),
         "weights_bytes": mem.get("weights_bytes"),
     }
+    if "inductor_graph_pool_held_bytes" in mem:  # the peak counts inductor's CUDA-graph pool (measure.py)
+        entry["counts_inductor_graph_pool"] = True
     for key in ("median_s", "peak_memory_bytes", "weights_bytes"):
         v = entry[key]
         if not isinstance(v, (int, float)) or v <= 0:

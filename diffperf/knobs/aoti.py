@@ -67,7 +67,8 @@ class AOTILoaderCrash(RuntimeError):
 # the child's load: the runner only (the crash seen was there, before any constant is loaded); a
 # child that has not answered shortly before the time limit prints where it is (faulthandler)
 PROBE_CODE = ("import faulthandler, sys; faulthandler.dump_traceback_later(float(sys.argv[3]), exit=False); "
-              "import torch._inductor as i; i.aoti_load_package(sys.argv[1], device_index=int(sys.argv[2]))")
+              "import torch._inductor as i; i.aoti_load_package(sys.argv[1], run_single_threaded=True, "
+              "device_index=int(sys.argv[2]))")
 PROBE_TIMEOUT_S = 600.0
 
 
@@ -158,8 +159,10 @@ def build_probe(path: Path, device: torch.device, configs: dict[str, Any] | None
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    """What decides whether a package loads: the device, torch, python and the CUDA driver."""
-    env = {"device": device_identity(device), "torch": torch.__version__, "python": platform.python_version()}
+    """What decides whether a package loads: the device, torch, python, the CUDA driver and how the
+    suite loads (PROBE_CODE: a record of another way of loading is asked again)."""
+    env = {"device": device_identity(device), "torch": torch.__version__, "python": platform.python_version(),
+           "load": hashlib.sha256(PROBE_CODE.encode()).hexdigest()[:12]}
     if device.type == "cuda":
         env["cuda_driver"] = torch._C._cuda_getDriverVersion()
     return env
@@ -334,7 +337,11 @@ def load_package(path: Path, module: torch.nn.Module, device: torch.device):
     # start-up: torch._inductor takes seconds to import; only AOTInductor recipes need it
     import torch._inductor
 
-    runner = torch._inductor.aoti_load_package(str(path), device_index=_device_index(device))
+    # one runner, driven from this thread: without run_single_threaded the container checks whether
+    # its model finished with cudaEventQuery, which a CUDA-graph capture (the aoti+cudagraphs rungs)
+    # forbids (torch documents the flag for CUDA graphs)
+    runner = torch._inductor.aoti_load_package(str(path), run_single_threaded=True,
+                                               device_index=_device_index(device))
     tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     wanted = runner.get_constant_fqns()
     missing = [n for n in wanted if n not in tensors]

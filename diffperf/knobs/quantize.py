@@ -33,7 +33,9 @@ def _config(kind: str, activation_floor: float | None = None):
         "int8dq": lambda: Int8DynamicActivationInt8WeightConfig(**own),
         "fp8dq": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), **fp8),
         "fp8dq-tensor": lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerTensor(), **fp8),
-        "int4wo": lambda: Int4WeightOnlyConfig(group_size=128, **own),
+        # tinygemm's layout (aten's _weight_int4pack_mm): torchao's default int4 layout needs the separate
+        # mslk package for its kernels
+        "int4wo": lambda: Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d", **own),
     }[kind]()
 
 
@@ -50,6 +52,9 @@ ZERO_ROW_FLOOR = {"fp8dq": 1e-12, "fp8dq-tensor": 1e-12}
 
 
 def check(kind: str, device: torch.device, dtype: str) -> None:
+    if kind == "fp8dq" and dtype != "bf16":  # torchao asserts it (quant_api: PerRow ... bfloat16 ... weight)
+        raise CaseSkip(f"fp8dq: torchao's per-row float8 takes bf16 weights only, this recipe runs {dtype}; "
+                       f"fp8dq-tensor (per-tensor scales) takes {dtype}")
     if kind.startswith("fp8"):
         if device.type != "cuda":
             raise CaseSkip(f"{kind}: torchao float8 needs a CUDA GPU of compute capability >= 8.9")
