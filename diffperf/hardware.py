@@ -41,10 +41,37 @@ def peak_tflops(gpu_name: str | None, dtype: str) -> float | None:
     return None
 
 
-def mfu(flops_per_step: float, step_s: float | None, gpu_name: str | None, dtype: str) -> dict[str, Any]:
+def blended_peak(peak_linear: float, peak_rest: float, linear_share: float) -> float:
+    """The dense peak of a step whose Linear layers (linear_share of its FLOPs) run at peak_linear and
+    the rest at peak_rest: the FLOP-weighted harmonic mean (the time each part needs at its peak)."""
+    return 1.0 / (linear_share / peak_linear + (1.0 - linear_share) / peak_rest)
+
+
+def step_peak(gpu_name: str | None, dtype: str, rest_dtype: str | None = None, linear_share: float | None = None,
+              gpus: int = 1) -> tuple[float | None, str]:
+    """(the peak a step's FLOPs are held against, how it was made). A quantized recipe computes only
+    its Linear layers in `dtype` (float8 / int8): they count at that peak, attention and convolutions
+    at the peak of the activations' `rest_dtype`. A step spread over `gpus` GPUs (context
+    parallelism) has that many peaks."""
+    peak, basis = peak_tflops(gpu_name, dtype), f"{dtype} dense peak"
+    if peak and linear_share is not None and rest_dtype and rest_dtype != dtype:
+        rest = peak_tflops(gpu_name, rest_dtype)
+        if rest:
+            peak = blended_peak(peak, rest, linear_share)
+            basis = (f"Linear layers ({linear_share:.0%} of the FLOPs) at the {dtype} dense peak, the rest at the "
+                     f"{rest_dtype} one")
+    if peak and gpus > 1:
+        peak, basis = peak * gpus, f"{basis}, x{gpus} GPUs"
+    return peak, basis
+
+
+def mfu(flops_per_step: float, step_s: float | None, gpu_name: str | None, dtype: str,
+        rest_dtype: str | None = None, linear_share: float | None = None, gpus: int = 1) -> dict[str, Any]:
     """Achieved TFLOP/s of the denoiser (its mean FLOPs per step over the mean step time) and the
-    fraction of the GPU's dense peak for `dtype` (None where no peak is known)."""
-    return mfu_at_peak(flops_per_step, step_s, peak_tflops(gpu_name, dtype), dtype)
+    fraction of the peak its step can reach (step_peak; None where no peak is known)."""
+    peak, basis = step_peak(gpu_name, dtype, rest_dtype, linear_share, gpus)
+    return {**mfu_at_peak(flops_per_step, step_s, peak, dtype), "peak_basis": basis, "linear_share": linear_share,
+            "gpus": gpus}
 
 
 def mfu_at_peak(flops_per_step: float, step_s: float | None, peak: float | None, dtype: str) -> dict[str, Any]:

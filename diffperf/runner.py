@@ -26,7 +26,7 @@ from .machine import NvmlSampler, cpu_class, gpu_identity, host_memory, inconclu
 from .measure import generate_with_latents, measure, no_phase
 from .options import PerfOptions
 from .parallel import RankSampler, launch
-from .profile import denoiser_flops_per_step
+from .profile import denoiser_flops_per_step, denoiser_linear_share
 from .prompts import Prompts
 from .record import RunRecorder
 from .step_weights import mfu_step_s, weigh_steps, window_wall_step_s
@@ -230,7 +230,10 @@ def denoiser_mfu(case: Case, tier: Tier, result: dict[str, Any], height: int, wi
     flops = denoiser_flops_per_step(case.model, height, width, size=tier.size)  # mean over the steps
     # with a step cache most steps are skipped ones (a few ms): a per-step MFU means nothing
     step_s = None if case.recipe.cache else mfu_step_s(result)
-    out = mfu(flops, step_s, torch.cuda.get_device_name(), compute_dtype(case.recipe))
+    dtype = compute_dtype(case.recipe)
+    share = denoiser_linear_share(case.model, height, width, size=tier.size) if dtype != case.recipe.dtype else None
+    out = mfu(flops, step_s, torch.cuda.get_device_name(), dtype, rest_dtype=case.recipe.dtype, linear_share=share,
+              gpus=case.recipe.parallel_degree if case.recipe.parallel else 1)
     if case.recipe.cache:
         out["note"] = "not defined per step: a step cache skips denoiser calls"
     return out

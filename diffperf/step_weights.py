@@ -21,7 +21,10 @@ def window_of(profiled: str | None) -> tuple[int | None, int | None]:
 def _window_and_calls(out: dict[str, Any], wall_steps: list[list[float]]):
     """(first, last, the timed calls' step times that cover every step), or None when either is missing."""
     first, last = out.get("window") or window_of(out.get("profiled_steps"))
-    calls = [s for s in wall_steps if s and len(s) == out.get("steps")]
+    # the calls that ran the whole loop: as many steps as the longest (PNDM, SD 2.1's scheduler, runs
+    # steps + 1 of them: the count of `steps` alone would drop every call)
+    n = max((len(s) for s in wall_steps if s), default=0)
+    calls = [s for s in wall_steps if s and len(s) == n and n >= (out.get("steps") or 0)]
     return None if first is None or not calls else (first, last, calls)
 
 
@@ -38,7 +41,7 @@ def weigh_steps(out: dict[str, Any], wall_steps: list[list[float]]) -> dict[str,
     if found is None:
         return out
     first, last, calls = found
-    per_step = [min(c[k] for c in calls) for k in range(out["steps"])]
+    per_step = [min(c[k] for c in calls) for k in range(len(calls[0]))]
     ref = statistics.median(per_step[first:last])
     if ref <= 0:
         return out

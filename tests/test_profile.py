@@ -137,3 +137,23 @@ def test_shadow_values_answer_data_reads_on_meta():
         assert x[mask.bool()].shape == (5, 8)
         with pytest.raises(RuntimeError, match="values are unknown"):
             x.sum().item()
+
+
+def test_sd21s_scheduler_runs_one_more_unet_call_than_steps_and_the_per_step_flops_follow_the_loop():
+    from diffperf.profile import profile_generation
+
+    p = profile_generation("sd21-base", None, None, 4, "tiny")
+    unet = p.component("unet")
+    assert p.steps == 4 and unet.calls == 5 == p.denoiser_loop_steps  # PNDM with skip_prk_steps: steps + 1
+    assert p.denoiser_flops_per_step == unet.flops / 5  # one loop iteration's FLOPs (one timed step)
+
+
+def test_quantized_and_context_parallel_steps_are_held_against_the_peak_they_can_reach():
+    from diffperf.hardware import blended_peak, step_peak
+
+    h100 = "NVIDIA H100 80GB HBM3"
+    peak, basis = step_peak(h100, "fp8", "bf16", linear_share=0.8)
+    assert peak == pytest.approx(blended_peak(1978.9, 989.4, 0.8)) and "Linear layers (80%" in basis
+    assert 989.4 < peak < 1978.9
+    assert step_peak(h100, "bf16", "bf16", None, gpus=2)[0] == pytest.approx(2 * 989.4)
+    assert step_peak(h100, "bf16")[0] == pytest.approx(989.4)  # bf16 alone: the bf16 peak as before

@@ -643,3 +643,18 @@ def test_doc_names_the_gpu_of_each_xdist_worker(tmp_path):
     text = report.write_doc(src, tmp_path / "doc.md").read_text()
     rows = doc_rows(text, "Workers (`pytest -n`), each pinned to its own GPU:")
     assert [r[1:] for r in rows] == [["gw0", "0: GPU-aaa", "1"], ["gw1", "1: GPU-bbb", "1"]]
+
+
+def test_an_mfu_stored_against_the_float8_peak_alone_is_shown_against_the_step_peak():
+    from diffperf.report.tables import case_mfu
+
+    stored = {"model": "flux-dev", "recipe": "bf16+fp8dq+compile", "height": 1024, "width": 1024, "size": "full",
+              "gpu": {"name": "NVIDIA H200"}, "summary": {"step_median_s": 0.1}, "timing": {"stages": []},
+              "mfu": {"denoiser_flops_per_step": 74.38e12, "compute_dtype": "fp8", "peak_tflops": 1978.9}}
+    m = case_mfu(stored)
+    assert m["peak_label"] == "fp8 Linear, bf16 rest" and 989.4 < m["peak_tflops"] < 1978.9
+    assert m["fraction_of_peak"] == pytest.approx(74.38e12 / 0.1 / 1e12 / m["peak_tflops"])
+    cp = {**stored, "recipe": "bf16+cp-ulysses-2", "mfu": {**stored["mfu"], "compute_dtype": "bf16",
+                                                            "peak_tflops": 989.4}}
+    m = case_mfu(cp)
+    assert m["peak_label"] == "bf16, x2 GPUs" and m["peak_tflops"] == pytest.approx(2 * 989.4)

@@ -482,3 +482,11 @@ def test_a_reduce_overhead_peak_is_not_judged_against_a_baseline_that_left_out_i
     assert judge_case_memory(now, {**old, "counts_inductor_graph_pool": True}, tol).failed  # +2 GiB: heavier
     no_pool = {"memory": {**now["memory"], "inductor_graph_pool_held_bytes": 0, "run_peak_allocated_bytes": 34 * 2**30}}
     assert judge_case_memory(no_pool, old, tol).status == "passed"  # no pool: the old baseline still judges it
+
+
+def test_steps_of_a_loop_one_longer_than_the_steps_are_weighed_too():
+    # PNDM (SD 2.1) calls scheduler.step steps + 1 times: every timed call has 51 step times for 50 steps
+    walls = [[0.02] * 51, [0.021] * 51]
+    out = {"step_ms": 10.0, "steps": 50, "window": (1, 13), "text_encode_ms": 5.0, "vae_decode_ms": 20.0}
+    weighed = weigh_steps(out, walls)
+    assert weighed["step_weights"] == pytest.approx(51.0) and weighed["denoise_ms"] == pytest.approx(510.0)

@@ -165,9 +165,17 @@ class GenerationProfile:
         return sum(c.flops for c in self.components)
 
     @property
+    def denoiser_loop_steps(self) -> int:
+        """Iterations of the pipeline's denoising loop: the most calls one kind of denoiser call makes
+        (`steps`, but PNDM, SD 2.1's scheduler, runs steps + 1; Lumina2's uncond passes stop early)."""
+        return max((i.calls for c in self.components if c.role == "denoiser" for i in c.invocations),
+                   default=self.steps) or self.steps
+
+    @property
     def denoiser_flops_per_step(self) -> float:
-        """Mean denoiser FLOPs per step (all passes of the step: CFG branches included)."""
-        return self.role_flops("denoiser") / self.steps
+        """Mean denoiser FLOPs per iteration of the denoising loop (all passes of it: CFG branches
+        included): what one timed step of the loop computes."""
+        return self.role_flops("denoiser") / self.denoiser_loop_steps
 
     def share(self, name: str) -> float:
         return self.component(name).flops / self.total_flops if self.total_flops else 0.0
@@ -325,6 +333,17 @@ def denoiser_flops_per_step(model: str, height: int | None = None, width: int | 
     """FLOPs of the denoiser in one step, CFG passes included (mean over steps where the number
     of passes varies, e.g. Lumina2's truncated CFG). For MFU: achieved FLOP/s = this / step time."""
     return profile_generation(model, height, width, kwargs.pop("steps", None), size, **kwargs).denoiser_flops_per_step
+
+
+def denoiser_linear_share(model: str, height: int | None = None, width: int | None = None, size: str = "full",
+                          **kwargs: Any) -> float:
+    """The share of the denoiser's FLOPs in its nn.Linear layers (the layers quantization touches:
+    float8 / int8 dynamic recipes run them at their own peak, attention and convolutions in bf16)."""
+    den = [c for c in profile_generation(model, height, width, kwargs.pop("steps", None), size, **kwargs).components
+           if c.role == "denoiser"]
+    cats = [c.by_category() for c in den]
+    total = sum(sum(c.values()) for c in cats)
+    return sum(c.get("linear", 0) for c in cats) / total if total else 0.0
 
 
 def count_on(device: str | torch.device, model: str, height: int | None = None, width: int | None = None,

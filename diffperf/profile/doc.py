@@ -172,7 +172,7 @@ def differences(profiles: list[ModelProfiles]) -> list[dict[str, Any]]:
         den_inv = den_c.invocations
         tes = [c for c in p.components if c.role == "text_encoder"]
         vae_c = next(c for c in p.components if c.role == "vae")
-        other_den = gmac(sum(i.by_category["other"] * i.calls for i in den_inv) / p.steps)
+        other_den = gmac(sum(i.by_category["other"] * i.calls for i in den_inv) / p.denoiser_loop_steps)
 
         # text encoders
         ours_te = gmac(p.role_flops("text_encoder"))
@@ -355,7 +355,8 @@ def render_markdown(profiles: list[ModelProfiles], diffs: list[dict[str, Any]], 
         "norms, softmax, the scheduler. `python tools/flops.py --check-real` runs the same calls on real "
         "tensors (e.g. bf16 on a GPU) and checks the count is the same.",
         "",
-        "Columns: GMAC/step is the mean over steps of all denoiser passes of a step; share is of the total; "
+        "Columns: GMAC/step is the mean over the denoising loop's iterations of all denoiser passes of one "
+        "(SD 2.1's PNDM scheduler runs steps + 1 of them, so its totals hold one more UNet call); share is of the total; "
         "linear / conv / other splits a component's FLOPs into nn.Linear modules, convolution modules, and the "
         "rest (attention products, functional matmuls).",
         "",

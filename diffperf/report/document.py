@@ -267,7 +267,7 @@ def mfu_table(results: dict) -> list[str]:
         frac = m["fraction_of_peak"]
         rows.append([cid, f"{m['denoiser_flops_per_step'] / 1e12:.2f}", _fmt_s(m["step_s"]),
                      "" if m["achieved_tflops"] is None else f"{m['achieved_tflops']:.1f}",
-                     f"{m['compute_dtype']} {m['peak_tflops'] or '?'}",
+                     f"{m['peak_label']} {m['peak_tflops']:.1f}" if m["peak_tflops"] else f"{m['peak_label']} ?",
                      "n/a (step cache)" if is_step_cache(r) else "" if frac is None else f"{frac:.1%}"])
     if not rows:
         return []
@@ -275,7 +275,10 @@ def mfu_table(results: dict) -> list[str]:
             "FLOPs per step counted on meta tensors (`tools/flops.py`) at the case's resolution and real batch, "
             "averaged over the steps, over the mean step time (each step's median over the timed calls, "
             "averaged: Lumina2's CFG steps cost twice its others); peak = the GPU's dense tensor-core peak for "
-            "the compute dtype (`diffperf/hardware.py`).", "",
+            "the compute dtype (`diffperf/hardware.py`). A float8 / int8 dynamic recipe computes only its Linear "
+            "layers in that dtype: their FLOPs count at its peak, attention and convolutions at the activations' "
+            "(bf16) one (the FLOP-weighted harmonic mean: 'fp8 Linear, bf16 rest'); a context-parallel case has "
+            "one peak per GPU.", "",
             *md_table(["Case", "TFLOP / step", "Step (s)", "Achieved TFLOP/s", "Peak TFLOP/s", "MFU"], rows), ""]
 
 

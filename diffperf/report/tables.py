@@ -5,7 +5,7 @@ import statistics
 from pathlib import Path
 
 from ..errors import UsageError
-from ..hardware import mfu_at_peak
+from ..hardware import mfu_at_peak, step_peak
 from ..models import MODELS
 from ..recipes import parse_recipe
 from ..record import commit_label, load_results, not_measured_why, write_csv
@@ -47,7 +47,33 @@ def case_mfu(r: dict) -> dict | None:
     if not m:
         return None
     step = None if is_step_cache(r) else mfu_step_s(r)
-    return mfu_at_peak(m["denoiser_flops_per_step"], step, m.get("peak_tflops"), m.get("compute_dtype"))
+    peak, dtype = m.get("peak_tflops"), m.get("compute_dtype")
+    recipe = parsed_recipe(r.get("recipe", ""))
+    share, gpus = m.get("linear_share"), m.get("gpus", 1)
+    if peak and "peak_basis" not in m and recipe is not None:  # stored before the peak followed the recipe
+        peak, share, gpus = _step_peak_of(r, m, recipe) or (peak, None, 1)
+    label = dtype if share is None or recipe is None else f"{dtype} Linear, {recipe.dtype} rest"
+    return {**mfu_at_peak(m["denoiser_flops_per_step"], step, peak, dtype),
+            "peak_label": label + (f", x{gpus} GPUs" if gpus and gpus > 1 else "")}
+
+
+def _step_peak_of(r: dict, m: dict, recipe) -> tuple[float, float | None, int] | None:
+    """(the step peak, the Linear layers' FLOP share, GPUs) of a result stored with its compute
+    dtype's peak alone, made as the runner makes it now (hardware.step_peak): a quantized recipe's
+    attention and convolutions at the activations' peak, a context-parallel case's several GPUs."""
+    gpu = (r.get("gpu") or {}).get("name")
+    if not gpu:
+        return None
+    dtype = m.get("compute_dtype")
+    share = None
+    if dtype != recipe.dtype and r.get("model") and r.get("height") and r.get("width"):
+        # start-up: the FLOP counter builds the model on meta tensors (seconds), only for such results
+        from ..profile import denoiser_linear_share
+
+        share = denoiser_linear_share(r["model"], r["height"], r["width"], size=r.get("size") or "full")
+    gpus = recipe.parallel_degree if recipe.parallel else 1
+    peak, _ = step_peak(gpu, dtype, recipe.dtype, share, gpus)
+    return (peak, share, gpus) if peak else None
 
 
 def recipe_columns(name: str) -> list[str]:

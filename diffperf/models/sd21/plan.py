@@ -16,6 +16,9 @@ def plan_sd(ctx: Context) -> Plan:
     ids, _ = tokenize(pipe.tokenizer, [s.prompt] + ([""] if cfg else []), L)
     h, w = s.height // pipe.vae_scale_factor, s.width // pipe.vae_scale_factor
     vae_c = ctx.comp("vae").config.latent_channels
+    # the UNet runs once per scheduler timestep: PNDM (skip_prk_steps) makes steps + 1 of them
+    pipe.scheduler.set_timesteps(s.steps)
+    calls = len(pipe.scheduler.timesteps)
 
     def te(d, dt):
         return (known(ids[:1], d),), {}
@@ -32,7 +35,7 @@ def plan_sd(ctx: Context) -> Plan:
         invocations=[
             Invocation("text_encoder", "text_encoder",
                        "prompt + negative prompt (CFG), batch 1 each" if cfg else "prompt", n, te, shapes={"tokens": L}),
-            Invocation("unet", "denoiser", "cond + uncond batched (CFG), batch 2" if cfg else "batch 1", s.steps, den,
+            Invocation("unet", "denoiser", "cond + uncond batched (CFG), batch 2" if cfg else "batch 1", calls, den,
                        shapes={"batch": n, "latent": [n, unet.in_channels, h, w], "text_tokens": L}),
             Invocation("vae", "vae", "decode", 1, dec, method="decode", shapes={"latent": [1, vae_c, h, w]}),
         ],
