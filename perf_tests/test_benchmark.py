@@ -12,7 +12,7 @@ pytestmark = pytest.mark.benchmark(timer=CLOCK)  # the marker also keeps --bench
 @pytest.mark.parametrize("stage", list(bench.STAGES))
 def test_benchmark(benchmark, perf_outcome, perf_case, perf_state, stage):
     cid, tier = perf_case.case.id, perf_case.tier.name
-    samples, why = bench.prepare(benchmark, CLOCK, cid, tier, perf_outcome.result, perf_state.options.weights,
+    samples, why = bench.prepare(benchmark, CLOCK, cid, tier, perf_outcome.result, perf_state.options.weights_label,
                                  perf_state.recorders[tier].case_path(cid), stage)
     if why:
         pytest.skip(why)

@@ -50,15 +50,17 @@ def test_a_changed_verdict_is_a_change_point(tmp_path):
     assert changed == [("9d838dec", "flux-dev/bf16+fp8dq+compile")]
 
 
-def _benchmark_file(path, datetime, commit, median, verdict, tier="cpu"):
+def _benchmark_file(path, datetime, commit, median, verdict, tier="cpu", weights="synthetic", gpu=None):
     def bench(stage, med):
+        # pytest-benchmark's own quartiles differ from numpy's: the trend takes numpy's of the samples
         return {"name": f"test_benchmark[{tier}:sd21-base/fp32-{stage}]", "fullname": "x", "group": "g",
-                "stats": {"median": med, "q1": med * 0.9, "q3": med * 1.1, "data": [med]},
+                "stats": {"median": med, "q1": med * 0.5, "q3": med * 1.5, "data": [med * 0.8, med, med * 1.2]},
                 "extra_info": {"tier": tier, "case": "sd21-base/fp32", "model": "sd21-base", "recipe": "fp32",
-                               "stage": stage, "latency_verdict": verdict, "device_time_ms": None}}
+                               "stage": stage, "latency_verdict": verdict, "device_time_ms": None,
+                               "weights": weights}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
-        "machine_info": {"node": "n", "diffperf": {"gpu": None, "cpu_model": "AMD EPYC", "cpu_class": "AVX512"}},
+        "machine_info": {"node": "n", "diffperf": {"gpu": gpu, "cpu_model": "AMD EPYC", "cpu_class": "AVX512"}},
         "commit_info": {"id": commit, "dirty": False}, "datetime": datetime, "version": "5.2.3",
         "benchmarks": [bench("end_to_end", median), bench("denoiser_step", median / 10)]}))
 
@@ -70,7 +72,7 @@ def test_trend_reads_a_pytest_benchmark_storage_folder(tmp_path):
     runs = load_runs([tmp_path / "storage"])
     assert [r.commit for r in runs] == ["a" * 12, "b" * 12] and runs[0].machine == "CPU AMD EPYC (AVX512)"
     point = runs[1].cases["sd21-base/fp32"][1]  # the end_to_end benchmark only
-    assert (point.median_s, point.q1_s, point.changed_from) == (0.2, 0.2 * 0.9, "passed")
+    assert (point.median_s, point.changed_from) == (0.2, "passed") and point.q1_s == pytest.approx(0.18)
     assert "| `fp32` | 0.100 passed | **0.200 failed** (was passed) | 0.150 | 66.7% | +100.0% |" in trend_markdown(runs)
 
 
@@ -79,6 +81,16 @@ def test_trend_refuses_what_it_cannot_compare(tmp_path, capsys):
     _benchmark_file(tmp_path / "b.json", "2026-12-02T10:00:00+00:00", "b" * 40, 0.1, None, tier="h100")
     with pytest.raises(ReportError, match=r"several tiers \(cpu, h100\)"):
         load_runs([tmp_path / "a.json", tmp_path / "b.json"])
+    # other weights (another seed is another model) or another GPU model: not one series
+    _benchmark_file(tmp_path / "s1.json", "2026-12-02T10:00:00+00:00", "c" * 40, 0.1, None, weights="synthetic-seed1")
+    with pytest.raises(ReportError, match=r"several weights \(synthetic, synthetic-seed1\)"):
+        load_runs([tmp_path / "a.json", tmp_path / "s1.json"])
+    _benchmark_file(tmp_path / "g1.json", "2026-12-01T10:00:00+00:00", "a" * 40, 0.1, None, tier="h100",
+                    gpu="NVIDIA H100 80GB HBM3")
+    _benchmark_file(tmp_path / "g2.json", "2026-12-02T10:00:00+00:00", "b" * 40, 0.1, None, tier="h100",
+                    gpu="NVIDIA H100 PCIe")
+    with pytest.raises(ReportError, match="several GPU models"):
+        load_runs([tmp_path / "g1.json", tmp_path / "g2.json"])
     (tmp_path / "other.json").write_text(json.dumps({"benchmarks": [], "machine_info": {}, "commit_info": {},
                                                      "datetime": "x", "version": "5"}))
     with pytest.raises(ReportError, match="without diffperf end_to_end benchmarks"):

@@ -47,6 +47,8 @@ class Run:
     machine: str
     tier: str | None
     cases: dict[str, tuple[str, Point]] = field(default_factory=dict)  # case id -> (model, point)
+    weights: str | None = None  # synthetic, synthetic-seedN, pretrained: runs of other weights never mix
+    gpu: str | None = None  # the GPU model (None on the cpu tier): runs of other GPUs never mix
 
     @property
     def label(self) -> str:
@@ -64,9 +66,10 @@ def _machine_text(gpu: str | None, cpu_model: str | None, cpu_class: str | None)
 
 def run_of_results(results: dict[str, Any], source: str) -> Run:
     machine = results.get("machine") or {}
+    gpu = (machine.get("gpu") or {}).get("name")
     run = Run(source, results.get("started") or "?", commit_label(results, 12),
-              _machine_text((machine.get("gpu") or {}).get("name"), machine.get("cpu_model"), machine.get("cpu_class")),
-              results.get("tier"))
+              _machine_text(gpu, machine.get("cpu_model"), machine.get("cpu_class")), results.get("tier"),
+              weights=results.get("weights"), gpu=gpu)
     for cid, r in results["cases"].items():
         model = r.get("model") or cid.split("/")[0]
         if not measured(r):
@@ -98,11 +101,17 @@ def run_of_benchmark(data: dict[str, Any], source: str) -> Run:
     tiers = {b["extra_info"].get("tier") for b in ours}
     if len(tiers) != 1:
         raise ReportError(f"{source} holds benchmarks of several tiers ({sorted(map(str, tiers))}); trend one tier")
+    weights = {b["extra_info"].get("weights") for b in ours}
+    if len(weights) != 1:
+        raise ReportError(f"{source} holds benchmarks of several weights ({sorted(map(str, weights))}); trend one")
     run = Run(source, data["datetime"], commit_text,
-              _machine_text(machine.get("gpu"), machine.get("cpu_model"), machine.get("cpu_class")), tiers.pop())
+              _machine_text(machine.get("gpu"), machine.get("cpu_model"), machine.get("cpu_class")), tiers.pop(),
+              weights=weights.pop(), gpu=machine.get("gpu"))
     for b in ours:
         info, stats = b["extra_info"], b["stats"]
-        run.cases[info["case"]] = (info["model"], Point(stats["median"], stats.get("q1"), stats.get("q3"),
+        # quartiles as a results file's (numpy's), from the samples where the file keeps them
+        q1, q3 = _quartiles(stats["data"]) if stats.get("data") else (stats.get("q1"), stats.get("q3"))
+        run.cases[info["case"]] = (info["model"], Point(stats["median"], q1, q3,
                                                         info.get("device_time_ms"), info.get("latency_verdict")))
     return run
 
@@ -152,6 +161,10 @@ def load_runs(sources: list[Path]) -> list[Run]:
     tiers = sorted({str(r.tier) for r in runs})
     if len(tiers) > 1:
         raise ReportError(f"the runs are of several tiers ({', '.join(tiers)}): a trend compares one tier's runs")
+    for what, values in (("weights", {r.weights for r in runs}), ("GPU models", {r.gpu for r in runs})):
+        if len(values) > 1:  # a trend across them would show the hardware or the model, not the code
+            raise ReportError(f"the runs are of several {what} ({', '.join(sorted(map(str, values)))}): a trend "
+                              f"compares runs of one")
     runs.sort(key=lambda r: r.date)
     mark_changes(runs)
     return runs
