@@ -43,7 +43,7 @@ def pytest_report_header(config):
 def pytest_sessionfinish(session, exitstatus):
     perf = session.config.stash.get(SESSION_KEY, None)  # None: configuring failed (a usage error)
     if perf is not None:
-        perf.finish()
+        perf.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's tables: next to pytest's own closing lines

@@ -144,6 +144,7 @@ class RunRecorder:
         self.cases: dict[str, dict[str, Any]] = {}
         self.started = now()
         self._progress: dict[str, Any] | None = None
+        self.interrupted: dict[str, Any] | None = None  # where an interrupted run stopped (interrupt)
         check_writable(self.dir)
         self.progress_path.unlink(missing_ok=True)  # an earlier run's, into the same directory
         # the header goes first, so a run killed half-way can still be read (load_results)
@@ -185,6 +186,14 @@ class RunRecorder:
         self.add(case.id, {"model": case.model, "recipe": case.recipe.name, "level": case.level,
                            "groups": list(case.groups), "status": status, **detail})
 
+    def interrupt(self, case, reason: str | None = None) -> None:
+        """The run was stopped (SIGINT, Ctrl-C), inside `case` (None: between cases): the case is kept
+        as interrupted with the phases it reached, and the results say the run did not finish."""
+        where = dict(self._progress) if self._progress is not None else None
+        self.interrupted = where or {}  # progress.json's record of the case under way, if one was
+        if case is not None:
+            self.add_not_measured(case, "interrupted", reason=reason, in_progress=where)
+
     def header(self) -> dict[str, Any]:
         return {
             "tier": self.tier,
@@ -201,7 +210,10 @@ class RunRecorder:
         if not self.cases:
             return None
         path = self.dir / "results.json"
-        storage.dump(path, RESULTS_KIND, {**self.header(),
+        # an interrupted run reads as one (load_results, the report): never as a finished run of fewer cases
+        stopped = {} if self.interrupted is None else {"incomplete": True, **(
+            {"in_progress": self.interrupted} if self.interrupted else {})}
+        storage.dump(path, RESULTS_KIND, {**self.header(), **stopped,
                                           "cases": {cid: storable(r) for cid, r in self.cases.items()}})
         write_csv(self.dir / "results.csv", self.cases)
         return path

@@ -349,9 +349,9 @@ class PerfSession:
                 lines.append(f"diffperf: {path.name}: {text}")
         return lines
 
-    def finish(self) -> None:
+    def finish(self, interrupted: bool = False) -> None:
         """At the session's end: each tier's results file and run summary written (an xdist
-        controller merges what its workers wrote)."""
+        controller merges what its workers wrote); an interrupted session's files say so."""
         # start-up cost: diffperf.report loads matplotlib, needed only once the run is over
         from .report import write_run_summary
 
@@ -363,6 +363,8 @@ class PerfSession:
                         write_run_summary(merged)
             return
         for recorder in self.recorders.values():
+            if interrupted and recorder.interrupted is None:  # stopped between two cases
+                recorder.interrupt(None)
             path = recorder.finish()
             if path is not None:
                 write_run_summary(path)
@@ -422,7 +424,7 @@ class PerfSession:
             except KeyboardInterrupt:
                 # a run stopped at its time limit (SIGINT) keeps what it measured; the case in flight
                 # is named with how far it got, so "not measured" does not read as "never tried"
-                recorder.add_not_measured(pc.case, "interrupted", reason=(
+                recorder.interrupt(pc.case, reason=(
                     f"the run was interrupted (KeyboardInterrupt / SIGINT) {time.monotonic() - started:.0f} s into "
                     f"this case, before it was measured"))
                 raise

@@ -17,7 +17,7 @@ import torch
 
 from . import storage
 from .errors import UsageError
-from .record import RESULTS_KIND, RUN_KIND, load_results, write_csv
+from .record import RESULTS_KIND, RUN_KIND, load_results, progress_of, write_csv
 
 WORKERS_DIR = "workers"
 
@@ -110,19 +110,24 @@ def merge_worker_results(tier_dir: Path, since: str) -> Path | None:
     """Merge results/<tier>/workers/*/ started at or after `since` (ISO time of this session: a
     worker directory left by an earlier run is not mixed in) into results/<tier>/results.json
     (+ csv); image paths are rewritten relative to the tier directory. None with no workers."""
-    parts = sorted(p for p in (Path(tier_dir) / WORKERS_DIR).glob("*") if p.is_dir())
-    loaded = []
+    parts = [p for p in (Path(tier_dir) / WORKERS_DIR).glob("*") if p.is_dir() and (p / "run.json").exists()]
+    started = {p: storage.load(p / "run.json", RUN_KIND)["started"] for p in parts}
+    # in the order the workers started (a replacement worker after a crash is later, whatever its number):
+    # a case measured twice keeps the later measurement
+    parts = sorted((p for p in parts if started[p] >= since), key=lambda p: (started[p], p.name))  # this session's
+    loaded, lost = [], {}
     for part in parts:
-        if not (part / "run.json").exists() or storage.load(part / "run.json", RUN_KIND)["started"] < since:
-            continue  # not a worker of this session
         try:
             loaded.append((part, load_results(part)))
-        except storage.StoredFileError as exc:  # a worker killed before it recorded a case: nothing of it to merge
+        except storage.StoredFileError as exc:  # a worker killed before it recorded a case: the run is incomplete
             warnings.warn(f"xdist worker {part.name}: {exc}")
+            lost[part.name] = {"machine": storage.load(part / "run.json", RUN_KIND).get("machine"),
+                               "incomplete": True, "cases": [], "error": str(exc),
+                               **({"in_progress": p} if (p := progress_of(part, started[part])) else {})}
     if not loaded:
         return None
     cases: dict[str, Any] = {}
-    workers: dict[str, Any] = {}
+    workers: dict[str, Any] = dict(lost)
     for path, data in loaded:
         workers[path.name] = {"machine": data["machine"], "incomplete": data.get("incomplete", False),
                               "cases": sorted(data["cases"])}
@@ -132,7 +137,10 @@ def merge_worker_results(tier_dir: Path, since: str) -> Path | None:
             for key in ("images", "full_images"):
                 if key in r:
                     r[key] = {pid: f"{WORKERS_DIR}/{path.name}/{rel}" for pid, rel in r[key].items()}
-            cases[cid] = {**r, "worker": path.name}
+            earlier = cases.get(cid)
+            cases[cid] = {**r, "worker": path.name,
+                          **({"also_measured_by": [earlier["worker"], *earlier.get("also_measured_by", [])]}
+                             if earlier else {})}
     first = loaded[0][1]
     header = {k: v for k, v in first.items() if k not in ("cases", "kind", "schema_version", "incomplete", "in_progress")}
     if any(w["incomplete"] for w in workers.values()):  # a worker killed before its end: so is the run

@@ -395,3 +395,21 @@ def test_a_baseline_says_whether_its_peak_counts_inductors_graph_pool(tmp_path):
     cases = json.loads((tmp_path / "baselines" / "cpu.json").read_text())["cases"]
     assert cases["sd21-base/fp32"]["counts_inductor_graph_pool"] is True
     assert "counts_inductor_graph_pool" not in cases["pixart-sigma/fp32"]  # a result of the earlier method
+
+
+def test_an_interrupted_run_is_marked_so_and_cannot_replace_a_file(tmp_path, capsys):
+    from diffperf.cases import Case
+    from diffperf.recipes import parse_recipe
+    from diffperf.record import RunRecorder, load_results
+
+    rec = RunRecorder(tmp_path / "results", "cpu", "synthetic", {"gpu": None})
+    rec.add("sd21-base/fp32", result())
+    rec.progress("pixart-sigma/fp32", "timed calls")
+    rec.interrupt(Case("pixart-sigma", parse_recipe("fp32"), "standard"), reason="SIGINT 3 s into this case")
+    data = load_results(rec.finish())
+    assert data["incomplete"] is True and data["in_progress"]["case"] == "pixart-sigma/fp32"
+    assert data["cases"]["pixart-sigma/fp32"]["status"] == "interrupted"
+    with pytest.raises(SystemExit):
+        update(tmp_path, tmp_path / "results" / "cpu", "--replace")
+    assert "is an interrupted run" in capsys.readouterr().err
+    assert update(tmp_path, tmp_path / "results" / "cpu") == 0  # the cases it measured may still update the file

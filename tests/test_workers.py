@@ -54,6 +54,39 @@ def test_a_merge_with_a_killed_worker_is_marked_incomplete(tmp_path):
         merged = load_results(workers.merge_worker_results(tmp_path / "cpu", "2000-01-01T00:00:00+00:00"))
     assert set(merged["cases"]) == {"gw0/fp32", "gw1/fp32"}
     assert merged["incomplete"] is True and merged["workers"]["gw1"]["incomplete"] is True
+    assert merged["workers"]["gw2"]["incomplete"] is True and merged["workers"]["gw2"]["cases"] == []
+
+
+def test_a_worker_killed_in_its_first_case_makes_the_run_incomplete_and_says_where(tmp_path):
+    from diffperf.record import RunRecorder, load_results
+
+    done = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None}, worker="gw0")
+    done.add("a/fp32", {"model": "a", "recipe": "fp32", "status": "ok", "images": {}})
+    done.finish()
+    killed = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None}, worker="gw1")
+    killed.progress("b/fp8", "timed calls")  # then SIGKILL: nothing else written
+    with pytest.warns(UserWarning, match="xdist worker gw1"):
+        merged = load_results(workers.merge_worker_results(tmp_path / "cpu", "2000-01-01T00:00:00+00:00"))
+    assert merged["incomplete"] is True and set(merged["cases"]) == {"a/fp32"}
+    assert merged["workers"]["gw1"]["in_progress"]["case"] == "b/fp8"
+
+
+def test_a_case_measured_by_two_workers_keeps_the_later_measurement(tmp_path, monkeypatch):
+    from diffperf import record
+    from diffperf.record import RunRecorder, load_results
+
+    times = iter(["2026-01-01T00:00:01+00:00", "2026-01-01T00:00:01+00:00", "2026-01-01T00:00:01+00:00",
+                  "2026-01-01T00:00:05+00:00", "2026-01-01T00:00:05+00:00", "2026-01-01T00:00:05+00:00"])
+    monkeypatch.setattr(record, "now", lambda: next(times, "2026-01-01T00:00:09+00:00"))
+    first = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None}, worker="gw2")  # started first
+    first.add("m/bf16", {"model": "m", "recipe": "bf16", "status": "ok", "images": {}, "n": 1})
+    first.finish()
+    later = RunRecorder(tmp_path, "cpu", "synthetic", {"gpu": None}, worker="gw10")  # its replacement, later
+    later.add("m/bf16", {"model": "m", "recipe": "bf16", "status": "ok", "images": {}, "n": 2})
+    later.finish()
+    merged = load_results(workers.merge_worker_results(tmp_path / "cpu", "2000-01-01T00:00:00+00:00"))
+    assert merged["cases"]["m/bf16"]["n"] == 2 and merged["cases"]["m/bf16"]["worker"] == "gw10"
+    assert merged["cases"]["m/bf16"]["also_measured_by"] == ["gw2"]
 
 
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("xdist"), reason="pytest-xdist is not installed")

@@ -347,6 +347,9 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         p.error(str(exc))
     if results["tier"] != tier.name:
         p.error(f"{results_path} holds tier {results['tier']!r}, not {tier.name!r}")
+    if results.get("incomplete") and args.replace:  # --replace keeps only what the run measured
+        p.error(f"{results_path} is an interrupted run: with --replace the baselines of every case it did not "
+                f"reach would be dropped; update without --replace, or measure the whole tier")
     weights = results["weights"]
     cases = results["cases"]
     try:
