@@ -499,6 +499,10 @@ def judge_cpu_latency(result: dict[str, Any], base: dict[str, Any], file_toleran
     wall = judge_latency(judged, entry, tol, alpha)
     text = ((f"host benchmark x{hr:.3f} of the baseline's host ({note}): samples scaled by 1/{scale:.3f}; "
              if scale is not None else "") + wall.message)
+    busy = [r for r in result.get("inconclusive") or [] if r.startswith("host busy")]
+    if busy and wall.status != "passed":  # slower on CPUs other processes were using: their share, not the code
+        return LatencyVerdict("inconclusive", "wall", f"inconclusive: {busy[0]}, also when taken again: {text}",
+                              tolerance=tol, p_value=wall.p_value, host_ratio=hr, notes=tuple(notes), why="host busy")
     return LatencyVerdict(wall.status, "wall", text, tolerance=tol, p_value=wall.p_value, host_ratio=hr,
                           notes=tuple(notes), why=TOO_FEW_SAMPLES if wall.too_few else None)
 

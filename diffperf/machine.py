@@ -238,6 +238,51 @@ def throttle_reasons(samples: list[dict[str, Any]]) -> list[str]:
     return sorted({r for s in samples for r in s["throttle"]})
 
 
+# other processes busy on this many of the machine's CPUs (a share of all of them) during a timed round
+# make it no measure of the code: on a 2-core machine one busy neighbour is half
+HOST_BUSY_SHARE = 0.25
+
+
+class HostLoad:
+    """The CPU time other processes (and the hypervisor: steal) took while a region ran: the
+    machine's busy time (psutil.cpu_times) less this process's own and its children's. A case timed
+    on CPUs that others also used runs slower by their share, which its host benchmark, taken
+    before and after the region, does not see."""
+
+    BUSY = ("user", "nice", "system", "irq", "softirq", "steal")  # guest time is in user on Linux
+
+    def __init__(self):
+        self._proc = psutil.Process()
+        self._t0 = time.perf_counter()
+        self._sys0, self._own0 = psutil.cpu_times(), self._own()
+
+    def _own(self) -> float:
+        t = self._proc.cpu_times()
+        return t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+
+    @classmethod
+    def _busy(cls, t) -> float:
+        return sum(getattr(t, f, 0.0) for f in cls.BUSY)
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self._t0
+        sys1, own1 = psutil.cpu_times(), self._own()
+        cpus = psutil.cpu_count() or 1
+        capacity = max(wall * cpus, 1e-9)
+        foreign = max(0.0, self._busy(sys1) - self._busy(self._sys0) - (own1 - self._own0))
+        steal = max(0.0, getattr(sys1, "steal", 0.0) - getattr(self._sys0, "steal", 0.0))
+        return {"wall_s": wall, "cpus": cpus, "foreign_cpu_share": round(min(foreign / capacity, 1.0), 4),
+                "steal_share": round(min(steal / capacity, 1.0), 4)}
+
+
+def host_busy_reason(load: dict[str, Any] | None) -> str | None:
+    """Why a timed round taken with this host load (HostLoad.stop) does not measure the code, or None."""
+    if not load or load["foreign_cpu_share"] < HOST_BUSY_SHARE:
+        return None
+    return (f"host busy: other processes took {load['foreign_cpu_share']:.0%} of the {load['cpus']} CPUs during the "
+            f"timed calls" + (f" (hypervisor steal {load['steal_share']:.0%})" if load["steal_share"] >= 0.05 else ""))
+
+
 def inconclusive_reasons(samples: list[dict[str, Any]]) -> list[str]:
     """Why a timing taken with these NVML samples must not become a baseline."""
     reasons = {f"throttled: {r}" for r in throttle_reasons(samples)}

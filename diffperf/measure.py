@@ -13,7 +13,7 @@ import torch
 
 from .accuracy import latent_projection
 from .build import Built
-from .machine import throttle_reasons
+from .machine import HostLoad, host_busy_reason, throttle_reasons
 from .patching import patch_method
 
 
@@ -181,7 +181,8 @@ class Measurement:
     last_latents: list[float] | None = None  # its final latents, projected (accuracy.latent_projection)
     compile_cache: dict[str, Any] | None = None  # compiled recipes: what the cold call took from the cache
     cooldowns: list[dict[str, Any]] = field(default_factory=list)  # waits for a throttled GPU to cool
-    discarded_rounds: list[dict[str, Any]] = field(default_factory=list)  # timed rounds taken under throttling
+    discarded_rounds: list[dict[str, Any]] = field(default_factory=list)  # rounds taken throttled / host busy
+    host_load: dict[str, Any] | None = None  # other processes' CPU share during the kept timed round (HostLoad)
 
     def summary(self) -> dict[str, Any]:
         s = np.array(self.samples_s)
@@ -324,6 +325,9 @@ def no_recompile(built: Built):
         yield
 
 
+HOST_BUSY_WAIT_S = 3.0  # a timed round on shared CPUs is taken again after this pause
+
+
 def no_phase(name: str) -> None:
     """An on_phase that is told nothing (measure, runner.measure_case)."""
 
@@ -354,6 +358,7 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
             samples, stages = [], []
             if sampler:
                 sampler.start()
+            load = HostLoad()
             try:
                 with no_recompile(built):
                     for _ in range(iterations):
@@ -369,6 +374,7 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
                     f"{exc}") from exc
             finally:
                 nvml = sampler.stop() if sampler else []
+                last["host_load"] = load.stop()
             return samples, stages, nvml
 
         clock.sync()
@@ -396,6 +402,12 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
             cooldowns.append({"before": "timed round 2", **waited})  # throttled samples: NVML is there
             discarded.append({"samples_s": samples, "why": [f"throttled: {r}" for r in why],
                               "hottest_c": hottest, "nvml": nvml})
+            samples, stages, nvml = timed_round()
+        busy = host_busy_reason(last["host_load"]) if not cuda else None
+        if busy:  # the CPUs were shared: wait for the neighbour, then the timed calls once more
+            on_phase("waiting for the host's other processes, then the timed calls again (host busy)")
+            discarded.append({"samples_s": samples, "why": [busy], "host_load": last["host_load"]})
+            time.sleep(HOST_BUSY_WAIT_S)
             samples, stages, nvml = timed_round()
     finally:
         capture.remove()  # reverse order: each removes the wrapper it put on top
@@ -430,4 +442,4 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
         )
     return Measurement(cold, warm, samples, stages, memory, nvml_samples=nvml, last_image=last.get("image"),
                        last_latents=capture.projection(), compile_cache=cold_cache, cooldowns=cooldowns,
-                       discarded_rounds=discarded)
+                       discarded_rounds=discarded, host_load=last.get("host_load"))

@@ -22,7 +22,8 @@ from .hostspeed import measure_host_speed
 from .kernel_time import profile_denoising
 from .knobs.compile import inductor_flags_isolated
 from .knobs.skip import CaseSkip
-from .machine import NvmlSampler, cpu_class, gpu_identity, host_memory, inconclusive_reasons, software
+from .machine import (NvmlSampler, cpu_class, gpu_identity, host_busy_reason, host_memory, inconclusive_reasons,
+                      software)
 from .measure import generate_with_latents, measure, no_phase
 from .options import PerfOptions
 from .parallel import RankSampler, launch
@@ -155,12 +156,15 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             "load_s": built.load_seconds,
             "timing": {"cold_s": m.cold_s, "warmup_s": m.warmup_s, "samples_s": m.samples_s, "stages": m.stages,
                        "cold_compile_cache": m.compile_cache, "cooldowns": m.cooldowns,
-                       "discarded_rounds": m.discarded_rounds},
+                       "discarded_rounds": m.discarded_rounds, "host_load": m.host_load},
             "summary": m.summary(),
             "memory": {**m.memory, **load},
             "knobs": knobs,
             "nvml": m.nvml_samples,
-            "inconclusive": inconclusive_reasons(m.nvml_samples),
+            # run conditions that make the timing no measure of the code: a throttled GPU, a foreign GPU
+            # process, CPUs other processes were using (the cpu tier's timed round, retaken once)
+            "inconclusive": inconclusive_reasons(m.nvml_samples) + [r for r in [host_busy_reason(m.host_load)]
+                                                                      if r and not cuda],
             "host_speed": both_sides(speed_before, speed_after),
             "images": {},
             "latent_projections": latents,

@@ -53,6 +53,8 @@ def _inconclusive_why(text: str) -> str:
         return "no baseline of this CPU class"
     if "was made on a CPU of class" in text:
         return "reference of another CPU class"
+    if "inconclusive: host busy" in text:
+        return "CPUs busy with other processes"
     if "inconclusive: GPU clock" in text:
         return "GPU clocked lower than the baseline's"
     if f"inconclusive: {TOO_FEW_SAMPLES}" in text:

@@ -490,3 +490,38 @@ def test_steps_of_a_loop_one_longer_than_the_steps_are_weighed_too():
     out = {"step_ms": 10.0, "steps": 50, "window": (1, 13), "text_encode_ms": 5.0, "vae_decode_ms": 20.0}
     weighed = weigh_steps(out, walls)
     assert weighed["step_weights"] == pytest.approx(51.0) and weighed["denoise_ms"] == pytest.approx(510.0)
+
+
+def test_a_cpu_case_slower_on_cpus_other_processes_used_is_inconclusive_not_failed():
+    from diffperf.compare import judge_case_latency
+
+    base = cpu_base(median=1.0)
+    slow = cpu_result(3.5, cls="AVX2")
+    busy = "host busy: other processes took 50% of the 2 CPUs during the timed calls"
+    v = judge_case_latency({**slow, "inconclusive": [busy]}, base, {"latency": 1.5, "p_value": 0.05}, "cpu")
+    assert v.status == "inconclusive" and v.why == "host busy" and v.message.startswith("inconclusive: host busy")
+    lines = summary_lines([_Report("perf_tests/test_latency.py::test_latency[cpu:sd21-base/bf16]", v.message)],
+                          "not judged: ", "inconclusive: ")
+    assert lines[0] == "diffperf: 1 case inconclusive: CPUs busy with other processes (1)"
+    assert judge_case_latency(slow, base, {"latency": 1.5, "p_value": 0.05}, "cpu").failed  # a quiet host: failed
+
+
+def test_host_load_is_the_machines_busy_time_less_this_processs(monkeypatch):
+    from collections import namedtuple
+
+    from diffperf import machine
+
+    Sys = namedtuple("Sys", "user nice system idle iowait irq softirq steal")
+    Own = namedtuple("Own", "user system children_user children_system")
+    sys_times = iter([Sys(100, 0, 20, 500, 0, 0, 0, 1), Sys(103.0, 0, 21.0, 500, 0, 0, 0, 1.2)])
+    own_times = iter([Own(10, 1, 0, 0), Own(11.6, 1.2, 0, 0)])
+    clock = iter([0.0, 2.0])
+    monkeypatch.setattr(machine.psutil, "cpu_times", lambda: next(sys_times))
+    monkeypatch.setattr(machine.psutil, "cpu_count", lambda: 2)
+    monkeypatch.setattr(machine.psutil, "Process", lambda: type("P", (), {"cpu_times": lambda self: next(own_times)})())
+    monkeypatch.setattr(machine.time, "perf_counter", lambda: next(clock))
+    load = machine.HostLoad().stop()
+    # busy 4.2 s of CPU (steal 0.2 included) in 2 s on 2 CPUs, 1.8 s of it this process's: 2.4 / 4 = 60%
+    assert load["foreign_cpu_share"] == pytest.approx(0.6) and load["steal_share"] == pytest.approx(0.05)
+    assert machine.host_busy_reason(load).startswith("host busy: other processes took 60% of the 2 CPUs")
+    assert machine.host_busy_reason({**load, "foreign_cpu_share": 0.02}) is None
