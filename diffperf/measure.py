@@ -403,7 +403,8 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
             discarded.append({"samples_s": samples, "why": [f"throttled: {r}" for r in why],
                               "hottest_c": hottest, "nvml": nvml})
             samples, stages, nvml = timed_round()
-        busy = host_busy_reason(last["host_load"]) if not cuda else None
+        # (a context-parallel case's ranks share the CPUs by design, and a retake must be every rank's)
+        busy = host_busy_reason(last["host_load"]) if not cuda and not built.case.recipe.parallel else None
         if busy:  # the CPUs were shared: wait for the neighbour, then the timed calls once more
             on_phase("waiting for the host's other processes, then the timed calls again (host busy)")
             discarded.append({"samples_s": samples, "why": [busy], "host_load": last["host_load"]})

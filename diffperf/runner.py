@@ -163,8 +163,8 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             "nvml": m.nvml_samples,
             # run conditions that make the timing no measure of the code: a throttled GPU, a foreign GPU
             # process, CPUs other processes were using (the cpu tier's timed round, retaken once)
-            "inconclusive": inconclusive_reasons(m.nvml_samples) + [r for r in [host_busy_reason(m.host_load)]
-                                                                      if r and not cuda],
+            "inconclusive": inconclusive_reasons(m.nvml_samples) + [
+                r for r in [host_busy_reason(m.host_load)] if r and not cuda and not case.recipe.parallel],
             "host_speed": both_sides(speed_before, speed_after),
             "images": {},
             "latent_projections": latents,

@@ -173,7 +173,7 @@ def check_markexpr(expr: str) -> None:
             raise UsageError(f"-m {expr!r}: unknown marker {name!r} (did you mean {close[0]!r}?); tiers: "
                              f"{', '.join(TIERS)}; levels: {', '.join(LEVELS)}")
     if _names_in(expr) & set(TIERS):
-        _compile(expr)
+        _evaluate(expr, set(), set(TIERS))  # parses it and bounds its other markers (UsageError)
 
 
 def _known_issue(item, pc: PerfCase):
