@@ -290,7 +290,14 @@ DEVICE_TOLERANCE = 0.01  # busy device time of the text encoder and a denoiser s
 # the VAE decode's device time moved by up to +2.2% between two H200 machines (the same case, the
 # others within 0.8%): it gets its own, wider tolerance
 DEVICE_VAE_TOLERANCE = 0.03
-DEVICE_KEYS = ("total_ms", "text_encode_ms", "step_ms", "steps_ms", "denoise_ms", "vae_decode_ms", "steps")
+DEVICE_KEYS = ("total_ms", "text_encode_ms", "step_ms", "steps_ms", "denoise_ms", "vae_decode_ms", "steps",
+               "loop_steps")
+
+
+def loop_steps(device: dict[str, Any]) -> int | None:
+    """The denoising loop's iterations a device total counts (SD 2.1's PNDM: steps + 1; totals stored
+    before the suite counted them hold `steps`)."""
+    return device.get("loop_steps") or device.get("steps")
 DEVICE_STAGES = (("text_encode_ms", "text encode"), ("step_ms", "denoiser step"), ("vae_decode_ms", "VAE decode"))
 
 
@@ -500,7 +507,7 @@ def judge_cpu_latency(result: dict[str, Any], base: dict[str, Any], file_toleran
     text = ((f"host benchmark x{hr:.3f} of the baseline's host ({note}): samples scaled by 1/{scale:.3f}; "
              if scale is not None else "") + wall.message)
     busy = [r for r in result.get("inconclusive") or [] if r.startswith("host busy")]
-    if busy and wall.status != "passed":  # slower on CPUs other processes were using: their share, not the code
+    if busy and wall.status in ("failed", "unclear", "inconclusive"):  # slower on CPUs other processes were using: their share, not the code
         return LatencyVerdict("inconclusive", "wall", f"inconclusive: {busy[0]}, also when taken again: {text}",
                               tolerance=tol, p_value=wall.p_value, host_ratio=hr, notes=tuple(notes), why="host busy")
     return LatencyVerdict(wall.status, "wall", text, tolerance=tol, p_value=wall.p_value, host_ratio=hr,
@@ -547,10 +554,16 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
         notes.append(f"inconclusive run conditions: {', '.join(result['inconclusive'])}")
     common = dict(tolerance=tol, p_value=wall.p_value, host_ratio=hr)
     other_method = bool(dev_now and dev_base and version_of(dev_now) != version_of(dev_base))
+    other_loop = bool(dev_now and dev_base and not other_method and loop_steps(dev_now) != loop_steps(dev_base))
     if other_method:
         notes.append(f"the baseline's device time was measured by another method (version {version_of(dev_base)}, "
                      f"this run {version_of(dev_now)}): judged on wall time alone; re-baseline to gate device time")
         dev_base = None
+    elif other_loop:  # a total of 50 steps against one of 51 would read as a step of device growth
+        notes.append(f"the baseline's device time counts {loop_steps(dev_base)} denoising steps, this run's "
+                     f"{loop_steps(dev_now)} (the loop's own count): judged on wall time alone; re-baseline to "
+                     f"gate device time")
+        other_method, dev_base = True, None
     if not dev_now or not dev_base:
         if dev_now and not dev_base and not other_method:
             notes.append("the baseline has no device time (made by an older suite): judged on wall time alone; "

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from .knobs.context_parallel import DIAGNOSE_ENV, sequence_tokens
-from .knobs.skip import CaseSkip
+from .knobs.skip import CaseSkip, NothingToMeasure
 from .machine import NvmlSampler
 from .options import options_to_json
 
@@ -177,7 +177,8 @@ def launch(case, tier, options, timeout_s: float | None = None) -> tuple[dict[st
         proc = _run_group(cmd, env, timeout_s)
         out = Path(tmp)
         if (out / SKIP_FILE).exists():
-            raise CaseSkip((out / SKIP_FILE).read_text())
+            kind, _, text = (out / SKIP_FILE).read_text().partition("\n")
+            raise (NothingToMeasure if kind == NothingToMeasure.__name__ else CaseSkip)(text)
         if proc.returncode != 0 or not (out / RESULT_FILE).exists():
             # the ranks' own tracebacks come before torchrun's summary: show those
             lines = (proc.stdout + proc.stderr).splitlines()

@@ -47,8 +47,8 @@ def main(argv=None) -> int:
         try:
             result, images = measure_case(case, tier, options, Prompts.load(options.prompts_file))
         except CaseSkip as exc:
-            if rank == 0:
-                (out / SKIP_FILE).write_text(str(exc))
+            if rank == 0:  # its kind on the first line: missing weights stay "not judged" in the parent
+                (out / SKIP_FILE).write_text(f"{type(exc).__name__}\n{exc}")
             return 0
         # peak memory of the busiest rank: what the case needs per device
         if cuda:

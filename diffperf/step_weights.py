@@ -47,7 +47,7 @@ def weigh_steps(out: dict[str, Any], wall_steps: list[list[float]]) -> dict[str,
         return out
     weights = sum(per_step) / ref
     denoise = out["step_ms"] * weights
-    return {**out, "denoise_ms": denoise, "step_weights": weights,
+    return {**out, "denoise_ms": denoise, "step_weights": weights, "loop_steps": len(per_step),
             "total_ms": (out.get("text_encode_ms") or 0.0) + denoise + (out.get("vae_decode_ms") or 0.0)}
 
 

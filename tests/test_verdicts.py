@@ -525,3 +525,16 @@ def test_host_load_is_the_machines_busy_time_less_this_processs(monkeypatch):
     assert load["foreign_cpu_share"] == pytest.approx(0.6) and load["steal_share"] == pytest.approx(0.05)
     assert machine.host_busy_reason(load).startswith("host busy: other processes took 60% of the 2 CPUs")
     assert machine.host_busy_reason({**load, "foreign_cpu_share": 0.02}) is None
+
+
+def test_a_failure_quoting_a_too_few_samples_wall_part_is_not_counted_inconclusive():
+    text = "cpu:x failed: device time grew in denoiser step ... Wall: inconclusive: too few samples: ..."
+    failed = _Report("perf_tests/test_latency.py::test_latency[h100:sd21-base/bf16]", text, skipped=False)
+    assert summary_lines([failed], "not judged: ", "inconclusive: ") == []
+
+
+def test_a_total_of_another_loop_length_is_not_compared_for_device_growth():
+    base = baseline()  # its device total counts `steps` (20)
+    now = sana_like(0.80, {**device(), "loop_steps": STEPS + 1}, op_us=5.05)
+    v = judge_case_latency(now, base, FILE_TOL)
+    assert v.kind == "wall" and any("counts 20 denoising steps, this run's 21" in n for n in v.notes)

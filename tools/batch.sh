@@ -61,6 +61,7 @@ while read -r name seconds cmd; do
         [[ -n "${wanted[$name]}" ]] && seconds=${wanted[$name]}
     fi
     export RESULTS=$WORK/results-$name
+    rm -rf "$RESULTS"  # an earlier run's results of this part are not this run's
     ran+=("results-$name")
     echo "== $name (${seconds}s): $cmd" | tee "$OUT_DIR/$name.log"
     start=$(date +%s)

@@ -48,6 +48,7 @@ def _old_entries(kind: str, data: dict) -> dict[str, dict]:
                       **{k: s.get(k) for k in ("step_median_s", "text_encode_median_s", "vae_decode_median_s")}}
             # a run is a baseline of its own CPU class (cpu tier; None when it did not record one)
             out[cid] = {**timing, "peak": _peak(c), "device_time": c.get("device_time"), "nvml": c.get("nvml"),
+                        "gpu_name": ((data.get("machine") or {}).get("gpu") or {}).get("name"),
                         "cpu_class": c.get("cpu_class"), "by_cpu_class": {c.get("cpu_class") or "unknown": timing}}
     return out
 
@@ -59,7 +60,7 @@ class CaseChange:
     new_median: float
     p_slower: float
     p_faster: float
-    verdict: str  # "slower", "faster", "same" or "inconclusive" (host drift or GPU clock drift)
+    verdict: str  # "slower", "faster", "same", "inconclusive" (host / GPU clock drift) or "not judged" (other GPU)
     n_new: int
     n_old: int
     old_peak: int | None
@@ -122,12 +123,13 @@ def compare_runs(new: dict, old_kind: str, old: dict, tolerance: float | None = 
         # the verdict reports p for "slower"; the mirror test for "faster" uses its same lower bound
         lower = [s * (1 - min(v.tolerance, 0.5)) for s in judged["samples_s"]]
         p_fast = float(mannwhitneyu(samples, lower, alternative="less").pvalue)
-        verdict = {"failed": "slower", "stale": "faster", "inconclusive": "inconclusive"}.get(v.status, "same")
+        verdict = {"failed": "slower", "stale": "faster", "inconclusive": "inconclusive",
+                   "not judged": "not judged"}.get(v.status, "same")
         new_median = _median(r) if _median(r) is not None else statistics.median(samples)
         changes.append(CaseChange(cid, judged["median_s"], float(new_median),
                                   v.p_value, p_fast, verdict, len(samples), len(judged["samples_s"]),
                                   base["peak"], _peak(r), kind=v.kind, message=v.message, tolerance=v.tolerance))
-    order = {"slower": 0, "inconclusive": 1, "faster": 2, "same": 3}
+    order = {"slower": 0, "not judged": 1, "inconclusive": 1, "faster": 2, "same": 3}
     changes.sort(key=lambda c: (order[c.verdict], -c.ratio if c.verdict == "slower" else c.ratio, c.case))
     return Comparison(changes, sorted(set(new["cases"]) - set(old_cases) - set(unmeasured)),
                       sorted(set(old_cases) - set(new["cases"])), unmeasured, tolerance, alpha)
@@ -139,13 +141,15 @@ def _fingerprint_diff(new: dict, old: dict) -> list[str]:
 
 
 def comparison_markdown(cmp: Comparison, new: dict, new_path: str, old_kind: str, old: dict, old_path: str) -> str:
-    n = {v: sum(c.verdict == v for c in cmp.changes) for v in ("slower", "faster", "same", "inconclusive")}
+    n = {v: sum(c.verdict == v for c in cmp.changes) for v in ("slower", "faster", "same", "inconclusive",
+                                                                  "not judged")}
     head = "**REGRESSION**" if n["slower"] else "no significant slowdown"
     src = "the baselines file" if old_kind == "baselines" else "--tolerance/--alpha"
     lines = [
         "## diffperf latency comparison", "",
         f"{head}: {n['slower']} slower, {n['faster']} faster, {n['same']} same"
         + (f", {n['inconclusive']} inconclusive" if n["inconclusive"] else "")
+        + (f", {n['not judged']} not judged" if n["not judged"] else "")
         + f" of {len(cmp.changes)} compared cases.", "",
         f"New: `{new_path}` (tier {new.get('tier')}, commit {commit_label(new)}, {new.get('finished')}). "
         f"Old: `{old_path}` ({old_kind}; tier {old.get('tier')}, commit "
@@ -179,7 +183,7 @@ def comparison_markdown(cmp: Comparison, new: dict, new_path: str, old_kind: str
         lines += md_table(["verdict (by)", "case", "old median (s)", "new median (s)", "new/old", "tolerance",
                            "p slower", "p faster",
                            "n new/old", f"peak memory ({unit})"], rows) + [""]
-    flagged = [c for c in cmp.changes if c.verdict in ("slower", "inconclusive")]
+    flagged = [c for c in cmp.changes if c.verdict in ("slower", "inconclusive", "not judged")]
     if flagged:
         lines += ["### Why", "", *(f"- `{c.case}` ({c.verdict}): {c.message}" for c in flagged), ""]
     for title, ids in (("New cases (not in the old run)", cmp.new_only),

@@ -17,6 +17,7 @@ from .kernels import kernel_profile_markdown
 from .parallel import parallel_table
 from .targets import load_targets, targets_markdown
 from .tables import (QUANT_LEGEND, TABLES_NOTE, _cold_text, case_mfu, conditions_markdown, csv_file, is_step_cache,
+                     run_gpu_name,
                      model_heading, model_tables, not_measured_markdown, summary_markdown,
                      tables_markdown)
 
@@ -261,7 +262,7 @@ def mfu_table(results: dict) -> list[str]:
     """Denoiser FLOPs per step, achieved TFLOP/s and share of the dense peak, per case (GPU results)."""
     rows = []
     for cid, r in sorted(results["cases"].items()):
-        m = case_mfu(r)
+        m = case_mfu(r, run_gpu_name(results, r))
         if not m or not measured(r):
             continue
         frac = m["fraction_of_peak"]

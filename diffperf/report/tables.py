@@ -39,7 +39,17 @@ def is_step_cache(r: dict) -> bool:
     return bool(recipe.cache)
 
 
-def case_mfu(r: dict) -> dict | None:
+def run_gpu_name(results: dict, r: dict) -> str | None:
+    """The GPU model of the run a (merged) result came from: its run's machine, else the results'
+    fingerprint (results before 2026-12-05 name no GPU per case)."""
+    runs = results.get("_runs") or []
+    source = r.get("_source")
+    header = runs[source]["header"] if source is not None and source < len(runs) else results
+    return (((header.get("machine") or {}).get("gpu") or {}).get("name")
+            or (header.get("fingerprint") or {}).get("gpu"))
+
+
+def case_mfu(r: dict, gpu_name: str | None = None) -> dict | None:
     """A result's MFU over its mean step (step_weights.mean_step_s), derived again from what it stored,
     so results stored before the runner used the mean step read the same; none per step with a
     step cache (most of its steps are skipped ones)."""
@@ -51,17 +61,17 @@ def case_mfu(r: dict) -> dict | None:
     recipe = parsed_recipe(r.get("recipe", ""))
     share, gpus = m.get("linear_share"), m.get("gpus", 1)
     if peak and "peak_basis" not in m and recipe is not None:  # stored before the peak followed the recipe
-        peak, share, gpus = _step_peak_of(r, m, recipe) or (peak, None, 1)
+        peak, share, gpus = _step_peak_of(r, m, recipe, gpu_name) or (peak, None, 1)
     label = dtype if share is None or recipe is None else f"{dtype} Linear, {recipe.dtype} rest"
     return {**mfu_at_peak(m["denoiser_flops_per_step"], step, peak, dtype),
             "peak_label": label + (f", x{gpus} GPUs" if gpus and gpus > 1 else "")}
 
 
-def _step_peak_of(r: dict, m: dict, recipe) -> tuple[float, float | None, int] | None:
+def _step_peak_of(r: dict, m: dict, recipe, gpu_name: str | None = None) -> tuple[float, float | None, int] | None:
     """(the step peak, the Linear layers' FLOP share, GPUs) of a result stored with its compute
     dtype's peak alone, made as the runner makes it now (hardware.step_peak): a quantized recipe's
     attention and convolutions at the activations' peak, a context-parallel case's several GPUs."""
-    gpu = (r.get("gpu") or {}).get("name")
+    gpu = (r.get("gpu") or {}).get("name") or gpu_name  # results before 2026-12-05 name it in the run only
     if not gpu:
         return None
     dtype = m.get("compute_dtype")
@@ -218,8 +228,8 @@ def conditions_markdown(results: dict) -> list[str]:
         if not measured(r):
             continue
         t = r.get("timing") or {}
-        retaken = "; ".join(f"{', '.join(d['why'])} at {d['hottest_c']} C, median "
-                            f"{statistics.median(d['samples_s']):.3f} s"
+        retaken = "; ".join(f"{', '.join(d['why'])}" + (f" at {d['hottest_c']} C" if d.get("hottest_c") is not None
+                                                        else "") + f", median {statistics.median(d['samples_s']):.3f} s"
                             for d in t.get("discarded_rounds") or [])
         waited = ", ".join(f"{c.get('waited_s')} s before {c['before']}" for c in t.get("cooldowns") or [])
         still = ", ".join(r.get("inconclusive") or [])

@@ -12,7 +12,7 @@ from ..errors import StoredFileError
 from .common import ReportError, display_path, md_table, measured
 from .kernels import COLUMNS, SHORT, _profiled, categories, idle_unprofiled_ms, run_name
 from .parallel import comparison, one_process_id
-from .tables import case_mfu, parsed_recipe
+from .tables import case_mfu, parsed_recipe, run_gpu_name
 
 TARGETS_KIND = "diffperf-targets"
 METRICS = {"median_s": "end to end, median", "step_median_s": "denoiser step, median",
@@ -55,8 +55,8 @@ def _loaded_from_store(r: dict) -> bool:
     return bool(packages) and all(p.get("action") == "loaded" for p in packages)
 
 
-def _mfu(r: dict) -> float | None:
-    return (case_mfu(r) or {}).get("fraction_of_peak")
+def _mfu(r: dict, results: dict) -> float | None:
+    return (case_mfu(r, run_gpu_name(results, r)) or {}).get("fraction_of_peak")
 
 
 def metric_value(metric: str, r: dict, results: dict) -> float | None:
@@ -79,7 +79,7 @@ def metric_value(metric: str, r: dict, results: dict) -> float | None:
         exposed = max(exposed, 0.0)
         return exposed / (device_step + exposed)
     eager = results["cases"].get(f"{r.get('model')}/bf16")  # mfu_gain
-    mine, base = _mfu(r), _mfu(eager) if eager and measured(eager) else None
+    mine, base = _mfu(r, results), _mfu(eager, results) if eager and measured(eager) else None
     return None if mine is None or not base else mine / base
 
 
