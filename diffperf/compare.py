@@ -107,7 +107,6 @@ class Verdict:
                 else "unclear" if self.unclear else "stale" if self.stale else "passed")
 
 
-
 def smallest_p(n: int, m: int) -> float:
     """The smallest one-sided p-value an exact Mann-Whitney U test of n against m samples can give:
     every one of the n above every one of the m, 1 / C(n + m, n)."""
@@ -132,8 +131,8 @@ def judge_latency(samples: list[float], base: dict[str, Any], tolerance: float, 
     limit = base_median * (1 + tolerance)
     scaled = [s * (1 + tolerance) for s in base["samples_s"]]
     p_slow = float(mannwhitneyu(samples, scaled, alternative="greater").pvalue)
-    # the stale side uses the same (capped) tolerance as its median rule below
-    lower = [s * (1 - min(tolerance, 0.5)) for s in base["samples_s"]]
+    faster = min(tolerance, 0.5)  # the stale side's margin: its sample test and its median rule below
+    lower = [s * (1 - faster) for s in base["samples_s"]]
     p_fast = float(mannwhitneyu(samples, lower, alternative="less").pvalue)
     ratio = median / base_median
     n, m = len(samples), len(base["samples_s"])
@@ -146,7 +145,7 @@ def judge_latency(samples: list[float], base: dict[str, Any], tolerance: float, 
         text = (f"{INCONCLUSIVE_PREFIX}{TOO_FEW_SAMPLES}: the median is over the limit, but {n} sample{'s' if n != 1 else ''} against the "
                 f"baseline's {m} cannot reach p < {alpha} in any order (smallest p {smallest_p(n, m):.3f}); "
                 f"run --perf-iterations {samples_to_judge(m, alpha)} or more to decide: {text}")
-    stale = (not failed) and median < base_median * (1 - min(tolerance, 0.5)) and p_fast < alpha
+    stale = (not failed) and median < base_median * (1 - faster) and p_fast < alpha
     return Verdict(failed, stale, text, p_slow, unclear=median > limit and not failed and not too_few,
                    too_few=too_few)
 
@@ -292,13 +291,13 @@ DEVICE_TOLERANCE = 0.01  # busy device time of the text encoder and a denoiser s
 DEVICE_VAE_TOLERANCE = 0.03
 DEVICE_KEYS = ("total_ms", "text_encode_ms", "step_ms", "steps_ms", "denoise_ms", "vae_decode_ms", "steps",
                "loop_steps")
+DEVICE_STAGES = (("text_encode_ms", "text encode"), ("step_ms", "denoiser step"), ("vae_decode_ms", "VAE decode"))
 
 
 def loop_steps(device: dict[str, Any]) -> int | None:
     """The denoising loop's iterations a device total counts (SD 2.1's PNDM: steps + 1; totals stored
     before the suite counted them hold `steps`)."""
     return device.get("loop_steps") or device.get("steps")
-DEVICE_STAGES = (("text_encode_ms", "text encode"), ("step_ms", "denoiser step"), ("vae_decode_ms", "VAE decode"))
 
 
 def host_ratio(now: dict[str, Any] | None, base: dict[str, Any] | None, compute: bool = False) -> float | None:

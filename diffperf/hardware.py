@@ -65,17 +65,9 @@ def step_peak(gpu_name: str | None, dtype: str, rest_dtype: str | None = None, l
     return peak, basis
 
 
-def mfu(flops_per_step: float, step_s: float | None, gpu_name: str | None, dtype: str,
-        rest_dtype: str | None = None, linear_share: float | None = None, gpus: int = 1) -> dict[str, Any]:
-    """Achieved TFLOP/s of the denoiser (its mean FLOPs per step over the mean step time) and the
-    fraction of the peak its step can reach (step_peak; None where no peak is known)."""
-    peak, basis = step_peak(gpu_name, dtype, rest_dtype, linear_share, gpus)
-    return {**mfu_at_peak(flops_per_step, step_s, peak, dtype), "peak_basis": basis, "linear_share": linear_share,
-            "gpus": gpus}
-
-
 def mfu_at_peak(flops_per_step: float, step_s: float | None, peak: float | None, dtype: str) -> dict[str, Any]:
-    """mfu() with the peak already known (e.g. stored with a result)."""
+    """Achieved TFLOP/s of the denoiser (its mean FLOPs per step over the mean step time) and the
+    fraction of `peak` (step_peak; None where no peak is known)."""
     achieved = flops_per_step / step_s / 1e12 if step_s else None
     return {
         "denoiser_flops_per_step": flops_per_step,

@@ -13,6 +13,7 @@ import torch
 
 from .accuracy import latent_projection
 from .build import Built
+from .knobs.cudagraphs import pool_held_bytes
 from .machine import HostLoad, host_busy_reason, throttle_reasons
 from .patching import patch_method
 
@@ -94,13 +95,6 @@ class StageProbe:
         vae = [m for m in self.marks if m[0].startswith("vae_")]
         decode = sum(sec(a[1], b[1]) for a, b in zip(vae[0::2], vae[1::2])) if vae else None
         return {"text_encode_s": text, "steps_s": steps, "vae_decode_s": decode}
-
-
-def graph_pools_held_bytes() -> int:
-    """Bytes the caching allocator's private pools (CUDA graphs') hold beyond their live blocks: the
-    segments of every pool but the default one, less what is allocated in them."""
-    return sum(s["total_size"] - s["allocated_size"] for s in torch.cuda.memory_snapshot()
-               if tuple(s.get("segment_pool_id") or (0, 0)) != (0, 0))
 
 
 class TensorBytesTracker(torch.utils._python_dispatch.TorchDispatchMode):
@@ -425,7 +419,7 @@ def measure(built: Built, prompt: str, seed: int, warmup: int, iterations: int, 
         # capture's (the cudagraphs knob) and inductor's CUDA-graph trees' (compile mode
         # reduce-overhead), whose replays rebuild their outputs in the pool and allocate nothing
         eager = (built.knobs.get("cudagraphs") or {}).get("pool_held_bytes") or 0
-        held = graph_pools_held_bytes()
+        held = pool_held_bytes()
         memory["inductor_graph_pool_held_bytes"] = max(0, held - eager)
         if held:
             memory["cuda_graph_pool_held_bytes"] = held

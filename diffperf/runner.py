@@ -16,7 +16,7 @@ from . import accuracy
 from .build import build_case, device_for
 from .cases import Case
 from .device_time import host_exposed, measure_device_time
-from .hardware import compute_dtype, mfu
+from .hardware import compute_dtype, mfu_at_peak
 from .hostspeed import FIGURES as HOST_FIGURES
 from .hostspeed import measure_host_speed
 from .kernel_time import profile_denoising
@@ -27,7 +27,7 @@ from .machine import (NvmlSampler, cpu_class, gpu_identity, host_busy_reason, ho
 from .measure import generate_with_latents, measure, no_phase
 from .options import PerfOptions
 from .parallel import RankSampler, launch
-from .profile import denoiser_flops_per_step, denoiser_linear_share
+from .profile import case_step_peak, denoiser_flops_per_step
 from .prompts import Prompts
 from .record import RunRecorder
 from .step_weights import mfu_step_s, weigh_steps, window_wall_step_s
@@ -234,10 +234,10 @@ def denoiser_mfu(case: Case, tier: Tier, result: dict[str, Any], height: int, wi
     flops = denoiser_flops_per_step(case.model, height, width, size=tier.size)  # mean over the steps
     # with a step cache most steps are skipped ones (a few ms): a per-step MFU means nothing
     step_s = None if case.recipe.cache else mfu_step_s(result)
-    dtype = compute_dtype(case.recipe)
-    share = denoiser_linear_share(case.model, height, width, size=tier.size) if dtype != case.recipe.dtype else None
-    out = mfu(flops, step_s, torch.cuda.get_device_name(), dtype, rest_dtype=case.recipe.dtype, linear_share=share,
-              gpus=case.recipe.parallel_degree if case.recipe.parallel else 1)
+    peak, basis, share, gpus = case_step_peak(torch.cuda.get_device_name(), case.recipe, case.model, height, width,
+                                              tier.size)
+    out = {**mfu_at_peak(flops, step_s, peak, compute_dtype(case.recipe)), "peak_basis": basis,
+           "linear_share": share, "gpus": gpus}
     if case.recipe.cache:
         out["note"] = "not defined per step: a step cache skips denoiser calls"
     return out

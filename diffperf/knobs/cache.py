@@ -64,16 +64,16 @@ def count_first_block_cache(denoiser: torch.nn.Module) -> StepCounts:
     return counts
 
 
-def apply(denoiser: torch.nn.Module, kind: str, threshold: float, steps: int, model: str,
-          diffusers_cache: bool, teacache_ok: bool) -> Any:
+def apply(denoiser: torch.nn.Module, kind: str, threshold: float, steps: int, model: str) -> Any:
     """Enable the cache on the denoiser; returns a state object with skip counters where they
-    can be had (TeaCache, FirstBlockCache), else None."""
+    can be had (TeaCache, FirstBlockCache), else None. What the model's spec rules out was refused
+    before the build (CacheKnob.check); this checks the loaded denoiser itself."""
     if kind == "teacache":
-        if not (teacache_ok and supports_teacache(denoiser)):
+        if not supports_teacache(denoiser):
             raise CaseSkip(f"TeaCache has no published rescale coefficients for {model} "
                            f"({type(denoiser).__name__})")
         return apply_teacache(denoiser, threshold=threshold, num_steps=steps)
-    if not diffusers_cache or not hasattr(denoiser, "enable_cache"):
+    if not hasattr(denoiser, "enable_cache"):
         raise CaseSkip(f"{kind}: {type(denoiser).__name__} of {model} has no diffusers enable_cache support")
     # start-up: diffusers takes seconds to import; recipes import this module before any build
     from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
@@ -84,8 +84,6 @@ def apply(denoiser: torch.nn.Module, kind: str, threshold: float, steps: int, mo
         # start-up: diffusers takes seconds to import; recipes import this module before any build
         from diffusers.hooks.mag_cache import FLUX_MAG_RATIOS
 
-        if not model.startswith("flux"):
-            raise CaseSkip(f"magcache: diffusers ships calibrated magnitude ratios for FLUX only, not {model}")
         config = MagCacheConfig(threshold=threshold, num_inference_steps=steps, mag_ratios=FLUX_MAG_RATIOS)
     elif kind == "taylorseer":
         # the token's number is the cache interval (steps between full computations; parse checks it)
@@ -139,8 +137,7 @@ class CacheKnob(Knob):
 
     def apply(self, ctx: KnobContext) -> dict[str, Any]:
         r, spec = ctx.recipe, ctx.spec
-        return {"cache_state": apply(ctx.denoiser, r.cache, r.cache_threshold, ctx.steps, spec.name,
-                                     spec.diffusers_cache, spec.teacache is not None)}
+        return {"cache_state": apply(ctx.denoiser, r.cache, r.cache_threshold, ctx.steps, spec.name)}
 
 
 KNOB = CacheKnob()

@@ -213,11 +213,21 @@ class CudaGraphBackend:
         return graph.replay, outputs
 
     def held_bytes(self) -> int:
-        if self.pool is None:
-            return 0
-        pool = tuple(self.pool)
-        return sum(s["total_size"] - s["allocated_size"] for s in torch.cuda.memory_snapshot()
-                   if tuple(s.get("segment_pool_id", ())) == pool)
+        return 0 if self.pool is None else pool_held_bytes(tuple(self.pool))
+
+
+DEFAULT_POOL = (0, 0)  # the caching allocator's own pool, in memory_snapshot's segment_pool_id
+
+
+def pool_held_bytes(pool: tuple | None = None) -> int:
+    """Bytes a private memory pool (a CUDA graph's) holds beyond its live blocks: its segments less
+    what is allocated in them; pool None: every pool but the default one (the eager capture's and
+    inductor's CUDA-graph trees' alike)."""
+    def counted(segment: dict[str, Any]) -> bool:
+        owner = tuple(segment.get("segment_pool_id") or DEFAULT_POOL)
+        return owner == pool if pool is not None else owner != DEFAULT_POOL
+
+    return sum(s["total_size"] - s["allocated_size"] for s in torch.cuda.memory_snapshot() if counted(s))
 
 
 def apply(denoiser: torch.nn.Module, device: torch.device, backend: GraphBackend | None = None,

@@ -30,6 +30,7 @@ import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from ..hardware import compute_dtype, step_peak
 from ..models import BuildRequest, ModelSpec, get_model
 from .plans import ROLES, Invocation, Plan, Setup, default_prompt, make_plan
 from .shadow import ShadowValues
@@ -344,6 +345,20 @@ def denoiser_linear_share(model: str, height: int | None = None, width: int | No
     cats = [c.by_category() for c in den]
     total = sum(sum(c.values()) for c in cats)
     return sum(c.get("linear", 0) for c in cats) / total if total else 0.0
+
+
+def case_step_peak(gpu_name: str | None, recipe, model: str, height: int | None, width: int | None,
+                   size: str = "full") -> tuple[float | None, str, float | None, int]:
+    """(the peak a case's denoiser step can reach, how it was made, the Linear layers' FLOP share or
+    None, GPUs): hardware.step_peak with the share counted here where the recipe computes its Linear
+    layers in another dtype than its activations (float8 / int8 dynamic), and a context-parallel
+    case's GPUs. The runner stores it with each result; the report makes it again for results stored
+    before it did."""
+    dtype = compute_dtype(recipe)
+    share = denoiser_linear_share(model, height, width, size=size) if dtype != recipe.dtype else None
+    gpus = recipe.parallel_degree if recipe.parallel else 1
+    peak, basis = step_peak(gpu_name, dtype, recipe.dtype, share, gpus)
+    return peak, basis, share, gpus
 
 
 def count_on(device: str | torch.device, model: str, height: int | None = None, width: int | None = None,

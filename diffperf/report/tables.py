@@ -5,7 +5,7 @@ import statistics
 from pathlib import Path
 
 from ..errors import UsageError
-from ..hardware import mfu_at_peak, step_peak
+from ..hardware import mfu_at_peak
 from ..models import MODELS
 from ..recipes import parse_recipe
 from ..record import commit_label, load_results, not_measured_why, write_csv
@@ -72,17 +72,12 @@ def _step_peak_of(r: dict, m: dict, recipe, gpu_name: str | None = None) -> tupl
     dtype's peak alone, made as the runner makes it now (hardware.step_peak): a quantized recipe's
     attention and convolutions at the activations' peak, a context-parallel case's several GPUs."""
     gpu = (r.get("gpu") or {}).get("name") or gpu_name  # results before 2026-12-05 name it in the run only
-    if not gpu:
+    if not gpu or not (r.get("model") and r.get("height") and r.get("width")):
         return None
-    dtype = m.get("compute_dtype")
-    share = None
-    if dtype != recipe.dtype and r.get("model") and r.get("height") and r.get("width"):
-        # start-up: the FLOP counter builds the model on meta tensors (seconds), only for such results
-        from ..profile import denoiser_linear_share
+    # start-up: the FLOP counter builds the model on meta tensors (seconds), only for such results
+    from ..profile import case_step_peak
 
-        share = denoiser_linear_share(r["model"], r["height"], r["width"], size=r.get("size") or "full")
-    gpus = recipe.parallel_degree if recipe.parallel else 1
-    peak, _ = step_peak(gpu, dtype, recipe.dtype, share, gpus)
+    peak, _, share, gpus = case_step_peak(gpu, recipe, r["model"], r["height"], r["width"], r.get("size") or "full")
     return (peak, share, gpus) if peak else None
 
 
