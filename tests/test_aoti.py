@@ -317,7 +317,7 @@ def test_a_load_that_hangs_is_reported_with_where_it_was(tmp_path, monkeypatch):
     monkeypatch.setattr(aoti, "PROBE_CODE", "import faulthandler, sys, time; "
                         "faulthandler.dump_traceback_later(float(sys.argv[3]), exit=False); time.sleep(60)")
     kind, detail = aoti.probe_load(tmp_path / "p.pt2", CPU, timeout_s=7)
-    assert kind == "hung" and detail.startswith("no answer after 7 s: File \"<string>\", line 1")
+    assert kind == "hung" and detail.startswith("no answer after 7 s: File \"<string>\", line ")
 
 
 def test_a_loader_that_crashes_here_skips_every_aoti_recipe_asked_once(tmp_path, monkeypatch):
@@ -346,3 +346,55 @@ def test_the_loader_is_asked_again_in_another_environment(tmp_path, monkeypatch)
     monkeypatch.setattr(torch, "__version__", "9.9.9")
     problem, other = aoti.loader_problem(CPU, tmp_path)
     assert problem == "hung: no answer after 240 s" and other != record
+
+
+def test_a_crashing_load_says_in_which_native_frames(tmp_path, monkeypatch):
+    """A loader that dies inside C++ is reported with the native frames it died in (glibc's
+    backtrace in the child), and the child still ends by the signal itself."""
+    monkeypatch.setattr(aoti, "PROBE_CODE", "import ctypes; ctypes.string_at(0)")
+    log = tmp_path / "load.log"
+    kind, detail = aoti.probe_load(tmp_path / "p.pt2", CPU, timeout_s=60, output=log)
+    assert kind == "crash" and detail.startswith("SIGSEGV in ") and "[" in detail, detail
+    assert aoti.NATIVE_MARK in log.read_text()
+
+
+# AOTInductor's model library crashing as it parsed its device string (H100, torch 2.11, 2026-12-06;
+# docs/results/data/h100-2026-12-06-aoti-probe), as NATIVE_TRACE prints it: the handler's frames,
+# the kernel's signal frame, then the crash, innermost first
+_SO = "/tmp/Ab/tiny/data/aotinductor/model/cx.wrapper.so"
+_DEVICE_CRASH = "\n".join([
+    "I1206 00:10:33 compile_threads set to 16",
+    f"{aoti.NATIVE_MARK} (signal 11):",
+    "/lib/x86_64-linux-gnu/libffi.so.8(ffi_call+0x12e)[0x7f24556fd0be]",
+    "/opt/venv/bin/python3(_PyObject_MakeTpCall+0x75)[0x548fb5]",
+    "/lib/x86_64-linux-gnu/libc.so.6(+0x45330)[0x7f2455845330]",
+    f"{_SO}(_ZNKSt7codecvtIDsc11__mbstate_tE10do_unshiftERS0_PcS3_RS3_+0x4)[0x7f23643719f4]",
+    f"{_SO}(_ZNKSt7__cxx1112regex_traitsIcE17transform_primaryIPKcEENS_12basic_stringIcSt11char_traitsIcESaIcEEET_SA_"
+    "+0x1b8)[0x7f2364355628]",
+    f"{_SO}(_ZNSt8__detail9_CompilerINSt7__cxx1112regex_traitsIcEEE14_M_alternativeEv+0xff)[0x7f236435fc07]",
+    f"{_SO}(_ZNSt8__detail9_CompilerINSt7__cxx1112regex_traitsIcEEE14_M_alternativeEv+0xff)[0x7f236435fc07]",
+    f"{_SO}(_ZNSt8__detail9_CompilerINSt7__cxx1112regex_traitsIcEEE14_M_disjunctionEv+0x33)[0x7f236435fdc5]",
+    f"{_SO}(_ZNSt8__detail9_CompilerINSt7__cxx1112regex_traitsIcEEE7_M_atomEv+0xa08)[0x7f236435f9e6]",
+    f"{_SO}(_ZN5torch12aot_inductor16parse_device_strERKNSt7__cxx1112basic_stringIcSt11char_traitsIcESaIcEEERiS9_"
+    "+0x75)[0x7f2364360b71]",
+    f"{_SO}(AOTInductorModelContainerCreateWithDevice+0x110)[0x7f2364340ab7]",
+    "/opt/venv/lib/python3.12/site-packages/torch/lib/libtorch_cpu.so(+0x9ca53b)[0x7f23ccdca53b]",
+    "Stack (most recent call first):",
+    '  File "/opt/venv/lib/python3.12/site-packages/torch/_inductor/package/package.py", line 110 in load_package',
+])
+
+
+@pytest.mark.parametrize("cxxfilt", [True, False], ids=["demangled", "c++filt-absent"])
+def test_the_crash_summary_names_the_frames_below_the_signal(monkeypatch, cxxfilt):
+    if cxxfilt and not shutil.which("c++filt"):
+        pytest.skip("no c++filt on this machine to demangle with")
+    if not cxxfilt:
+        monkeypatch.setattr(aoti.shutil, "which", lambda name: None)
+    frames = aoti.native_frames(_DEVICE_CRASH)
+    assert not any("ffi_call" in f or "MakeTpCall" in f for f in frames)  # the handler's own frames
+    assert all(f.endswith("[cx.wrapper.so]") for f in frames) and len(frames) == 7  # recursion once
+    summary = aoti.crash_summary(frames)
+    assert "transform_primary" in summary.split(" <- ")[1] and "parse_device_str" in summary.split(" <- ")[-1]
+    if cxxfilt:
+        assert summary.split(" <- ")[-1] == "torch::aot_inductor::parse_device_str [cx.wrapper.so]"
+    assert aoti.native_frames("no marker here\n/lib/x.so(f+0x1)[0x1]") == []

@@ -14,9 +14,11 @@ Before any denoiser is exported, the knob asks once per environment (GPU, torch,
 AOTInductor packages load here at all: a tiny module's package is built and loaded in a child process,
 and the answer is remembered in the package directory (loader-check-*.json). Where that load crashes
 or hangs, every aoti recipe skips with the reason, as a FlashAttention-3 recipe skips without
-flash-attn 3: on an H200 with torch 2.11 (CUDA 13) the loader ended the child with a segmentation
-fault after about a minute, for a tiny Linear module as for SD 2.1's UNet, with or without the weights
-inside the package. Delete the record to ask again.
+flash-attn 3: on an H200 and an H100 with torch 2.11 (CUDA 13) the child died of a segmentation fault
+for a tiny Linear module as for SD 2.1's UNet, with or without the weights inside the package, inside
+the model library's own constructor (std::regex parsing its device string). The child prints its
+native frames at a fatal signal (NATIVE_TRACE), so the reason names where it died. Delete the record
+to ask again.
 
 A package is first loaded in a child process, once (the metadata records that it loaded), which in
 the run's own process would end every case after it if it crashed. A package that kills the child
@@ -30,6 +32,8 @@ import hashlib
 import json
 import os
 import platform
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,6 +75,92 @@ PROBE_CODE = ("import faulthandler, sys; faulthandler.dump_traceback_later(float
               "device_index=int(sys.argv[2]))")
 PROBE_TIMEOUT_S = 600.0
 
+# put before the child's code: on a fatal signal the child prints its native frames (glibc's
+# backtrace(), resolved against each library's exported symbols) and its Python stack, then dies by
+# that signal as it would have. A loader that crashes inside C++ then says where; Python's own
+# faulthandler prints Python frames only. Where ctypes cannot reach backtrace() it stays silent.
+NATIVE_TRACE = """
+try:
+    import ctypes, faulthandler, os, signal as _sig
+    _libc = ctypes.CDLL(None)
+    _libc.backtrace.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int]
+    _libc.backtrace_symbols_fd.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+    _libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    _libc.signal.restype = ctypes.c_void_p
+    _frames = (ctypes.c_void_p * 96)()
+
+    @ctypes.CFUNCTYPE(None, ctypes.c_int)
+    def _native_trace(signum):
+        n = _libc.backtrace(_frames, 96)
+        os.write(2, b"%s (signal %d):\\n" % (NATIVE_MARK.encode(), signum))
+        _libc.backtrace_symbols_fd(_frames, n, 2)
+        faulthandler.dump_traceback(all_threads=False)
+        _libc.signal(signum, None)
+        getattr(_libc, "raise")(signum)
+
+    for _s in (_sig.SIGSEGV, _sig.SIGBUS, _sig.SIGILL, _sig.SIGFPE, _sig.SIGABRT):
+        _libc.signal(_s, ctypes.cast(_native_trace, ctypes.c_void_p))
+except Exception:
+    pass
+"""
+NATIVE_MARK = "native frames at the fatal signal"
+NATIVE_TRACE = NATIVE_TRACE.replace("NATIVE_MARK", repr(NATIVE_MARK))
+_FRAME = re.compile(r"^(?P<obj>[^\s(]+)\((?P<sym>[^()+]*)(?:\+0x[0-9a-f]+)?\)\s*\[0x[0-9a-f]+\]$")
+
+
+def _short_name(name: str) -> str:
+    """A demangled C++ name without its parameter list (templates kept)."""
+    tail = name.removesuffix(" const")
+    if not tail.endswith(")"):
+        return name
+    depth = 0
+    for i in range(len(tail) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(tail[i], 0)
+        if depth == 0:
+            return tail[:i] or name
+    return name
+
+
+def _demangle(names: list[str]) -> list[str]:
+    cxxfilt = shutil.which("c++filt")
+    if not cxxfilt or not names:
+        return names
+    try:
+        out = subprocess.run([cxxfilt], input="\n".join(names), capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return names
+    lines = out.splitlines()
+    return lines if len(lines) == len(names) else names
+
+
+def native_frames(output: str) -> list[str]:
+    """The named native frames of a child that NATIVE_TRACE reported, innermost first: those below
+    the signal's own frame (the handler's ctypes and interpreter frames dropped), demangled where
+    c++filt is at hand, each as 'function [library]', consecutive repeats (recursion) once."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(NATIVE_MARK)), None)
+    if start is None:
+        return []
+    frames = [m for m in (_FRAME.match(line.strip()) for line in lines[start + 1:]) if m]
+    # the kernel's signal frame (a libc address without a name) separates the handler from the crash
+    cut = next((i for i, m in enumerate(frames) if not m["sym"] and Path(m["obj"]).name.startswith("libc.")), -1)
+    named = [m for m in frames[cut + 1:] if m["sym"]]
+    names = _demangle([m["sym"] for m in named])
+    out: list[str] = []
+    for m, name in zip(named, names):
+        text = f"{_short_name(name)} [{Path(m['obj']).name}]"
+        if not out or out[-1] != text:
+            out.append(text)
+    return out
+
+
+def crash_summary(frames: list[str], shown: int = 4) -> str:
+    """Where a crash happened, in one line: the innermost frames, and the first frame further out
+    that enters AOTInductor's model code (what the loader was doing)."""
+    head = frames[:shown]
+    entry = next((f for f in frames[shown:] if "aot_inductor" in f or "AOTInductor" in f), None)
+    return " <- ".join(head + (["...", entry] if entry else []))
+
 
 def _device_index(device: torch.device) -> int:
     return device.index if device.type == "cuda" and device.index is not None else -1
@@ -86,7 +176,8 @@ def probe_load(package: Path, device: torch.device, timeout_s: float = PROBE_TIM
     ended the child, 'hung' when it had not ended after timeout_s, 'error' when it failed; the
     child's last lines: for a hung child, where it was). `output`: a file that gets the child's
     whole output (stdout, then stderr), warnings before a crash included."""
-    argv = [sys.executable, "-c", PROBE_CODE, str(package), str(_device_index(device)), str(max(timeout_s - 5, 1))]
+    argv = [sys.executable, "-c", NATIVE_TRACE + PROBE_CODE, str(package), str(_device_index(device)),
+            str(max(timeout_s - 5, 1))]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as hung:
@@ -105,6 +196,9 @@ def probe_load(package: Path, device: torch.device, timeout_s: float = PROBE_TIM
             name = signal.Signals(-proc.returncode).name
         except ValueError:
             name = f"signal {-proc.returncode}"
+        frames = native_frames(proc.stderr or "")
+        if frames:
+            return "crash", f"{name} in {crash_summary(frames)}"
         return "crash", f"{name}{': ' + tail if tail else ''}"
     return "error", f"exit status {proc.returncode}: {tail}"
 
