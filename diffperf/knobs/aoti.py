@@ -79,6 +79,7 @@ PROBE_TIMEOUT_S = 600.0
 # backtrace(), resolved against each library's exported symbols) and its Python stack, then dies by
 # that signal as it would have. A loader that crashes inside C++ then says where; Python's own
 # faulthandler prints Python frames only. Where ctypes cannot reach backtrace() it stays silent.
+NATIVE_MARK = "native frames at the fatal signal"
 NATIVE_TRACE = """
 try:
     import ctypes, faulthandler, os, signal as _sig
@@ -102,9 +103,7 @@ try:
         _libc.signal(_s, ctypes.cast(_native_trace, ctypes.c_void_p))
 except Exception:
     pass
-"""
-NATIVE_MARK = "native frames at the fatal signal"
-NATIVE_TRACE = NATIVE_TRACE.replace("NATIVE_MARK", repr(NATIVE_MARK))
+""".replace("NATIVE_MARK", repr(NATIVE_MARK))
 _FRAME = re.compile(r"^(?P<obj>[^\s(]+)\((?P<sym>[^()+]*)(?:\+0x[0-9a-f]+)?\)\s*\[0x[0-9a-f]+\]$")
 
 
@@ -173,8 +172,9 @@ def _text(stream: str | bytes | None) -> str:
 def probe_load(package: Path, device: torch.device, timeout_s: float = PROBE_TIMEOUT_S,
                output: Path | None = None) -> tuple[str, str] | None:
     """Load the package's runner in a child process. None: it loaded; else ('crash' when a signal
-    ended the child, 'hung' when it had not ended after timeout_s, 'error' when it failed; the
-    child's last lines: for a hung child, where it was). `output`: a file that gets the child's
+    ended the child, 'hung' when it had not ended after timeout_s, 'error' when it failed; then the
+    detail: for a crash the native frames it died in (NATIVE_TRACE) where the child printed them,
+    else the child's last lines; for a hung child, where it was). `output`: a file that gets the child's
     whole output (stdout, then stderr), warnings before a crash included."""
     argv = [sys.executable, "-c", NATIVE_TRACE + PROBE_CODE, str(package), str(_device_index(device)),
             str(max(timeout_s - 5, 1))]
