@@ -3,6 +3,9 @@ once per signature, loaded on later runs, and a stale or corrupt one is rebuilt 
 One real compile of a tiny module (about 25 s on a 2-core machine); the rebuilds copy its bytes."""
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -398,3 +401,49 @@ def test_the_crash_summary_names_the_frames_below_the_signal(monkeypatch, cxxfil
     if cxxfilt:
         assert summary.split(" <- ")[-1] == "torch::aot_inductor::parse_device_str [cx.wrapper.so]"
     assert aoti.native_frames("no marker here\n/lib/x.so(f+0x1)[0x1]") == []
+
+
+# The crash's mechanism on the CPU: a library that carries its own libstdc++ (linked statically, as
+# the model library was by the machines' g++) builds a std::regex in a process where torch loaded the
+# shared libstdc++ privately (RTLD_LOCAL). share_cxx_runtime / SHARE_CXX_RUNTIME put the shared copy in
+# the global scope first, as the package loads do.
+_REGEX_LIBRARY = ('#include <regex>\n#include <string>\nextern "C" int device_string(const char* s) {\n'
+                  '  std::regex r("(cuda|cpu)(:([0-9]+))?"); std::string t(s);\n'
+                  '  return std::regex_match(t, r) ? 1 : 0;\n}\n')
+
+
+@pytest.fixture(scope="module")
+def own_libstdcxx_library(tmp_path_factory):
+    gxx = shutil.which("g++")
+    if gxx is None or not sys.platform.startswith("linux"):
+        pytest.skip("needs g++ on Linux to build a library that links libstdc++ statically")
+    d = tmp_path_factory.mktemp("own-libstdcxx")
+    (d / "regex.cpp").write_text(_REGEX_LIBRARY)
+    built = subprocess.run([gxx, "-O1", "-fPIC", "-shared", "-static-libstdc++", str(d / "regex.cpp"), "-o",
+                            str(d / "libregex.so")], capture_output=True, text=True)
+    if built.returncode:
+        pytest.skip(f"g++ could not link libstdc++ statically here: {built.stderr.strip()[-300:]}")
+    return d / "libregex.so"
+
+
+def _regex_in_child(library: Path, prologue: str) -> subprocess.CompletedProcess:
+    code = prologue + f"import torch, ctypes\nprint(ctypes.CDLL({str(library)!r}).device_string(b'cuda:0'))\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
+@pytest.mark.parametrize("prologue", [aoti.SHARE_CXX_RUNTIME, "import torch\nfrom diffperf.knobs import aoti\n"
+                                      "aoti.share_cxx_runtime()\n"], ids=["before-torch-as-the-child", "after-torch"])
+def test_a_library_with_its_own_libstdcxx_builds_a_regex_once_the_runtime_is_shared(own_libstdcxx_library,
+                                                                                      prologue):
+    child = _regex_in_child(own_libstdcxx_library, prologue)
+    assert child.returncode == 0 and child.stdout.strip() == "1", (child.returncode, child.stderr[-800:])
+
+
+def test_without_sharing_the_runtime_such_a_library_dies_beside_torch(own_libstdcxx_library):
+    """The failure the sharing cures (SIGSEGV on the GPU machines, std::bad_cast and abort on a Debian
+    CPU machine with torch 2.13): shown where this machine reproduces it."""
+    child = _regex_in_child(own_libstdcxx_library, "")
+    if child.returncode == 0:
+        pytest.skip("this machine's torch and libstdc++ do not show the mix (the regex matched without sharing)")
+    assert child.returncode < 0 or "bad_cast" in child.stderr, (child.returncode, child.stderr[-800:])

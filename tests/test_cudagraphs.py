@@ -214,3 +214,23 @@ def test_a_full_graph_compile_of_a_forward_that_reads_on_the_host_skips_with_the
     with pytest.raises(CaseSkip, match=r"compile-full: lumina2's denoiser reads 'encoder_attention_mask' on the host"):
         check_recipe(parse_recipe(recipe), get_model("lumina2"), torch.device("cuda"))
     check_recipe(parse_recipe("bf16+compile"), get_model("lumina2"), torch.device("cuda"))  # regional: its blocks
+
+
+def test_a_graph_over_another_knobs_wrapper_keeps_its_own_state():
+    """cudagraphs over a forward that is itself a wrapper object with a `state` (the aoti knob's):
+    the graph's state stays its own (update_wrapper copied the inner __dict__ over it: KeyError
+    'captured_signatures' at the first capture of FLUX.1-dev's aoti+cudagraphs rung, H100 2026-12-06)."""
+    class Inner:
+        def __init__(self):
+            self.state = {"packages": []}
+
+        def __call__(self, x):
+            return x * 2
+
+    module = torch.nn.Module()
+    module.forward = Inner()
+    state = cudagraphs.apply(module, CPU, backend=ReplayingBackend())
+    out = module.forward(torch.ones(3))
+    assert torch.equal(out, torch.full((3,), 2.0))
+    assert state["captured_signatures"] == [[[[3], "float32"]]] and state["replays"] == 1
+    assert module.forward.fn.state == {"packages": []}

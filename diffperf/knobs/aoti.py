@@ -27,6 +27,7 @@ again.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import json
@@ -68,10 +69,34 @@ class AOTILoaderCrash(RuntimeError):
     """AOTInductor's loader killed the child process that loaded the package, or never finished."""
 
 
-# the child's load: the runner only (the crash seen was there, before any constant is loaded); a
-# child that has not answered shortly before the time limit prints where it is (faulthandler)
+# The C++ runtime a model library must share with the process. A g++ that links libstdc++ statically
+# (the machines' /opt/gcc/bin/g++, which inductor found first, on an H100 and an H200 with torch 2.11)
+# puts a second copy of it, std::locale included, inside the model library. Python loads torch's
+# libraries with RTLD_LOCAL, so the process's shared libstdc++ is not in the global symbol scope when
+# the library is loaded: the library's std:: code then mixes its own copy's locale state with the
+# shared copy's, and its first std::regex (parse_device_str, in the model's constructor) reads
+# another facet than the one it asked for: SIGSEGV there (std::bad_cast elsewhere). With the shared
+# libstdc++ promoted to the global scope first, the library's exported std:: symbols bind to it and
+# there is one locale state: the model library constructed and ran (H100, 2026-12-06; the same
+# crash reproduced on a CPU with a small statically linked library that builds a std::regex, which
+# the promotion also cures: tests/test_aoti.py).
+CXX_RUNTIME = "libstdc++.so.6"
+
+
+def share_cxx_runtime() -> None:
+    """Promote the process's libstdc++ to the global symbol scope (dlopen RTLD_GLOBAL of the loaded
+    copy); before a model library is loaded. Linux only (AOTInductor's platform here)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(CXX_RUNTIME, mode=os.RTLD_GLOBAL)
+
+
+# the child's load: the runner only (the crash seen was there, before any constant is loaded), after
+# the same promotion as share_cxx_runtime; a child that has not answered shortly before the time
+# limit prints where it is (faulthandler)
+SHARE_CXX_RUNTIME = (f"import ctypes, os; ctypes.CDLL({CXX_RUNTIME!r}, mode=os.RTLD_GLOBAL); "
+                     if sys.platform.startswith("linux") else "")
 PROBE_CODE = ("import faulthandler, sys; faulthandler.dump_traceback_later(float(sys.argv[3]), exit=False); "
-              "import torch._inductor as i; i.aoti_load_package(sys.argv[1], run_single_threaded=True, "
+              + SHARE_CXX_RUNTIME + "import torch._inductor as i; i.aoti_load_package(sys.argv[1], run_single_threaded=True, "
               "device_index=int(sys.argv[2]))")
 PROBE_TIMEOUT_S = 600.0
 
@@ -258,8 +283,22 @@ def environment(device: torch.device) -> dict[str, Any]:
     env = {"device": device_identity(device), "torch": torch.__version__, "python": platform.python_version(),
            "load": hashlib.sha256(PROBE_CODE.encode()).hexdigest()[:12]}
     if device.type == "cuda":
-        env["cuda_driver"] = torch._C._cuda_getDriverVersion()
+        env["cuda_driver"] = _driver_version()
     return env
+
+
+def _driver_version() -> str:
+    """The NVIDIA driver's version (NVML), or why NVML could not say."""
+    import pynvml  # start-up: only a CUDA device's loader check asks
+
+    try:
+        pynvml.nvmlInit()
+        try:
+            return str(pynvml.nvmlSystemGetDriverVersion())
+        finally:
+            pynvml.nvmlShutdown()
+    except pynvml.NVMLError as e:
+        return f"unknown (NVML: {e})"
 
 
 def loader_problem(device: torch.device, root: Path | None = None,
@@ -434,6 +473,7 @@ def load_package(path: Path, module: torch.nn.Module, device: torch.device):
     # one runner, driven from this thread: without run_single_threaded the container checks whether
     # its model finished with cudaEventQuery, which a CUDA-graph capture (the aoti+cudagraphs rungs)
     # forbids (torch documents the flag for CUDA graphs)
+    share_cxx_runtime()
     runner = torch._inductor.aoti_load_package(str(path), run_single_threaded=True,
                                                device_index=_device_index(device))
     tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
@@ -532,6 +572,6 @@ def apply(denoiser: torch.nn.Module, model: str, recipe: str, device: torch.devi
     record: per package, built / loaded / rebuilt (and why), and the seconds each part took."""
     store = PackageStore(Path(root) if root is not None else default_dir())
     wrapper = AOTIForward(denoiser, denoiser.forward, store, model, recipe, device, dict(inductor or {}))
-    denoiser.forward = functools.update_wrapper(wrapper, denoiser.forward)
+    denoiser.forward = functools.update_wrapper(wrapper, denoiser.forward, updated=())  # as cudagraphs.apply
     wrapper.state["dir"] = str(store.root)
     return wrapper.state

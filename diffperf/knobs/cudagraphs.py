@@ -236,7 +236,9 @@ def apply(denoiser: torch.nn.Module, device: torch.device, backend: GraphBackend
     (signatures captured, replays, pool bytes held). host_read: the model's ModelSpec.host_read."""
     reads = HostReads(denoiser, host_read, device) if host_read is not None else None
     graphed = GraphedForward(denoiser.forward, backend or CudaGraphBackend(device), device, host_reads=reads)
-    denoiser.forward = functools.update_wrapper(graphed, denoiser.forward)  # keeps the signature
+    # keeps the signature (__wrapped__); updated=(): the wrapped forward may be another knob's wrapper object,
+    # whose __dict__ (its own state) must not overwrite this one's
+    denoiser.forward = functools.update_wrapper(graphed, denoiser.forward, updated=())
     return graphed.state
 
 
