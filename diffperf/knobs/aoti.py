@@ -14,11 +14,11 @@ Before any denoiser is exported, the knob asks once per environment (GPU, torch,
 AOTInductor packages load here at all: a tiny module's package is built and loaded in a child process,
 and the answer is remembered in the package directory (loader-check-*.json). Where that load crashes
 or hangs, every aoti recipe skips with the reason, as a FlashAttention-3 recipe skips without
-flash-attn 3: on an H200 and an H100 with torch 2.11 (CUDA 13) the child died of a segmentation fault
-for a tiny Linear module as for SD 2.1's UNet, with or without the weights inside the package, inside
-the model library's own constructor (std::regex parsing its device string). The child prints its
-native frames at a fatal signal (NATIVE_TRACE), so the reason names where it died. Delete the record
-to ask again.
+flash-attn 3. The child prints its native frames at a fatal signal (NATIVE_TRACE), so the reason
+names where it died. Delete the record to ask again. On an H200 and an H100 with torch 2.11 (CUDA 13)
+every package's model library died in its own constructor (std::regex parsing its device string)
+until the process's C++ runtime was shared with it (share_cxx_runtime, below): the machines' g++
+links libstdc++ statically into the library.
 
 A package is first loaded in a child process, once (the metadata records that it loaded), which in
 the run's own process would end every case after it if it crashed. A package that kills the child
