@@ -99,7 +99,7 @@ def test_the_committed_targets_files_load():
 
     root = Path(__file__).resolve().parent.parent / "fixtures" / "targets"
     targets = load_targets(root / "h100.json", "h100")
-    assert {t["id"] for t in targets} == {"flux-dev-lossless-e2e", "flux-dev-float8-step"}
+    assert {t["id"] for t in targets} == {"flux-dev-lossless-e2e", "flux-dev-float8-step", "flux-dev-aoti-cold-start"}
     assert {t["select"] for t in load_targets(root / "h200.json", "h200")} >= {"lossless", "cudagraphs"}
 
 
