@@ -404,7 +404,7 @@ def test_the_crash_summary_names_the_frames_below_the_signal(monkeypatch, cxxfil
 
 
 # The crash's mechanism on the CPU: a library that carries its own libstdc++ (linked statically, as
-# the model library was by the machines' g++) builds a std::regex in a process where torch loaded the
+# the model library was by the H100's g++) builds a std::regex in a process where torch loaded the
 # shared libstdc++ privately (RTLD_LOCAL). share_cxx_runtime / SHARE_CXX_RUNTIME put the shared copy in
 # the global scope first, as the package loads do.
 _REGEX_LIBRARY = ('#include <regex>\n#include <string>\nextern "C" int device_string(const char* s) {\n'

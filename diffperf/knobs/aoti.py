@@ -16,9 +16,10 @@ and the answer is remembered in the package directory (loader-check-*.json). Whe
 or hangs, every aoti recipe skips with the reason, as a FlashAttention-3 recipe skips without
 flash-attn 3. The child prints its native frames at a fatal signal (NATIVE_TRACE), so the reason
 names where it died. Delete the record to ask again. On an H200 and an H100 with torch 2.11 (CUDA 13)
-every package's model library died in its own constructor (std::regex parsing its device string)
-until the process's C++ runtime was shared with it (share_cxx_runtime, below): the machines' g++
-links libstdc++ statically into the library.
+every package's model library died in its own constructor (std::regex parsing its device string):
+the g++ that built it links libstdc++ statically into the library (seen on the H100). With the
+process's C++ runtime shared with it first (share_cxx_runtime, below) it constructed and ran on the
+H100; not yet run so on the H200.
 
 A package is first loaded in a child process, once (the metadata records that it loaded), which in
 the run's own process would end every case after it if it crashed. A package that kills the child
@@ -70,7 +71,7 @@ class AOTILoaderCrash(RuntimeError):
 
 
 # The C++ runtime a model library must share with the process. A g++ that links libstdc++ statically
-# (the machines' /opt/gcc/bin/g++, which inductor found first, on an H100 and an H200 with torch 2.11)
+# (/opt/gcc/bin/g++, which inductor found first on an H100 with torch 2.11; an H200 died in the same frames)
 # puts a second copy of it, std::locale included, inside the model library. Python loads torch's
 # libraries with RTLD_LOCAL, so the process's shared libstdc++ is not in the global symbol scope when
 # the library is loaded: the library's std:: code then mixes its own copy's locale state with the
