@@ -70,6 +70,8 @@ def test_a_later_run_loads_the_package_and_uses_the_modules_weights(built_once, 
     torch.testing.assert_close(m(x, timestep=t, return_dict=False)[0], eager(m, x, t))
     assert m(x, timestep=t, return_dict=False)[0].shape == (2, 8)
     assert [e["action"] for e in state["packages"]] == ["loaded"]
+    parts = state["packages"][0]["load_parts_s"]  # where a start from the store spends its time
+    assert set(parts) == {"loader_s", "constants_s"} and sum(parts.values()) <= state["packages"][0]["load_s"]
 
 
 def _rebuild_by_copy(keep, calls):
@@ -114,11 +116,11 @@ def test_a_package_that_fails_to_load_is_rebuilt_not_used(built_once, tmp_path, 
     shutil.copytree(root, store)
     real, loads = aoti.load_package, []
 
-    def load_failing_once(path, module, device):
+    def load_failing_once(path, module, device, parts=None):
         loads.append(path)
         if len(loads) == 1:
             raise RuntimeError("PytorchStreamReader failed reading zip archive")
-        return real(path, module, device)
+        return real(path, module, device, parts)
 
     monkeypatch.setattr(aoti, "load_package", load_failing_once)
     monkeypatch.setattr(aoti, "build_package", _rebuild_by_copy(keep, []))

@@ -466,23 +466,30 @@ def build_package(module: torch.nn.Module, forward: Callable, args: tuple, kwarg
     return timings
 
 
-def load_package(path: Path, module: torch.nn.Module, device: torch.device):
-    """The package's runner, reading the module's own parameters and buffers."""
+def load_package(path: Path, module: torch.nn.Module, device: torch.device, parts: dict[str, float] | None = None):
+    """The package's runner, reading the module's own parameters and buffers. `parts` gets the seconds
+    of each step: loader_s (AOTInductor's package loader, the model library constructed) and
+    constants_s (the module's tensors handed to it)."""
     # start-up: torch._inductor takes seconds to import; only AOTInductor recipes need it
     import torch._inductor
 
+    parts = {} if parts is None else parts
+    t0 = time.perf_counter()
     # one runner, driven from this thread: without run_single_threaded the container checks whether
     # its model finished with cudaEventQuery, which a CUDA-graph capture (the aoti+cudagraphs rungs)
     # forbids (torch documents the flag for CUDA graphs)
     share_cxx_runtime()
     runner = torch._inductor.aoti_load_package(str(path), run_single_threaded=True,
                                                device_index=_device_index(device))
+    parts["loader_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     wanted = runner.get_constant_fqns()
     missing = [n for n in wanted if n not in tensors]
     if missing:
         raise RuntimeError(f"the package wants constants the denoiser does not have: {missing[:5]}")
     runner.load_constants({n: tensors[n] for n in wanted}, check_full_update=True, user_managed=True)
+    parts["constants_s"] = time.perf_counter() - t0
     return runner
 
 
@@ -522,7 +529,7 @@ class AOTIForward:
             try:
                 if not meta.get("load_checked"):
                     self._check_load(key, package, entry)
-                runner = load_package(package, self.module, self.device)
+                runner = load_package(package, self.module, self.device, entry.setdefault("load_parts_s", {}))
             except AOTILoaderCrash:
                 raise
             except Exception as e:  # a package that passed its checksum yet does not load: rebuilt, said loudly
@@ -542,7 +549,7 @@ class AOTIForward:
         self.store.record(key, entry["build_s"])
         t0 = time.perf_counter()
         self._check_load(key, package, entry)
-        runner = load_package(package, self.module, self.device)
+        runner = load_package(package, self.module, self.device, entry.setdefault("load_parts_s", {}))
         entry.update(action="rebuilt" if problem != "absent" else "built", load_s=time.perf_counter() - t0)
         self.state["packages"].append(entry)
         return runner
