@@ -74,6 +74,21 @@ def test_a_later_run_loads_the_package_and_uses_the_modules_weights(built_once, 
     assert set(parts) == {"loader_s", "constants_s"} and sum(parts.values()) <= state["packages"][0]["load_s"]
 
 
+
+def test_a_package_loads_without_probing_the_hosts_cpu(built_once, monkeypatch):
+    """torch's aoti_load_package finds the host's CPU vector ISA by compiling and loading probe libraries in
+    child processes (about 30 s with torch 2.11); the knob's loader skips that step, the key names the host."""
+    _, keep, _ = built_once
+    import torch._inductor.codecache as codecache
+
+    monkeypatch.setattr(codecache, "get_device_information", lambda *a: pytest.fail("probed the host's CPU ISA"))
+    m = Tiny().eval()
+    runner = aoti.load_package(keep, m, CPU)
+    x, t = torch.randn(2, 8), torch.tensor([1.5, -0.5])
+    torch.testing.assert_close(runner(x, timestep=t, return_dict=False)[0], eager(m, x, t))
+    key = aoti.package_key("tiny", "fp32+aoti", [], "", aoti.device_identity(CPU), {})
+    assert key["host"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
 def _rebuild_by_copy(keep, calls):
     def build(module, forward, args, kwargs, path, inductor):
         calls.append(path)
@@ -449,3 +464,37 @@ def test_without_sharing_the_runtime_such_a_library_dies_beside_torch(own_libstd
     if child.returncode == 0:
         pytest.skip("this machine's torch and libstdc++ do not show the mix (the regex matched without sharing)")
     assert child.returncode < 0 or "bad_cast" in child.stderr, (child.returncode, child.stderr[-800:])
+
+
+class TwoLayers(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(64, 64, dtype=torch.bfloat16), torch.nn.Linear(64, 64, dtype=torch.bfloat16)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_quantized_weights_are_handed_to_the_package_as_their_inner_tensors(tmp_path):
+    """torchao's quantized weights are tensor subclasses, which torch.export lowers to their inner tensors
+    (int8 weight-only here, on the CPU; float8 on a GPU the same way). Built inside inference mode, where
+    the pipeline's call runs and where exporting a subclass's weights fails unless the knob leaves it."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    torch.manual_seed(0)
+    m = TwoLayers().eval()
+    quantize_(m, Int8WeightOnlyConfig())
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        want = m(x)
+        aoti.build_package(m, m.forward, (x,), {}, tmp_path / "q.pt2", {})
+        runner = aoti.load_package(tmp_path / "q.pt2", m, CPU)
+        names = aoti.constant_tensors(m)
+        assert "a.parametrizations.weight.original0" in names and "a.weight" not in names
+        assert names["a.parametrizations.weight.original0"].dtype == torch.int8
+        bf16 = {"atol": 2e-2, "rtol": 2e-2}  # one bf16 step near 1: compiled and eager round apart
+        torch.testing.assert_close(runner(x), want, **bf16)
+        with torch.no_grad():
+            m.a.bias.add_(1.0)  # the module's own tensors, not copies
+        torch.testing.assert_close(runner(x), m(x), **bf16)
+        assert not torch.allclose(runner(x), want, **bf16)

@@ -4,9 +4,10 @@ stored in a package cache, and loaded from there on later runs.
 A package is built per input signature at the first call that brings it (export needs example
 inputs), and keyed by what makes it valid: model, recipe, the signature (shapes, dtypes, non-tensor
 values), the denoiser's structure (parameter names, shapes, dtypes), the device (GPU name and
-compute capability) and the software versions. The weights stay out of the package: the loaded
-model reads the denoiser's own tensors (load_constants, user-managed), so the package holds code
-only and fits any weights of the same shapes. Next to each package a metadata file records its key
+compute capability), the host's CPU capability and the software versions. The weights stay out of
+the package: the loaded model reads the denoiser's own tensors (load_constants, user-managed; a
+quantized weight as its inner tensors), so the package holds code only and fits any weights of the
+same shapes. Next to each package a metadata file records its key
 and checksum; a package whose metadata is missing or disagrees, or that fails to load, is rebuilt
 with a warning, never loaded as it is.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -91,14 +93,9 @@ def share_cxx_runtime() -> None:
         ctypes.CDLL(CXX_RUNTIME, mode=os.RTLD_GLOBAL)
 
 
-# the child's load: the runner only (the crash seen was there, before any constant is loaded), after
-# the same promotion as share_cxx_runtime; a child that has not answered shortly before the time
-# limit prints where it is (faulthandler)
+# share_cxx_runtime's promotion, as source for the loader check's child (PROBE_CODE)
 SHARE_CXX_RUNTIME = (f"import ctypes, os; ctypes.CDLL({CXX_RUNTIME!r}, mode=os.RTLD_GLOBAL); "
                      if sys.platform.startswith("linux") else "")
-PROBE_CODE = ("import faulthandler, sys; faulthandler.dump_traceback_later(float(sys.argv[3]), exit=False); "
-              + SHARE_CXX_RUNTIME + "import torch._inductor as i; i.aoti_load_package(sys.argv[1], run_single_threaded=True, "
-              "device_index=int(sys.argv[2]))")
 PROBE_TIMEOUT_S = 600.0
 
 # put before the child's code: on a fatal signal the child prints its native frames (glibc's
@@ -358,7 +355,9 @@ def structure_digest(module: torch.nn.Module) -> str:
 
 def package_key(model: str, recipe: str, signature: list, structure: str, device: dict[str, Any],
                 inductor: dict[str, Any]) -> dict[str, Any]:
+    # the host's CPU capability: the model library's host code is built for it (open_runner does not ask)
     return {"model": model, "recipe": recipe, "signature": signature, "structure": structure, "device": device,
+            "host": {"machine": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()},
             "inductor_configs": {k: inductor[k] for k in sorted(inductor)},
             "versions": {"torch": torch.__version__, "diffusers": _version("diffusers"), "torchao": _version("torchao"),
                          "python": platform.python_version()}}
@@ -449,7 +448,9 @@ def build_package(module: torch.nn.Module, forward: Callable, args: tuple, kwarg
     if had:  # export the class's forward, not the wrapper that calls this
         del module.forward
     try:
-        with torch.no_grad():
+        # out of inference mode, where the pipeline's call runs: export cannot trace a tensor subclass's
+        # weights (torchao's float8) there ("Cannot set version_counter for inference tensor", H100)
+        with torch.inference_mode(False), torch.no_grad():
             exported = torch.export.export(module, args, kwargs, strict=False)
     finally:
         if had:
@@ -466,24 +467,66 @@ def build_package(module: torch.nn.Module, forward: Callable, args: tuple, kwarg
     return timings
 
 
+def open_runner(path: str, device_index: int):
+    """The package's runner, from AOTInductor's package loader itself. torch's aoti_load_package first
+    compares the CPU vector ISA the package records with this host's (for a warning), and finds this
+    host's by compiling and loading a probe library per candidate ISA, each loaded by a child Python
+    that, in torch 2.11, imports torch: 30.9 of the 31.5 s a FLUX.1-dev package took to load on an
+    H100 (2026-12-06; torch 2.13's probe child no longer imports torch). The package key pins this
+    host's CPU capability, the GPU and the versions, so that comparison is left out here; torch's own
+    load_package makes the runner this way for packages of an older layout. Self-contained (the
+    loader check's child runs its source)."""
+    import torch._inductor.package.package as aoti_package
+
+    loader = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
+    if loader is None or not hasattr(aoti_package, "AOTICompiledModel"):
+        return torch._inductor.aoti_load_package(path, run_single_threaded=True, device_index=device_index)
+    return aoti_package.AOTICompiledModel(loader(path, "model", True, 1, device_index))
+
+
+# the loader check's child: the runner made as open_runner makes it (the crash seen was there, before any
+# constant is loaded), after share_cxx_runtime's promotion; a child that has not answered shortly before the
+# time limit prints where it is (faulthandler)
+PROBE_CODE = ("import faulthandler, sys; faulthandler.dump_traceback_later(float(sys.argv[3]), exit=False); "
+              + SHARE_CXX_RUNTIME + "import torch, torch._inductor\n" + inspect.getsource(open_runner)
+              + "open_runner(sys.argv[1], int(sys.argv[2]))\n")
+
+
+def constant_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's parameters and buffers under the names its exported program gives them. A tensor
+    subclass (torchao's quantized weights) is lowered as its plain inner tensors, which torch.export
+    names <owner>.parametrizations.<name>.original<i> in the order of torch's own unwrapping."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+        if not is_traceable_wrapper_subclass(t):
+            tensors[name] = t
+            continue
+        # private, and the definition of those names: torch.export unwraps subclass weights with it
+        from torch._functorch._aot_autograd.subclass_parametrization import UnwrapTensorSubclass
+
+        owner, _, leaf = name.rpartition(".")
+        prefix = f"{owner}.parametrizations.{leaf}" if owner else f"parametrizations.{leaf}"
+        for i, inner in enumerate(UnwrapTensorSubclass().right_inverse(t)):
+            tensors[f"{prefix}.original{i}"] = inner
+    return tensors
+
+
 def load_package(path: Path, module: torch.nn.Module, device: torch.device, parts: dict[str, float] | None = None):
     """The package's runner, reading the module's own parameters and buffers. `parts` gets the seconds
     of each step: loader_s (AOTInductor's package loader, the model library constructed) and
     constants_s (the module's tensors handed to it)."""
-    # start-up: torch._inductor takes seconds to import; only AOTInductor recipes need it
-    import torch._inductor
-
     parts = {} if parts is None else parts
     t0 = time.perf_counter()
     # one runner, driven from this thread: without run_single_threaded the container checks whether
     # its model finished with cudaEventQuery, which a CUDA-graph capture (the aoti+cudagraphs rungs)
     # forbids (torch documents the flag for CUDA graphs)
     share_cxx_runtime()
-    runner = torch._inductor.aoti_load_package(str(path), run_single_threaded=True,
-                                               device_index=_device_index(device))
+    runner = open_runner(str(path), _device_index(device))
     parts["loader_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    tensors = constant_tensors(module)
     wanted = runner.get_constant_fqns()
     missing = [n for n in wanted if n not in tensors]
     if missing:
