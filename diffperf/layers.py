@@ -11,10 +11,10 @@ from __future__ import annotations
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # small shared parts every layer may use: errors, the repository's paths, versioned JSON files,
-    # prompts, names of kernels, arithmetic on step times, peak throughputs, patching a method
+    # prompts, names of kernels, arithmetic on step times, peak throughputs, patching a method, NVML
     ("core", ("diffperf.errors", "diffperf.paths", "diffperf.storage", "diffperf.prompts",
               "diffperf.kernel_names", "diffperf.step_weights", "diffperf.hardware", "diffperf.shallow",
-              "diffperf.patching", "diffperf.layers")),
+              "diffperf.patching", "diffperf.nvml", "diffperf.layers")),
     # what can be run: models, knobs (a knob module holds its grammar and its apply code; recipes
     # are made from the knob registry, so the knobs sit here), recipes, tiers, cases, time budgets,
     # the run's options

@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 import torch
 
+from . import nvml
 from .record import SOFTWARE_KEYS
 
 # NVML clocks-event (throttle) reasons that make a timing untrustworthy. sw_power_cap (0x4) is
@@ -36,29 +37,11 @@ def software() -> dict[str, Any]:
     return {k: torch.version.cuda if k == "cuda" else _version(k) for k in SOFTWARE_KEYS}
 
 
-def _nvml():
-    """pynvml, initialised; or, where NVML is absent (a CPU machine: expected), the exception that
-    says why, for the record."""
-    try:
-        import pynvml  # optional at run time: only GPU machines have NVML behind it
-    except ImportError as exc:  # nvidia-ml-py not installed
-        return exc
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:  # no NVML library / driver
-        return exc
-    return pynvml
-
-
 def _nvml_handle(pynvml):
     # the GPU torch uses, honouring CUDA_VISIBLE_DEVICES (xdist workers pin one GPU each)
     p = torch.cuda.get_device_properties(torch.cuda.current_device())
     # torch gives the parts as integers; NVML wants "domain:bus:device.function"
     return pynvml.nvmlDeviceGetHandleByPciBusId(f"{p.pci_domain_id:08x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0")
-
-
-def _text(x) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 def gpu_identity() -> dict[str, Any]:
@@ -72,14 +55,14 @@ def gpu_identity() -> dict[str, Any]:
     p = torch.cuda.get_device_properties(torch_index)
     out: dict[str, Any] = {"torch_index": torch_index, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                            "name": p.name, "pci_bus_id": f"{p.pci_domain_id:08x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0"}
-    pynvml = _nvml()
+    pynvml = nvml.init()
     if isinstance(pynvml, Exception):
         # torch's own UUID still names the GPU; NVML's index does not exist without NVML
         return {"index": None, "uuid": f"GPU-{p.uuid}", **out, "nvml_error": repr(pynvml)}
     handle = _nvml_handle(pynvml)
-    out.update(index=int(pynvml.nvmlDeviceGetIndex(handle)), uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-               name=_text(pynvml.nvmlDeviceGetName(handle)),
-               pci_bus_id=_text(pynvml.nvmlDeviceGetPciInfo(handle).busId).lower())
+    out.update(index=int(pynvml.nvmlDeviceGetIndex(handle)), uuid=nvml.text(pynvml.nvmlDeviceGetUUID(handle)),
+               name=nvml.text(pynvml.nvmlDeviceGetName(handle)),
+               pci_bus_id=nvml.text(pynvml.nvmlDeviceGetPciInfo(handle).busId).lower())
     if str(p.uuid) not in out["uuid"]:  # NVML's "GPU-<uuid>" holds torch's "<uuid>" for the same GPU
         out["mismatch"] = (f"NVML's GPU at PCI {out['pci_bus_id']} has UUID {out['uuid']}, torch's cuda:{torch_index} "
                            f"has {p.uuid}")
@@ -160,7 +143,7 @@ def machine_state() -> dict[str, Any]:
             "count": torch.cuda.device_count(),
             "cudnn": torch.backends.cudnn.version(),
         }
-        pynvml = _nvml()
+        pynvml = nvml.init()
         if isinstance(pynvml, Exception):
             state["nvml_error"] = repr(pynvml)
         else:
@@ -180,7 +163,7 @@ class NvmlSampler:
         self.samples: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        pynvml = _nvml() if torch.cuda.is_available() else None
+        pynvml = nvml.init() if torch.cuda.is_available() else None
         self.pynvml = None if isinstance(pynvml, Exception) else pynvml
         self.handle = _nvml_handle(self.pynvml) if self.pynvml else None
 

@@ -50,7 +50,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
+from .. import nvml
 from .cudagraphs import describe_signature, input_signature
 from .skip import CaseSkip
 
@@ -281,22 +283,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     env = {"device": device_identity(device), "torch": torch.__version__, "python": platform.python_version(),
            "load": hashlib.sha256(PROBE_CODE.encode()).hexdigest()[:12]}
     if device.type == "cuda":
-        env["cuda_driver"] = _driver_version()
+        env["cuda_driver"] = nvml.driver_version()
     return env
-
-
-def _driver_version() -> str:
-    """The NVIDIA driver's version (NVML), or why NVML could not say."""
-    import pynvml  # start-up: only a CUDA device's loader check asks
-
-    try:
-        pynvml.nvmlInit()
-        try:
-            return str(pynvml.nvmlSystemGetDriverVersion())
-        finally:
-            pynvml.nvmlShutdown()
-    except pynvml.NVMLError as e:
-        return f"unknown (NVML: {e})"
 
 
 def loader_problem(device: torch.device, root: Path | None = None,
@@ -476,6 +464,7 @@ def open_runner(path: str, device_index: int):
     host's CPU capability, the GPU and the versions, so that comparison is left out here; torch's own
     load_package makes the runner this way for packages of an older layout. Self-contained (the
     loader check's child runs its source)."""
+    # start-up: torch._inductor takes seconds to import; only AOTInductor recipes need it
     import torch._inductor.package.package as aoti_package
 
     loader = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
@@ -496,14 +485,13 @@ def constant_tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The module's parameters and buffers under the names its exported program gives them. A tensor
     subclass (torchao's quantized weights) is lowered as its plain inner tensors, which torch.export
     names <owner>.parametrizations.<name>.original<i> in the order of torch's own unwrapping."""
-    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
-
     tensors: dict[str, torch.Tensor] = {}
     for name, t in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
         if not is_traceable_wrapper_subclass(t):
             tensors[name] = t
             continue
         # private, and the definition of those names: torch.export unwraps subclass weights with it
+        # start-up: 0.3 s of torch._functorch to import, which only quantized weights need
         from torch._functorch._aot_autograd.subclass_parametrization import UnwrapTensorSubclass
 
         owner, _, leaf = name.rpartition(".")
