@@ -475,14 +475,18 @@ class TwoLayers(torch.nn.Module):
         return self.b(self.a(x))
 
 
-def test_quantized_weights_are_handed_to_the_package_as_their_inner_tensors(tmp_path):
+def test_quantized_weights_are_handed_to_the_package_as_their_inner_tensors(tmp_path, request):
     """torchao's quantized weights are tensor subclasses, which torch.export lowers to their inner tensors
     (int8 weight-only here, on the CPU; float8 on a GPU the same way). Built inside inference mode, where
     the pipeline's call runs and where exporting a subclass's weights fails unless the knob leaves it."""
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
+    import torch._inductor.config as inductor_config
+
     torch.manual_seed(0)
     m = TwoLayers().eval()
+    saved = inductor_config.save_config()  # torchao's int8 path sets inductor flags process-wide
+    request.addfinalizer(lambda: inductor_config.load_config(saved))
     quantize_(m, Int8WeightOnlyConfig())
     x = torch.randn(4, 64, dtype=torch.bfloat16)
     with torch.inference_mode():

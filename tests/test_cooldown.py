@@ -1,6 +1,8 @@
 """A thermally throttled GPU: wait for it to cool, keep the throttled round aside, time once more
 (NVML faked: these machines have no GPU)."""
 
+import pytest
+
 from diffperf.machine import COOL_MARGIN_C, inconclusive_reasons, wait_until_cool
 from diffperf.measure import measure
 
@@ -60,6 +62,13 @@ class FakeSampler:
         self.waits.append((timeout_s, hottest_c))
         return {"waited_s": 3.0 if hottest_c else 0.0, "cleared": True, "temperature_c": 70, "throttle": [],
                 "target_c": None if hottest_c is None else hottest_c - COOL_MARGIN_C}
+
+
+@pytest.fixture(autouse=True)
+def quiet_host(monkeypatch):
+    """These tests script the GPU's rounds; a busy CPU (another job on the machine) would add a retake of
+    its own (measure's host-busy rule, tested in test_verdicts)."""
+    monkeypatch.setattr("diffperf.measure.host_busy_reason", lambda load: None)
 
 
 HOT = [nvml(86), nvml(88, ["sw_thermal_slowdown"])]
