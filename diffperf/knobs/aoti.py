@@ -90,14 +90,15 @@ CXX_RUNTIME = "libstdc++.so.6"
 
 def share_cxx_runtime() -> None:
     """Promote the process's libstdc++ to the global symbol scope (dlopen RTLD_GLOBAL of the loaded
-    copy); before a model library is loaded. Linux only (AOTInductor's platform here)."""
+    copy); before a model library is loaded. Linux only (AOTInductor's platform here). Self-contained:
+    the loader check's child runs its source."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(CXX_RUNTIME, mode=os.RTLD_GLOBAL)
 
 
-# share_cxx_runtime's promotion, as source for the loader check's child (PROBE_CODE)
-SHARE_CXX_RUNTIME = (f"import ctypes, os; ctypes.CDLL({CXX_RUNTIME!r}, mode=os.RTLD_GLOBAL); "
-                     if sys.platform.startswith("linux") else "")
+# share_cxx_runtime, run, as source for a child that must not import the suite before torch (PROBE_CODE)
+SHARE_CXX_RUNTIME = (f"import ctypes, os, sys\nCXX_RUNTIME = {CXX_RUNTIME!r}\n" + inspect.getsource(share_cxx_runtime)
+                     + "share_cxx_runtime()\n")
 PROBE_TIMEOUT_S = 600.0
 
 # put before the child's code: on a fatal signal the child prints its native frames (glibc's
@@ -467,6 +468,9 @@ def open_runner(path: str, device_index: int):
     # start-up: torch._inductor takes seconds to import; only AOTInductor recipes need it
     import torch._inductor.package.package as aoti_package
 
+    # one runner, driven from this thread (run_single_threaded): otherwise the container checks whether
+    # its model finished with cudaEventQuery, which a CUDA-graph capture (the aoti+cudagraphs rungs)
+    # forbids (torch documents the flag for CUDA graphs)
     loader = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
     if loader is None or not hasattr(aoti_package, "AOTICompiledModel"):
         return torch._inductor.aoti_load_package(path, run_single_threaded=True, device_index=device_index)
@@ -507,9 +511,6 @@ def load_package(path: Path, module: torch.nn.Module, device: torch.device, part
     constants_s (the module's tensors handed to it)."""
     parts = {} if parts is None else parts
     t0 = time.perf_counter()
-    # one runner, driven from this thread: without run_single_threaded the container checks whether
-    # its model finished with cudaEventQuery, which a CUDA-graph capture (the aoti+cudagraphs rungs)
-    # forbids (torch documents the flag for CUDA graphs)
     share_cxx_runtime()
     runner = open_runner(str(path), _device_index(device))
     parts["loader_s"] = time.perf_counter() - t0
