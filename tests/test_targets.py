@@ -39,6 +39,16 @@ def test_best_lossless_case_and_a_met_target():
     assert "per step: GEMM 50.0 ms; idle about 2.0 ms" in text  # 80 ms timed - 78 ms busy
 
 
+def test_the_float8_target_admits_an_aoti_package_not_an_uncompiled_float8_case():
+    results = {"cases": {
+        "flux-dev/bf16+fp8dq": case("bf16+fp8dq", 4.0, step=0.070),  # not compiled: not admitted
+        "flux-dev/bf16+fp8dq+compile": case("bf16+fp8dq+compile", 3.0, step=0.101),
+        "flux-dev/bf16+fp8dq+aoti+cudagraphs": case("bf16+fp8dq+aoti+cudagraphs", 2.9, step=0.099),
+    }}
+    text = "\n".join(targets_markdown(results, [FP8_STEP]))
+    assert "| float8 step | <= 85.0 ms | `flux-dev/bf16+fp8dq+aoti+cudagraphs` | 99.0 ms | **missed** (x1.16) |" in text
+
+
 def test_a_target_with_nothing_measured_says_so():
     text = "\n".join(targets_markdown({"cases": {}}, [FP8_STEP]))
     assert "| float8 step | <= 85.0 ms | not measured |  | not measured |" in text

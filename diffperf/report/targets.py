@@ -31,7 +31,8 @@ def _lossless(r) -> bool:
 
 
 def _float8_compiled(r) -> bool:
-    return bool(r.quant and r.quant.startswith("fp8") and r.compile)
+    # compiled by inductor, just in time (compile) or ahead of time (an AOTInductor package)
+    return bool(r.quant and r.quant.startswith("fp8") and (r.compile or r.aoti))
 
 
 def _cudagraphs(r) -> bool:
