@@ -74,7 +74,6 @@ def test_a_later_run_loads_the_package_and_uses_the_modules_weights(built_once, 
     assert set(parts) == {"loader_s", "constants_s"} and sum(parts.values()) <= state["packages"][0]["load_s"]
 
 
-
 def test_a_package_loads_without_probing_the_hosts_cpu(built_once, monkeypatch):
     """torch's aoti_load_package finds the host's CPU vector ISA by compiling and loading probe libraries in
     child processes (about 30 s with torch 2.11); the knob's loader skips that step, the key names the host."""
@@ -88,6 +87,7 @@ def test_a_package_loads_without_probing_the_hosts_cpu(built_once, monkeypatch):
     torch.testing.assert_close(runner(x, timestep=t, return_dict=False)[0], eager(m, x, t))
     key = aoti.package_key("tiny", "fp32+aoti", [], "", aoti.device_identity(CPU), {})
     assert key["host"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
 
 def _rebuild_by_copy(keep, calls):
     def build(module, forward, args, kwargs, path, inductor):
