@@ -11,8 +11,8 @@ import numpy as np
 
 from . import accuracy, storage
 from .record import software_note
-from .references import (LATENTS_FILE, LATENTS_KIND, cpu_class_sensitive, fidelity_threshold, recipe_class,
-                         regression_threshold)
+from .references import (LATENTS_FILE, LATENTS_KIND, cpu_class_sensitive, fidelity_threshold, image_downscales,
+                         recipe_class, regression_threshold)
 
 
 @dataclass(frozen=True)
@@ -40,18 +40,15 @@ def judge_regression(case_id: str, images: Mapping[str, np.ndarray], result: dic
     """The case's images (as stored views) and final latents against its stored reference: SSIM,
     PSNR and latent distance within regression_threshold for every prompt."""
     thr = regression_threshold(tier_device, recipe)
-    scores = {}
     for pid, img in images.items():
         accuracy.check_image(img, f"{case_id} prompt {pid!r}")
-        path = ref_dir / f"{pid}.png"
-        if not path.exists():
-            return CheckVerdict("not judged", f"no reference image {path}; {_update_hint(tier)}")
-        view = accuracy.reference_view(img)  # references of full-size images are stored downscaled
-        scores[pid] = accuracy.compare(view, accuracy.load_png(path, view.shape))
+        if not (ref_dir / f"{pid}.png").exists():
+            return CheckVerdict("not judged", f"no reference image {ref_dir / f'{pid}.png'}; {_update_hint(tier)}")
     latents_path = ref_dir / LATENTS_FILE
     if not latents_path.exists():
         return CheckVerdict("not judged", f"no reference latents {latents_path}; {_update_hint(tier)}")
     stored = storage.load(latents_path, LATENTS_KIND)
+    scores = {pid: _against_stored(pid, img, ref_dir, stored) for pid, img in images.items()}
     for pid, proj in result["latent_projections"].items():
         scores[pid]["latent_distance"] = accuracy.latent_distance(proj, stored["projections"][pid])
     if tier_device == "cpu" and cpu_class_sensitive(recipe) and stored.get("cpu_class") != result["cpu_class"]:
@@ -70,6 +67,13 @@ def judge_regression(case_id: str, images: Mapping[str, np.ndarray], result: dic
     notes = _notes("its reference", stored, result)
     return CheckVerdict("failed" if bad else "passed", text if bad else "", record=_with_notes(scores, notes),
                         notes=notes)
+
+
+def _against_stored(pid: str, img: np.ndarray, ref_dir: Path, stored: Mapping[str, Any] | None) -> dict[str, float]:
+    """SSIM / PSNR of the image, brought to the view its stored reference went through, against it."""
+    chain = image_downscales(stored, ref_dir / LATENTS_FILE) if stored is not None else None
+    view = accuracy.stored_view(img, chain)  # references of full-size images are stored downscaled
+    return accuracy.compare(view, accuracy.load_png(ref_dir / f"{pid}.png", view.shape))
 
 
 def _notes(what: str, stored: Mapping[str, Any] | None, result: Mapping[str, Any]) -> tuple[str, ...]:
@@ -94,23 +98,21 @@ def judge_fidelity(case_id: str, images: Mapping[str, np.ndarray], result: dict[
     ref_recipe = recipe.reference
     if ref_recipe.name == recipe.name:
         return CheckVerdict("skipped", f"{case_id} is its model's reference recipe")
+    stored = None if ref_outcome is not None else _stored_latents(ref_dir)
     scores = {}
     for pid, img in images.items():
         accuracy.check_image(img, f"{case_id} prompt {pid!r}")
         if ref_outcome is not None:
-            ref = ref_outcome.images[pid]
-        else:
-            path = ref_dir / f"{pid}.png"
-            if not path.exists():
-                return CheckVerdict("not judged", f"no image of the reference recipe {ref_recipe.name!r}: run it in "
-                                                  f"this session (--perf-recipes {ref_recipe.name}) or store its "
-                                                  f"reference ({path})")
-            img = accuracy.reference_view(img)  # stored references are downscaled
-            ref = accuracy.load_png(path, img.shape)
-        scores[pid] = accuracy.compare(img, ref)
-        if ref_outcome is not None:
+            scores[pid] = accuracy.compare(img, ref_outcome.images[pid])
             scores[pid]["latent_distance"] = accuracy.latent_distance(
                 result["latent_projections"][pid], ref_outcome.result["latent_projections"][pid])
+            continue
+        path = ref_dir / f"{pid}.png"
+        if not path.exists():
+            return CheckVerdict("not judged", f"no image of the reference recipe {ref_recipe.name!r}: run it in "
+                                              f"this session (--perf-recipes {ref_recipe.name}) or store its "
+                                              f"reference ({path})")
+        scores[pid] = _against_stored(pid, img, ref_dir, stored)
     worst = min(s["ssim"] for s in scores.values())
     record = {"reference_recipe": ref_recipe.name, "ssim": worst, "psnr": min(s["psnr"] for s in scores.values()),
               "per_prompt": scores}
@@ -119,8 +121,7 @@ def judge_fidelity(case_id: str, images: Mapping[str, np.ndarray], result: dict[
             f"({recipe_class(recipe)} class); per prompt: "
             + ", ".join(f"{p}: SSIM {s['ssim']:.4f} PSNR {s['psnr']:.2f}" for p, s in scores.items()))
     # a stored reference may come from other library versions; this run's reference recipe cannot
-    notes = () if ref_outcome is not None else _notes(f"the stored reference of {ref_recipe.name}",
-                                                      _stored_latents(ref_dir), result)
+    notes = () if ref_outcome is not None else _notes(f"the stored reference of {ref_recipe.name}", stored, result)
     if worst < thr and notes:
         # the difference may be the libraries' and not the recipe's: no failure of the recipe, and
         # the way to judge it (its reference recipe in the same run, under the same libraries) named

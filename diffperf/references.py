@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import StoredFileError, UsageError
 from .recipes import Recipe, parse_recipe
 
 
@@ -27,6 +27,26 @@ REGRESSION = {
 }
 LATENTS_KIND = "diffperf-latents"
 LATENTS_FILE = "latents.json"
+
+
+# A reference's `image_downscales` (latents file, schema_version 2): the sides its stored images
+# were downscaled to, in order, from the generated image (accuracy.stored_view); absent, one
+# downscale to REFERENCE_MAX_SIDE. `tools/update_baselines.py --compact-references` appends to it.
+IMAGE_DOWNSCALES = "image_downscales"
+
+
+def image_downscales(stored: dict, path: Path) -> tuple[int, ...] | None:
+    """The reference's chain of downscales (None: a direct view); a malformed one is an error naming
+    the file."""
+    chain = stored.get(IMAGE_DOWNSCALES)
+    if chain is None:
+        return None
+    if (not isinstance(chain, list) or not chain or any(type(s) is not int or s < 1 for s in chain)
+            or any(a <= b for a, b in zip(chain, chain[1:]))):
+        raise StoredFileError(f"{path}: {IMAGE_DOWNSCALES} must be a list of decreasing positive pixel sizes, "
+                              f"got {chain!r}; restore it from git or regenerate it with tools/update_baselines.py "
+                              f"--references")
+    return tuple(chain)
 
 
 def missing_references(root: Path, tier: str, weights: str, case_ids) -> list[str]:
@@ -79,25 +99,44 @@ def fidelity_threshold(tier_device: str, recipe: Recipe, model_floor: float | No
 
 def compact_references(tier_dir: Path, side: int) -> list[Path]:
     """Downscale every reference image under `tier_dir` larger than `side` pixels (the view the
-    tests compare at, accuracy.reference_view); returns the files rewritten."""
+    tests compare at, accuracy.reference_view), and append `side` to its reference's
+    image_downscales, so that a run's image is brought to the same view by the same chain; returns
+    the files rewritten. A folder of such images without its latents file is refused before
+    anything is written."""
     # start-up: diffperf.accuracy loads scikit-image; only rewriting or checking stored references needs it
-    from . import accuracy
+    from . import accuracy, storage
 
-    done = []
+    plan = {}
     for path in sorted(Path(tier_dir).rglob("*.png")):
         img = accuracy.load_png(path)
-        if max(img.shape[:2]) <= side:
-            continue
-        tmp = path.with_name(f".tmp-{path.name}")  # keeps .png: PIL picks the format by it
-        accuracy.save_png(accuracy.reference_view(img, side), tmp)
-        tmp.replace(path)
-        done.append(path)
+        if max(img.shape[:2]) > side:
+            plan.setdefault(path.parent, []).append((path, img))
+    for folder, images in plan.items():
+        if not (folder / LATENTS_FILE).is_file():
+            raise StoredFileError(f"{folder} holds images larger than {side} px but no {LATENTS_FILE}: its "
+                                  f"downscale could not be recorded; nothing was written")
+        sizes = {max(img.shape[:2]) for _, img in images}
+        if len(sizes) > 1:
+            raise StoredFileError(f"{folder} holds images of different sizes ({sorted(sizes)} px); nothing was written")
+    done = []
+    for folder, images in plan.items():
+        latents_path = folder / LATENTS_FILE
+        stored = storage.load(latents_path, LATENTS_KIND)
+        body = {k: v for k, v in stored.items() if k not in ("kind", "schema_version")}
+        chain = list(image_downscales(stored, latents_path) or (max(images[0][1].shape[:2]),))
+        for path, img in images:
+            tmp = path.with_name(f".tmp-{path.name}")  # keeps .png: PIL picks the format by it
+            accuracy.save_png(accuracy.reference_view(img, side), tmp)
+            tmp.replace(path)
+            done.append(path)
+        storage.dump(latents_path, LATENTS_KIND, {**body, IMAGE_DOWNSCALES: chain + [side]})
     return done
 
 
 def view_sensitivity(tier_dir: Path, side: int) -> list[dict]:
     """What a smaller view does to SSIM: for every recipe of a model with images of its reference
-    recipe, the worst SSIM over prompts against that reference at the stored size and at `side`."""
+    recipe, the worst SSIM over prompts against that reference at the stored size and at `side`.
+    Only pairs the compaction changes count: both images of one size, larger than `side`."""
     # start-up: diffperf.accuracy loads scikit-image; only rewriting or checking stored references needs it
     from . import accuracy
 
@@ -117,6 +156,8 @@ def view_sensitivity(tier_dir: Path, side: int) -> list[dict]:
                 if not other.exists():
                     continue
                 a, b = accuracy.load_png(png), accuracy.load_png(other)
+                if a.shape != b.shape or max(a.shape[:2]) <= side:
+                    continue
                 stored.append(accuracy.compare(a, b)["ssim"])
                 small.append(accuracy.compare(accuracy.reference_view(a, side), accuracy.reference_view(b, side))["ssim"])
             if stored:

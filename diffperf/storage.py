@@ -14,6 +14,17 @@ from typing import Any
 from .errors import StoredFileError
 
 SCHEMA_VERSION = 1
+# kinds whose format moved past version 1: the version written now (a lower layer cannot import the
+# kinds' owners: the names are spelled here)
+KIND_VERSIONS = {
+    # 2: a reference may record `image_downscales`, how its stored images were made from the generated
+    # image (references.image_downscales); version 1 files have none (their images are direct views)
+    "diffperf-latents": 2,
+}
+# how a file of an older version is read as the current one: (kind, version) -> the body, one version on
+MIGRATIONS = {
+    ("diffperf-latents", 1): lambda body: body,  # nothing to add: no image_downscales means a direct view
+}
 
 
 # what to do about a file of a kind that does not read (a lower layer cannot import the kinds' owners:
@@ -46,10 +57,20 @@ def load(path: Path, kind: str) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("kind") != kind:
         raise StoredFileError(f"{path} is not a {kind} file (kind={data.get('kind') if isinstance(data, dict) else None!r})")
     version = data.get("schema_version")
-    if type(version) is not int or version != SCHEMA_VERSION:  # true and 1.0 equal 1 in Python, not in the format
+    current = current_version(kind)
+    readable = [v for v in range(1, current + 1) if all((kind, u) in MIGRATIONS for u in range(v, current))]
+    if type(version) is not int or version not in readable:  # true and 1.0 equal 1 in Python, not in the format
         raise StoredFileError(f"{kind} file {path} has schema_version {version!r}; this code reads "
-                              f"schema_version {SCHEMA_VERSION} only")
+                              f"schema_version {' and '.join(map(str, readable))} only")
+    while version < current:
+        data = {**MIGRATIONS[(kind, version)](data), "schema_version": version + 1}
+        version += 1
     return data
+
+
+def current_version(kind: str) -> int:
+    """The schema_version files of `kind` are written with."""
+    return KIND_VERSIONS.get(kind, SCHEMA_VERSION)
 
 
 def without_non_finite(obj: Any, where: str = "") -> tuple[Any, list[str]]:
@@ -80,7 +101,7 @@ def dump(path: Path, kind: str, data: dict[str, Any]) -> None:
     """Atomic write: a temp file in the same directory, then rename; the old file stays intact
     until the new one is complete."""
     path = Path(path)
-    body = {"kind": kind, "schema_version": SCHEMA_VERSION, **data}
+    body = {"kind": kind, "schema_version": current_version(kind), **data}
     _check_finite(body)
     text = json.dumps(body, indent=1, sort_keys=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
