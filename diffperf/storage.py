@@ -1,6 +1,8 @@
 """Versioned JSON files: every stored file carries kind + schema_version, and a file this code
-does not understand is refused loudly, naming the file. A file whose name ends in .gz is read
-through gzip (kept records of runs are stored compressed: `gzip -9n results.json`)."""
+does not understand is refused loudly, naming the file. Each kind has its own version
+(KIND_VERSIONS); an older file of a kind is read through its MIGRATIONS, and a newer one is refused.
+A file whose name ends in .gz is read through gzip (kept records of runs are stored compressed:
+`gzip -9n results.json`)."""
 from __future__ import annotations
 
 import gzip
