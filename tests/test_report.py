@@ -573,21 +573,59 @@ def test_doc_with_baselines_states_the_latency_gate(results, tmp_path):
     assert "Measured spread of 3 medians of `flux-dev/fp32`" in gate and "0.60%" in gate
     assert "| `sd21-base/fp32` | +23.0% | 2 x the relative standard deviation |" in gate
     assert "flux-dev/fp32` | +" not in gate  # no tolerance of its own: not listed
+    assert "Baselines without a device time" not in gate  # a file that does not judge device time
 
 
 def test_doc_lists_the_baselined_cases_without_a_reference(results, tmp_path):
     refs = tmp_path / "refs"
     (refs / "cpu" / "flux-dev" / "fp32").mkdir(parents=True)
-    (refs / "cpu" / "flux-dev" / "fp32" / "latents.json").write_text("{}")
+    _latents(refs / "cpu" / "flux-dev" / "fp32")
     (refs / "cpu" / "sd21-base" / "fp32").mkdir(parents=True)  # images or nothing, but no latents
     baselines = _baselines(tmp_path / "cpu.json")
     assert run("doc", results, "--out", tmp_path / "d.md", "--baselines", baselines, "--references", refs) == 0
     gate = (tmp_path / "d.md").read_text().split("## Latency gate")[1].split("\n## ")[0]
     assert "no reference under" in gate and "(1)" in gate and "`sd21-base/fp32`." in gate
     assert "`flux-dev/fp32`" not in gate.split("no reference under")[1]
-    (refs / "cpu" / "sd21-base" / "fp32" / "latents.json").write_text("{}")
+    _latents(refs / "cpu" / "sd21-base" / "fp32")
     assert run("doc", results, "--out", tmp_path / "d.md", "--baselines", baselines, "--references", refs) == 0
     assert "no reference under" not in (tmp_path / "d.md").read_text()
+
+
+def _latents(folder: Path, software: dict | None = None) -> None:
+    from diffperf.references import LATENTS_FILE, LATENTS_KIND
+
+    storage.dump(folder / LATENTS_FILE, LATENTS_KIND, {"case": f"{folder.parent.name}/{folder.name}",
+                                                       "software": software, "projections": {"short": [1.0]}})
+
+
+def test_doc_counts_the_library_versions_of_baselines_and_references_and_names_the_minority(results, tmp_path,
+                                                                                            capsys):
+    old = {"torch": "2.11.0", "diffusers": "0.42.1", "transformers": "5.17.0", "torchao": "0.18.0"}
+    new = {**old, "transformers": "5.23.0"}
+    path = _baselines(tmp_path / "cpu.json")
+    data = json.loads(path.read_text())
+    data["cases"]["flux-dev/fp32"]["provenance"] = {"software": new}
+    data["cases"]["sd21-base/fp32"]["provenance"] = {"software": old}
+    data["cases"]["pixart-sigma/fp32"] = {**data["cases"]["flux-dev/fp32"], "device_time": {"total_ms": 900.0, "step_ms": 1.0}}
+    data["tolerances"]["device"] = 0.01  # a GPU tier's file
+    path.write_text(json.dumps(data))
+    refs = tmp_path / "refs"
+    for case, sw in (("flux-dev/fp32", new), ("pixart-sigma/fp32", new), ("sd21-base/fp32", new),
+                     ("sana-1600m/fp32", old)):
+        _latents(refs / "cpu" / case, sw)
+    assert run("doc", results, "--out", tmp_path / "d.md", "--baselines", path, "--references", refs) == 0
+    gate = (tmp_path / "d.md").read_text().split("## Latency gate")[1].split("\n## ")[0]
+    assert "| torch 2.11.0, diffusers 0.42.1, transformers 5.23.0, torchao 0.18.0 | 2 | 3 |" in gate
+    assert "| torch 2.11.0, diffusers 0.42.1, transformers 5.17.0, torchao 0.18.0 | 1 | 1 |" in gate
+    assert ("Made under torch 2.11.0, diffusers 0.42.1, transformers 5.17.0, torchao 0.18.0: baselines "
+            "`sd21-base/fp32`; references `sana-1600m/fp32`.") in gate
+    assert "Made under torch 2.11.0, diffusers 0.42.1, transformers 5.23.0" not in gate  # the most common set
+    assert ("Baselines without a device time (2 of 3): their latency verdict is on wall time only, which the host "
+            "moves too: `flux-dev/fp32`, `sd21-base/fp32`.") in gate
+    # a reference file the suite does not understand is an error naming it, not a row left out
+    (refs / "cpu" / "sana-1600m" / "fp32" / "latents.json").write_text("{}")
+    assert run("doc", results, "--out", tmp_path / "d.md", "--baselines", path, "--references", refs) != 0
+    assert "sana-1600m/fp32/latents.json is not a diffperf-latents file" in capsys.readouterr().err
 
 
 def test_doc_states_a_small_memory_slack_in_kib_and_ends_the_note_once(results, tmp_path):

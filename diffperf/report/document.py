@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..compare import load_baselines
 from ..record import commit_label, describe_progress, load_results, safe_name
-from ..references import missing_references, tier_references
+from .. import storage
+from ..references import LATENTS_FILE, LATENTS_KIND, missing_references, tier_references
 from ..step_weights import wall_steps, weigh_steps, window_wall_step_s
 from .charts import LADDER_GROUPS, grid_image, group_members, group_order, ladder_png
 from .common import (Case, ReportError, _fmt_mem, _fmt_s, _median, _mem_unit, _peak, _ssim_text, display_path,
@@ -355,14 +356,56 @@ def gate_markdown(path: Path, tier: str | None, references: Path | None = None) 
     if own:
         lines += ["Cases with a latency tolerance of their own:", "",
                   *md_table(["Case", "Tolerance", "Basis"], own), ""]
+    # a file that judges device time (a GPU tier's): the cases it cannot judge that way
+    no_device = sorted(cid for cid, c in data["cases"].items() if not c.get("device_time")) if tol.get("device") else []
+    if no_device:
+        lines += [f"Baselines without a device time ({len(no_device)} of {len(data['cases'])}): their latency "
+                  f"verdict is on wall time only, which the host moves too: "
+                  + ", ".join(f"`{cid}`" for cid in no_device) + ".", ""]
+    refs_root = None
     if references is not None:
         weights = data["fingerprint"].get("weights") or "synthetic"
+        refs_root = tier_references(references, data["tier"], weights)
         missing = missing_references(references, data["tier"], weights, sorted(data["cases"]))
         if missing:
-            where = display_path(tier_references(references, data["tier"], weights))
-            lines += [f"Baselined cases with no reference under `{where}` ({len(missing)}): their image check is not "
-                      f"judged, and fails under `--perf-require-baselines`: "
+            lines += [f"Baselined cases with no reference under `{display_path(refs_root)}` ({len(missing)}): their "
+                      f"image check is not judged, and fails under `--perf-require-baselines`: "
                       + ", ".join(f"`{cid}`" for cid in missing) + ".", ""]
+    return lines + versions_markdown(data, refs_root)
+
+
+SOFTWARE_SHOWN = ("torch", "diffusers", "transformers", "torchao")
+
+
+def _versions_label(software: dict | None) -> str:
+    if not software:
+        return "not recorded"
+    return ", ".join(f"{k} {software.get(k) or '?'}" for k in SOFTWARE_SHOWN)
+
+
+def versions_markdown(data: dict, refs_root: Path | None) -> list[str]:
+    """The library versions the baselines (provenance.software) and the references (latents files
+    under `refs_root`) were made under, counted; with more than one set, the cases of each set but
+    the most common named: a run judges them across a library change (its verdicts say so)."""
+    groups: dict[str, dict[str, list[str]]] = {}
+    for cid, c in sorted(data["cases"].items()):
+        label = _versions_label((c.get("provenance") or {}).get("software"))
+        groups.setdefault(label, {"baselines": [], "references": []})["baselines"].append(cid)
+    for path in sorted(refs_root.glob(f"*/*/{LATENTS_FILE}")) if refs_root and refs_root.is_dir() else []:
+        stored = storage.load(path, LATENTS_KIND)
+        label = _versions_label(stored.get("software"))
+        groups.setdefault(label, {"baselines": [], "references": []})["references"].append(
+            stored.get("case") or f"{path.parent.parent.name}/{path.parent.name}")
+    if not groups:
+        return []
+    order = sorted(groups, key=lambda k: (-len(groups[k]["baselines"]) - len(groups[k]["references"]), k))
+    lines = ["Library versions the baselines and references were made under:", "",
+             *md_table(["Versions", "Baselines", "References"],
+                       [[k, len(groups[k]["baselines"]), len(groups[k]["references"])] for k in order]), ""]
+    for k in order[1:]:
+        named = [f"{what} " + ", ".join(f"`{cid}`" for cid in groups[k][what])
+                 for what in ("baselines", "references") if groups[k][what]]
+        lines += [f"Made under {k}: " + "; ".join(named) + ".", ""]
     return lines
 
 
