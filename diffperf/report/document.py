@@ -3,6 +3,7 @@ MFU, what was not measured, and per model its charts, image grid and tables."""
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from pathlib import Path
 
 from ..compare import load_baselines
@@ -374,6 +375,8 @@ def gate_markdown(path: Path, tier: str | None, references: Path | None = None) 
     return lines + versions_markdown(data, refs_root)
 
 
+# the libraries a user pins (constraints.txt) of record.SOFTWARE_KEYS: triton and CUDA come with torch's
+# build, and files of older suites did not record triton (grouping by it would split one stack in two)
 SOFTWARE_SHOWN = ("torch", "diffusers", "transformers", "torchao")
 
 
@@ -387,14 +390,12 @@ def versions_markdown(data: dict, refs_root: Path | None) -> list[str]:
     """The library versions the baselines (provenance.software) and the references (latents files
     under `refs_root`) were made under, counted; with more than one set, the cases of each set but
     the most common named: a run judges them across a library change (its verdicts say so)."""
-    groups: dict[str, dict[str, list[str]]] = {}
+    groups: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"baselines": [], "references": []})
     for cid, c in sorted(data["cases"].items()):
-        label = _versions_label((c.get("provenance") or {}).get("software"))
-        groups.setdefault(label, {"baselines": [], "references": []})["baselines"].append(cid)
+        groups[_versions_label((c.get("provenance") or {}).get("software"))]["baselines"].append(cid)
     for path in sorted(refs_root.glob(f"*/*/{LATENTS_FILE}")) if refs_root and refs_root.is_dir() else []:
         stored = storage.load(path, LATENTS_KIND)
-        label = _versions_label(stored.get("software"))
-        groups.setdefault(label, {"baselines": [], "references": []})["references"].append(
+        groups[_versions_label(stored.get("software"))]["references"].append(
             stored.get("case") or f"{path.parent.parent.name}/{path.parent.name}")
     if not groups:
         return []
