@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import mannwhitneyu
+from scipy.stats import median_abs_deviation, mannwhitneyu
 
 from . import storage
 from .errors import StoredFileError
@@ -318,6 +318,33 @@ def host_ratio(now: dict[str, Any] | None, base: dict[str, Any] | None, compute:
     return a / b if fa is None or fb is None else ((a / b) * (fb / fa)) ** 0.5
 
 
+# A host-side change (more Python or launches per step) shifts every timed sample; a host that is
+# unsteady while it times (a busy neighbour on the VM's physical cores, frequency changes the guest
+# does not see as steal) scatters them. With the device time holding, samples scattering this many
+# times more than the baseline's (and more than the tolerance) say the host, not the code, moved.
+# Seen on an H100 VM: Kandinsky-3 eager samples 2.00-2.80 s (scatter 5.7%) against a baseline's
+# 1.80-1.84 s (0.2%), device steps steady at 45.1-45.3 ms, no steal, host benchmark within 4%.
+UNSTEADY_FACTOR = 3.0
+
+
+def sample_scatter(samples: list[float]) -> float | None:
+    """The samples' median absolute deviation relative to their median; None for fewer than three."""
+    if len(samples) < 3:
+        return None
+    return float(median_abs_deviation(samples) / np.median(samples))
+
+
+def unsteady_host(samples: list[float], base_samples: list[float], tolerance: float) -> str | None:
+    """Why these wall samples (with the device time holding) say the host was unsteady while they were
+    timed, or None: they scatter more than the tolerance and UNSTEADY_FACTOR x the baseline's."""
+    now, then = sample_scatter(samples), sample_scatter(base_samples)
+    if now is None or then is None or now <= max(tolerance, UNSTEADY_FACTOR * then):
+        return None
+    return (f"the host was unsteady while timing: the wall samples ({min(samples):.4f}-{max(samples):.4f} s) scatter "
+            f"{now:.1%} (median absolute deviation / median), the baseline's {then:.1%}; a host-side change shifts "
+            f"every sample, it does not scatter them")
+
+
 # the cpu tier's judgments scaled by the host ratio; a ratio beyond these bounds says more about the
 # benchmark's noise on a shared 2-core machine than about the host, so it is clamped
 CPU_SCALE_BOUNDS = (0.5, 2.0)
@@ -343,8 +370,8 @@ def cpu_class_entry(result: dict[str, Any], base: dict[str, Any],
 
 @dataclass(frozen=True)
 class LatencyVerdict:
-    """One case's latency verdict. status: passed, failed, inconclusive (host drift, GPU clock drift or too few
-    samples: neither a pass nor a failure), not judged (baselines of another GPU model), unclear (over the limit without significance) or stale (clearly faster).
+    """One case's latency verdict. status: passed, failed, inconclusive (host drift, an unsteady host, GPU clock
+    drift or too few samples: neither a pass nor a failure), not judged (baselines of another GPU model), unclear (over the limit without significance) or stale (clearly faster).
     kind: what decided it: 'device' (busy GPU time), 'host' (wall time with the device time holding)
     or 'wall' (no device time on one side: wall time alone)."""
 
@@ -361,6 +388,7 @@ class LatencyVerdict:
     # clock" (this GPU clocked lower than the baseline's, which explains the device time's growth) or
     # "no class baseline" (cpu tier: no baseline of this CPU class yet, which a run here can make) or
     # TOO_FEW_SAMPLES (the wall time's median over its limit, too few samples for the test to decide) or
+    # "host unsteady" (the wall samples scatter far more than the baseline's while the device time holds) or
     # "other GPU model" (the baselines file's GPU is another model than this one: its gpu_name)
     why: str | None = None
 
@@ -608,21 +636,27 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
                               notes=tuple(notes), device=dev, **common)
     exposed_base, exposed_now = base_ms - dev_base["total_ms"], now_ms - dev_now["total_ms"]
     exposure = (f"host-exposed time (wall - device) {exposed_now:.1f} vs {exposed_base:.1f} ms per generation")
+    if hr is not None:
+        # the host's work per call scales with its speed and the wall time is at most that work (where it
+        # overlaps the GPU's it is hidden): on a host hr times slower the wall time may reach base x hr
+        expected = max(dev_now["total_ms"], base_ms * hr)
+        if now_ms <= expected * (1 + tol):
+            return LatencyVerdict("inconclusive", "host",
+                                  f"inconclusive: host {hr - 1:+.0%} vs the baseline's host (benchmark op "
+                                  f"{result['host_speed']['op_us']:.2f} vs {base['host_speed']['op_us']:.2f} us); "
+                                  f"{exposure}, which that explains (wall up to {expected:.1f} ms x (1 + {tol:.1%}) "
+                                  f"expected, measured {now_ms:.1f}); the device time holds ({dev['message']})",
+                                  device_tolerance=dev_tol, notes=tuple(notes), device=dev, why="host drift", **common)
+    unsteady = unsteady_host(samples, base["samples_s"], tol)
+    if unsteady:
+        return LatencyVerdict("inconclusive", "host",
+                              f"inconclusive: {unsteady}; {exposure}, while the device time holds ({dev['message']}); "
+                              f"re-run on a quiet host. Wall: {wall_text}{host_text}", device_tolerance=dev_tol,
+                              notes=tuple(notes), device=dev, why="host unsteady", **common)
     if hr is None:
         return LatencyVerdict("failed", "host", f"host-side regression: {exposure} while the device time holds "
                               f"({dev['message']}); no host benchmark on one side to tell host drift. Wall: {wall_text}",
                               device_tolerance=dev_tol, notes=tuple(notes), device=dev, **common)
-    # the host's work per call scales with its speed and the wall time is at most that work (where it
-    # overlaps the GPU's it is hidden): on a host hr times slower the wall time may reach base x hr
-    expected = max(dev_now["total_ms"], base_ms * hr)
-    if now_ms <= expected * (1 + tol):
-        return LatencyVerdict("inconclusive", "host",
-                              f"inconclusive: host {hr - 1:+.0%} vs the baseline's host (benchmark op "
-                              f"{result['host_speed']['op_us']:.2f} vs {base['host_speed']['op_us']:.2f} us); {exposure}, "
-                              f"which that explains (wall up to {expected:.1f} ms x (1 + {tol:.1%}) expected, measured "
-                              f"{now_ms:.1f}); the device "
-                              f"time holds ({dev['message']})", device_tolerance=dev_tol, notes=tuple(notes),
-                              device=dev, why="host drift", **common)
     return LatencyVerdict("failed", "host",
                           f"host-side regression: {exposure} (x{exposed_now / exposed_base if exposed_base > 0 else float('inf'):.2f}), "
                           f"more than this host's speed explains (host benchmark x{hr:.3f}: at most "

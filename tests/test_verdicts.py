@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from diffperf.cli import baselines as update_baselines
-from diffperf.compare import judge_case_latency, judge_device, load_baselines
+from diffperf.compare import judge_case_latency, judge_device, load_baselines, sample_scatter, unsteady_host
 from diffperf.device_time import VERSION as DEVICE_TIME_VERSION, generations, segments, stage_times, window_steps
 from diffperf.step_weights import mean_step_s, weigh_steps, window_of
 from diffperf.kernel_time import Span
@@ -74,6 +74,35 @@ def test_host_side_regression_fails_on_an_equally_fast_host():
     """Wall +23% with the device time equal on a host as fast as the baseline's: the code's host side."""
     v = judge_case_latency(sana_like(0.80, device(), op_us=5.05), baseline(), FILE_TOL)
     assert v.failed and v.kind == "host" and "host-side regression" in v.message
+
+
+def test_samples_scattered_by_an_unsteady_host_are_inconclusive_not_a_host_regression():
+    """As measured on an H100 VM: Kandinsky-3 eager wall samples 2.00-2.80 s against a baseline's
+    1.80-1.84 s, device steps steady, host benchmark within 4%: the host moved, not the code."""
+    base = baseline(wall_s=1.822, op_us=6.91)
+    base["samples_s"] = [1.822, 1.826, 1.82, 1.839, 1.801]
+    r = sana_like(2.121, device(), op_us=7.19)
+    r["timing"]["samples_s"] = [2.001, 2.541, 2.121, 2.800, 2.061]
+    v = judge_case_latency(r, base, {**FILE_TOL, "latency": 0.015})
+    assert v.status == "inconclusive" and v.kind == "host" and v.why == "host unsteady"
+    assert "scatter 5.7%" in v.message and "the baseline's 0.2%" in v.message
+    # the same shift with steady samples is the code's host side
+    r["timing"]["samples_s"] = [2.121 * f for f in (0.998, 1.0, 1.001, 0.999, 1.002)]
+    assert judge_case_latency(r, base, {**FILE_TOL, "latency": 0.015}).failed
+    # without a host benchmark on one side the scatter still tells an unsteady host
+    r["timing"]["samples_s"] = [2.001, 2.541, 2.121, 2.800, 2.061]
+    r["host_speed"] = None
+    assert judge_case_latency(r, base, {**FILE_TOL, "latency": 0.015}).why == "host unsteady"
+
+
+def test_sample_scatter_needs_three_samples_and_a_margin_over_the_baselines():
+    assert sample_scatter([1.0, 1.1]) is None
+    assert sample_scatter([1.0, 1.0, 1.1]) == 0.0
+    assert unsteady_host([1.0, 1.1, 1.3, 1.2, 1.0], [1.0, 1.0, 1.01], 0.015) is not None
+    # a baseline as scattered as the run: the scatter is the case's own, not this host's
+    assert unsteady_host([1.0, 1.1, 1.3, 1.2, 1.0], [1.0, 1.1, 1.3, 1.2, 1.0], 0.015) is None
+    # scatter within the tolerance is no sign of an unsteady host
+    assert unsteady_host([1.0, 1.005, 1.01, 1.0, 1.0], [1.0, 1.0, 1.0], 0.015) is None
 
 
 def test_a_wall_over_its_limit_with_too_few_samples_is_inconclusive_not_a_pass():
@@ -231,6 +260,9 @@ def test_update_baselines_refuses_an_inconclusive_verdict():
          "summary": {"median_s": 1.0}, "timing": {"samples_s": [1.0]},
          "memory": {"run_peak_allocated_bytes": 1, "weights_bytes": 1}}
     with pytest.raises(update_baselines.Refused, match="inconclusive"):
+        update_baselines.entry_from_result("m/bf16", r)
+    r["latency_verdict"]["why"] = "host unsteady"
+    with pytest.raises(update_baselines.Refused, match="unsteady while it timed"):
         update_baselines.entry_from_result("m/bf16", r)
     r["latency_verdict"]["status"] = "passed"
     r["device_time"], r["host_speed"] = device(), {"op_us": 5.0, "before": {"op_us": 5.0, "launch_us": 5.0}}

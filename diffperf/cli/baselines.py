@@ -138,6 +138,8 @@ def entry_from_result(cid: str, r: dict) -> dict:
             or verdict.get("why") == "other GPU model":
         what = {"gpu clock": "a run on a GPU clocked lower than the baseline's is no baseline; re-measure on the "
                              "baseline's GPU",
+                "host unsteady": "timings from a host that was unsteady while it timed are no baseline; re-measure "
+                                 "on a quiet host",
                 "other GPU model": "a run on another GPU model than the file's would mix two GPUs in one file; write "
                                    "this GPU's baselines to a directory of their own (--baselines DIR)"}.get(
             verdict.get("why"), "a run on a host slower than the baseline's is no baseline; re-measure on a quiet host")
