@@ -477,6 +477,25 @@ def test_doc_group_table_all_measured_has_no_missing_line(tmp_path):
     assert "Not measured yet" not in md and "Recipe table `flux-optimization-table`" not in md
 
 
+def test_doc_group_table_names_skipped_rungs_with_their_reason(tmp_path):
+    ladder = report.group_order("flux-fast-ladder")
+    cases = {f"flux-dev/{r}": {**case("flux-dev", r, i % 4), "groups": ["flux-fast-ladder"]}
+             for i, r in enumerate(ladder) if "fa3" not in r}
+    fa3 = [r for r in ladder if "fa3" in r]
+    assert fa3
+    for r in fa3:
+        cases[f"flux-dev/{r}"] = {"model": "flux-dev", "recipe": r, "level": "full", "groups": ["flux-fast-ladder"],
+                                  "status": "skipped", "reason": "fa3: flash-attn 3 is not installed\nmore"}
+    out = tmp_path / "cpu.md"
+    assert run("doc", write_source(tmp_path / "r", cases), "--out", out) == 0
+    section = out.read_text().split("### Recipe table `flux-fast-ladder`")[1].split("\n#")[0]
+    assert [r[0] for r in doc_rows(out.read_text(), "### Recipe table `flux-fast-ladder`")] == \
+        [f"`{r}`" for r in ladder if "fa3" not in r]
+    for r in fa3:  # each skipped rung on a line of its own, with the first line of its reason
+        assert f"- `{r}`: skipped: fa3: flash-attn 3 is not installed\n" in section
+    assert "Not measured yet" not in section
+
+
 def test_doc_notes_sources_measured_under_other_software(results, tmp_path):
     one = {f"flux-dev/{COMPILED}": case("flux-dev", COMPILED, 2)}
     newer = write_source(tmp_path / "newer", one, started="2025-02-01T00:00:00+00:00",

@@ -7,7 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..compare import load_baselines
-from ..record import commit_label, describe_progress, load_results, safe_name
+from ..record import commit_label, describe_progress, load_results, not_measured_why, safe_name
 from .. import storage
 from ..references import LATENTS_FILE, LATENTS_KIND, missing_references, tier_references
 from ..step_weights import wall_steps, weigh_steps, window_wall_step_s
@@ -196,10 +196,12 @@ def group_table(cases: list[Case], ref_median: float | None) -> list[str]:
     return md_table(headers, rows)
 
 
-def group_sections(cases: list[Case], level: int = 3) -> list[str]:
+def group_sections(cases: list[Case], level: int = 3, unmeasured: dict[str, dict] | None = None) -> list[str]:
     """A table per GROUP_TABLES group the model has cases in, each followed by the group's recipes
-    still to be measured; [] when it has none."""
+    without numbers: those the results hold as skipped or failed (`unmeasured`, recipe -> result),
+    with their status and reason, then those never run; [] when it has none."""
     ref = next((_median(r) for _, r in cases if r["recipe"] == "bf16"), None)
+    unmeasured = unmeasured or {}
     lines = []
     for group, origin in GROUP_TABLES.items():
         if not any(group in (r.get("groups") or []) for _, r in cases):
@@ -207,7 +209,11 @@ def group_sections(cases: list[Case], level: int = 3) -> list[str]:
         members, missing = group_cases(cases, group)
         lines += [f"{'#' * level} Recipe table `{group}`", "", f"Rows in diffperf/cases.py order ({origin}).", "",
                   *group_table(members, ref), ""]
-        lines += [f"Not measured yet: {', '.join(f'`{m}`' for m in missing)}", ""] if missing else []
+        lines += [f"- `{m}`: {unmeasured[m].get('status')}: {not_measured_why(unmeasured[m]) or 'no reason recorded'}"
+                  for m in missing if m in unmeasured]
+        lines += [""] if any(m in unmeasured for m in missing) else []
+        never = [m for m in missing if m not in unmeasured]
+        lines += [f"Not measured yet: {', '.join(f'`{m}`' for m in never)}", ""] if never else []
     return [GROUP_NOTE, "", *lines] if lines else []
 
 
@@ -256,7 +262,8 @@ def model_section(merged: dict, model: str, out: Path, assets_dir: Path, prompt:
                                     prompt, references=references)
         lines += [f"![{model} images, prompt {prompt}]({_link(path, out)})", ""]
         lines += [f"- {w}" for w in warnings] + ([""] if warnings else [])
-    lines += group_sections(cases)
+    unmeasured = {r["recipe"]: r for r in merged["cases"].values() if r.get("model") == model and not measured(r)}
+    lines += group_sections(cases, unmeasured=unmeasured)
     return lines + [model_tables(merged, model, level=2, heading=False)]
 
 
