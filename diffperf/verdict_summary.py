@@ -1,5 +1,5 @@
 """The run's closing count of cases that were not judged (no baseline, no reference) or whose
-latency verdict was inconclusive (host drift, too few samples), or an image verdict (a reference of other library
+latency verdict was inconclusive (host drift, an unsteady host, too few samples), or an image verdict (a reference of other library
 versions): a run that judged nothing must not read as green."""
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ def _inconclusive_why(text: str) -> str:
         return "GPU clocked lower than the baseline's"
     if f"inconclusive: {TOO_FEW_SAMPLES}" in text:
         return "too few timed samples to decide"
+    if "inconclusive: the host was unsteady" in text:
+        return "host unsteady while timing"
     return "host slower than the baseline's"
 
 

@@ -231,6 +231,8 @@ def test_summary_counts_cases_not_judged():
                        "inconclusive: host +31% vs the baseline's host ..."),
                _Report("perf_tests/test_latency.py::test_latency[h200:flux-dev/bf16]",
                        "inconclusive: GPU clock +2.0% vs the baseline's GPU (median SM clock ...)"),
+               _Report("perf_tests/test_latency.py::test_latency[h100:kandinsky3/bf16+te-int8wo]",
+                       "inconclusive: the host was unsteady while timing: the wall samples (2.0010-2.8004 s) ..."),
                _Report("perf_tests/test_accuracy.py::test_fidelity[h100:sana-1600m/bf16+cudagraphs]",
                        "inconclusive: vs its reference recipe bf16: ...; the stored reference of bf16 was made "
                        "under other software than this run (transformers 5.23.0 -> 5.17.0) ...")]
@@ -239,8 +241,9 @@ def test_summary_counts_cases_not_judged():
     assert "sana-1600m/bf16" in lines[1]
     # each inconclusive verdict named by its kind: a slower host, a GPU that clocked lower, a
     # reference made under other library versions
-    assert lines[2] == ("diffperf: 3 cases inconclusive: host slower than the baseline's (1), GPU clocked lower "
-                        "than the baseline's (1), reference images of other library versions (1)")
+    assert lines[2] == ("diffperf: 4 cases inconclusive: host slower than the baseline's (1), GPU clocked lower "
+                        "than the baseline's (1), host unsteady while timing (1), reference images of other library "
+                        "versions (1)")
 
 
 
