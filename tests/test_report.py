@@ -715,3 +715,22 @@ def test_an_mfu_stored_against_the_float8_peak_alone_is_shown_against_the_step_p
                                                             "peak_tflops": 989.4}}
     m = case_mfu(cp)
     assert m["peak_label"] == "bf16, x2 GPUs" and m["peak_tflops"] == pytest.approx(2 * 989.4)
+
+
+def test_device_time_table_shows_both_host_benchmarks():
+    from diffperf.report.document import device_time_table
+
+    dev = {"total_ms": 500.0, "text_encode_ms": 20.0, "step_ms": 23.0, "denoise_ms": 460.0, "vae_decode_ms": 20.0,
+           "steps": 20, "version": 3}
+    r = {**case("sana-1600m", "bf16", 0), "device_time": dev}
+    r["host_speed"] = {"op_us": 7.25, "module_us": 21.5}
+    older = {**case("sana-1600m", "bf16+te-int8wo", 1), "device_time": dev, "host_speed": {"op_us": 6.5}}
+    lines = device_time_table({"cases": {"sana-1600m/bf16": r, "sana-1600m/bf16+te-int8wo": older}})
+    header = next(line for line in lines if line.startswith("| Case"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in lines if line.startswith("| sana")}
+    op, module = cols.index("Host op (us)"), cols.index("Host module (us)")
+    assert rows["sana-1600m/bf16"][op] == "7.25" and rows["sana-1600m/bf16"][module] == "21.50"
+    # a result of a suite that did not record module calls leaves the cell empty
+    assert rows["sana-1600m/bf16+te-int8wo"][op] == "6.50" and rows["sana-1600m/bf16+te-int8wo"][module] == ""

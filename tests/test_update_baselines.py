@@ -266,9 +266,24 @@ def test_a_cases_host_benchmark_keeps_the_means_of_before_and_after():
     assert host["before"] is before and "launch_us" not in host
 
 
+def test_the_host_benchmark_times_module_calls_beside_operators():
+    """module_us: per call of a small module tree (the Python of module calls, which an eager UNet's
+    host work is made of), recorded beside op_us and averaged over both sides like it."""
+    from diffperf.hostspeed import measure_host_speed
+    from diffperf.runner import both_sides
+
+    speed = measure_host_speed("cpu")
+    assert speed["module_us"] > 0 and speed["op_us"] > 0 and speed["module_calls"] == 20 * 33
+    assert "module_us" in speed["method"]
+    host = both_sides({**speed, "module_us": 10.0}, {**speed, "module_us": 20.0})
+    assert host["module_us"] == 15.0
+
+
 @pytest.mark.parametrize("host, stored", [
     ({"op_us": 3.0, "dispatch_us": 2.5, "fp32_gflops": 200.0, "before": {"op_us": 2.0, "fp32_gflops": 100.0}},
      {"op_us": 3.0, "dispatch_us": 2.5, "fp32_gflops": 200.0}),
+    ({"op_us": 3.0, "module_us": 9.0, "before": {"op_us": 2.0, "module_us": 8.0}},
+     {"op_us": 3.0, "module_us": 9.0}),
     ({"op_us": 3.0, "before": {"op_us": 2.0, "dispatch_us": 2.0, "fp32_gflops": 100.0}},  # an older suite's result
      {"op_us": 3.0, "dispatch_us": 2.0, "fp32_gflops": 100.0}),
 ])

@@ -313,6 +313,8 @@ def device_time_table(results: dict) -> list[str]:
                      "" if d.get("text_encode_ms") is None else f"{d['text_encode_ms']:.2f}",
                      "" if d.get("vae_decode_ms") is None else f"{d['vae_decode_ms']:.2f}",
                      f"{(r.get('host_speed') or {}).get('op_us', 0):.2f}",
+                     "" if (r.get("host_speed") or {}).get("module_us") is None
+                     else f"{r['host_speed']['module_us']:.2f}",
                      str(d.get("version", 2 if "profiled_steps" in d else 1))])
     if not rows:
         return []
@@ -321,12 +323,14 @@ def device_time_table(results: dict) -> list[str]:
             "of one more generation after the timed calls, beside the wall-clock median: their difference is the "
             "time the GPU waited on the host (per step: over the profiled steps). The latency gate judges the device time per stage first "
             "(`diffperf.compare.judge_case_latency`). Host op = the host benchmark beside the case "
-            "(`diffperf/hostspeed.py`: host microseconds per small torch operator, dispatch and launch). Method 1 = "
+            "(`diffperf/hostspeed.py`: host microseconds per small torch operator, dispatch and launch); host module = "
+            "the same per call of a small module tree (recorded, not yet read by the gate). Method 1 = "
             "the whole generation profiled (every step), 2 = text encode + a window of six steps + VAE decode, 3 = "
             "a window of twelve steps, or every step of as many generations as twelve samples need (the suite's "
             "method now; a baseline is judged only by device times of its own method).", "",
             *md_table(["Case", "Wall (ms)", "Device (ms)", "Host-exposed (ms)", "Step wall (ms)", "Step device (ms)",
-                       "Step exposed", "Text encode device (ms)", "VAE device (ms)", "Host op (us)", "Method"], rows),
+                       "Step exposed", "Text encode device (ms)", "VAE device (ms)", "Host op (us)", "Host module (us)",
+                       "Method"], rows),
             ""]
 
 
