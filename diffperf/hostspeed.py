@@ -55,7 +55,7 @@ def _op_loop(x: torch.Tensor):
     return run
 
 
-MODULE_BLOCKS = 8  # blocks of the module benchmark: 3 module calls each, plus the tree's own
+MODULE_BLOCKS = 8  # blocks of the module benchmark, each a module call with three inside (norm, proj, act)
 MODULE_CALLS = 20  # forwards per repeat
 MODULE_WIDTH = 64
 
