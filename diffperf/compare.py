@@ -605,6 +605,8 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
                               why=TOO_FEW_SAMPLES if wall.too_few else None, **common)
     vae_tol = own.get("device_vae", file_tolerances.get("device_vae", DEVICE_VAE_TOLERANCE))
     dev = judge_device(dev_now, dev_base, dev_tol, alpha, vae_tol)
+    # what every verdict from here on (the device time compared) carries beside its status and message
+    judged = dict(common, device_tolerance=dev_tol, notes=tuple(notes), device=dev)
     host_text = "" if hr is None else f"; host benchmark x{hr:.3f} of the baseline's host"
     if dev["status"] == "failed":
         clock, clock_text = clock_ratio(result, base)
@@ -615,25 +617,21 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
                                   f"which explains the device time's growth ({dev['message']}); a GPU at its power "
                                   f"limit clocks by its chip and its load, so a code change that draws more power "
                                   f"looks the same: re-run on the baseline's GPU. Wall: {wall_text}",
-                                  device_tolerance=dev_tol, notes=tuple(notes), device=dev, why="gpu clock", **common)
-        return LatencyVerdict("failed", "device", f"{dev['message']}. Wall: {wall_text}", device_tolerance=dev_tol,
-                              notes=tuple(notes), device=dev, **common)
+                                  why="gpu clock", **judged)
+        return LatencyVerdict("failed", "device", f"{dev['message']}. Wall: {wall_text}", **judged)
     if wall.too_few:  # the device time holds; whether the host's share grew, too few samples can tell
         return LatencyVerdict("inconclusive", "host", f"{wall_text}. The device time holds: {dev['message']}{host_text}",
-                              device_tolerance=dev_tol, notes=tuple(notes), device=dev, why=TOO_FEW_SAMPLES,
-                              **common)
+                              why=TOO_FEW_SAMPLES, **judged)
     if wall.status != "failed":
         status = "stale" if dev["status"] == "stale" and wall.status == "stale" else \
             "unclear" if wall.status == "unclear" else "passed"
-        return LatencyVerdict(status, "device", f"{dev['message']}. Wall: {wall_text}{host_text}",
-                              device_tolerance=dev_tol, notes=tuple(notes), device=dev, **common)
+        return LatencyVerdict(status, "device", f"{dev['message']}. Wall: {wall_text}{host_text}", **judged)
     now_ms, base_ms = statistics.median(samples) * 1000.0, base["median_s"] * 1000.0
     grew_on_device = dev_now["total_ms"] - dev_base["total_ms"]
     if now_ms - grew_on_device <= base_ms * (1 + tol):
         return LatencyVerdict("passed", "device",
                               f"the wall time grew with the device time, which holds within its tolerance: "
-                              f"{dev['message']}. Wall: {wall_text}", device_tolerance=dev_tol,
-                              notes=tuple(notes), device=dev, **common)
+                              f"{dev['message']}. Wall: {wall_text}", **judged)
     exposed_base, exposed_now = base_ms - dev_base["total_ms"], now_ms - dev_now["total_ms"]
     exposure = (f"host-exposed time (wall - device) {exposed_now:.1f} vs {exposed_base:.1f} ms per generation")
     if hr is not None:
@@ -646,19 +644,18 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
                                   f"{result['host_speed']['op_us']:.2f} vs {base['host_speed']['op_us']:.2f} us); "
                                   f"{exposure}, which that explains (wall up to {expected:.1f} ms x (1 + {tol:.1%}) "
                                   f"expected, measured {now_ms:.1f}); the device time holds ({dev['message']})",
-                                  device_tolerance=dev_tol, notes=tuple(notes), device=dev, why="host drift", **common)
+                                  why="host drift", **judged)
     unsteady = unsteady_host(samples, base["samples_s"], tol)
     if unsteady:
         return LatencyVerdict("inconclusive", "host",
                               f"inconclusive: {unsteady}; {exposure}, while the device time holds ({dev['message']}); "
-                              f"re-run on a quiet host. Wall: {wall_text}{host_text}", device_tolerance=dev_tol,
-                              notes=tuple(notes), device=dev, why="host unsteady", **common)
+                              f"re-run on a quiet host. Wall: {wall_text}{host_text}", why="host unsteady", **judged)
     if hr is None:
         return LatencyVerdict("failed", "host", f"host-side regression: {exposure} while the device time holds "
                               f"({dev['message']}); no host benchmark on one side to tell host drift. Wall: {wall_text}",
-                              device_tolerance=dev_tol, notes=tuple(notes), device=dev, **common)
+                              **judged)
     return LatencyVerdict("failed", "host",
                           f"host-side regression: {exposure} (x{exposed_now / exposed_base if exposed_base > 0 else float('inf'):.2f}), "
                           f"more than this host's speed explains (host benchmark x{hr:.3f}: at most "
                           f"{expected:.1f} ms x (1 + {tol:.1%}) expected, measured {now_ms:.1f}); the device time holds ({dev['message']}). "
-                          f"Wall: {wall_text}", device_tolerance=dev_tol, notes=tuple(notes), device=dev, **common)
+                          f"Wall: {wall_text}", **judged)
