@@ -85,9 +85,9 @@ def measure_host_speed(device: torch.device | str = "cpu") -> dict[str, Any]:
         cpu = torch.ones(16)
         dispatch = _per_op_us(_op_loop(cpu), OPS)
         out: dict[str, Any] = {"dispatch_us": dispatch}
-        if device.type == "cuda":
+        sync = torch.cuda.synchronize if device.type == "cuda" else None
+        if sync:
             gpu = torch.ones(16, device=device)
-            sync = torch.cuda.synchronize
             _op_loop(gpu)()  # first launches load the kernels
             sync()
             out["launch_us"] = _per_op_us(_op_loop(gpu), OPS, sync)
@@ -96,7 +96,6 @@ def measure_host_speed(device: torch.device | str = "cpu") -> dict[str, Any]:
             out["op_us"] = dispatch
         tree, calls = _module_tree(device)
         x = torch.ones(4, MODULE_WIDTH, device=device)
-        sync = torch.cuda.synchronize if device.type == "cuda" else None
         tree(x)  # first calls load the kernels
         if sync:
             sync()
