@@ -209,9 +209,9 @@ def group_sections(cases: list[Case], level: int = 3, unmeasured: dict[str, dict
         members, missing = group_cases(cases, group)
         lines += [f"{'#' * level} Recipe table `{group}`", "", f"Rows in diffperf/cases.py order ({origin}).", "",
                   *group_table(members, ref), ""]
+        held = [m for m in missing if m in unmeasured]
         lines += [f"- `{m}`: {unmeasured[m].get('status')}: {not_measured_why(unmeasured[m]) or 'no reason recorded'}"
-                  for m in missing if m in unmeasured]
-        lines += [""] if any(m in unmeasured for m in missing) else []
+                  for m in held] + ([""] if held else [])
         never = [m for m in missing if m not in unmeasured]
         lines += [f"Not measured yet: {', '.join(f'`{m}`' for m in never)}", ""] if never else []
     return [GROUP_NOTE, "", *lines] if lines else []
