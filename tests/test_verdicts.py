@@ -95,6 +95,27 @@ def test_samples_scattered_by_an_unsteady_host_are_inconclusive_not_a_host_regre
     assert judge_case_latency(r, base, {**FILE_TOL, "latency": 0.015}).why == "host unsteady"
 
 
+def test_a_warm_up_within_the_limit_says_the_host_slowed_not_the_code():
+    """As measured on an H100 VM: SD 2.1 bf16+compile, warm-up call 1.69 s, then steady timed calls
+    2.94-3.05 s against a baseline of 1.95 s, device time x0.975, host benchmark x1.29: the same build
+    met the limit a moment before, so the host slowed, not the code."""
+    base = baseline(wall_s=1.953, op_us=7.12)
+    base["samples_s"] = [1.953 * f for f in (0.99, 1.0, 1.005, 0.995, 1.01)]
+    r = sana_like(2.986, device(), op_us=9.18)
+    r["timing"].update(samples_s=[3.053, 2.943, 3.026, 2.98, 2.986], warmup_s=[1.69])
+    v = judge_case_latency(r, base, {**FILE_TOL, "latency": 0.055})
+    assert v.status == "inconclusive" and v.why == "host unsteady" and "warm-up 1.6900 s" in v.message
+    # a warm-up as slow as the timed calls: every call of the build is slower, the code's host side
+    r["timing"]["warmup_s"] = [3.01]
+    assert judge_case_latency(r, base, {**FILE_TOL, "latency": 0.055}).failed
+    # timed calls growing call by call (a cost the code adds with each call) fail despite a fast warm-up
+    r["timing"].update(samples_s=[2.90, 2.95, 2.99, 3.04, 3.08], warmup_s=[1.69])
+    assert judge_case_latency(r, base, {**FILE_TOL, "latency": 0.055}).failed
+    # without warm-up calls nothing tells when the host slowed
+    r["timing"].update(samples_s=[3.053, 2.943, 3.026, 2.98, 2.986], warmup_s=[])
+    assert judge_case_latency(r, base, {**FILE_TOL, "latency": 0.055}).failed
+
+
 def test_sample_scatter_needs_three_samples_and_a_margin_over_the_baselines():
     assert sample_scatter([1.0, 1.1]) is None
     assert sample_scatter([1.0, 1.0, 1.1]) == 0.0
