@@ -116,6 +116,23 @@ def test_a_warm_up_within_the_limit_says_the_host_slowed_not_the_code():
     assert judge_case_latency(r, base, {**FILE_TOL, "latency": 0.055}).failed
 
 
+def test_step_weights_moved_by_the_host_do_not_excuse_a_host_side_change():
+    """A launch-bound model's denoising total weighs its steps by their wall times, which the host
+    moves (Kandinsky-3, uniform steps: 0.84-1.14 x its steps on stored GPU runs). The same device
+    step with weights 10% up is no device growth: the wall's growth stays the host's."""
+    base = baseline()
+    dev = device()
+    inflated = {**dev, "denoise_ms": dev["denoise_ms"] * 1.10, "total_ms": dev["total_ms"] + dev["denoise_ms"] * 0.10}
+    r = sana_like(0.65 + inflated["total_ms"] / 1000 - dev["total_ms"] / 1000, inflated, op_us=5.0)
+    v = judge_case_latency(r, base, FILE_TOL)
+    assert v.failed and v.kind == "host" and "host-side regression" in v.message
+    # a step that really grew on the device (within its tolerance) still accounts for the wall's growth
+    grown = device(step_ms=22.7 * 1.009)
+    r = sana_like(0.65 * 1.03 + (grown["total_ms"] - dev["total_ms"]) / 1000 - 0.0005, grown, op_us=5.0)
+    v = judge_case_latency(r, base, FILE_TOL)
+    assert v.status == "passed" and "the wall time grew with the device time" in v.message
+
+
 def test_sample_scatter_needs_three_samples_and_a_margin_over_the_baselines():
     assert sample_scatter([1.0, 1.1]) is None
     assert sample_scatter([1.0, 1.0, 1.1]) == 0.0
