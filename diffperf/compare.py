@@ -491,14 +491,15 @@ def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, al
                 and new > stage_limit(label, old, tolerance, vae_tolerance):
             grew.append(label)
     total, base_total = now["total_ms"], base["total_ms"]
-    ratio = total / base_total
+    ratio = (base_total + device_growth_ms(now, base)) / base_total  # the totals' step weights are the host's
     text = (("device time grew in " + ", ".join(grew) + ": ") if grew else "") + (
-        f"device time {total:.1f} vs baseline {base_total:.1f} ms (x{ratio:.4f}); tolerance +{tolerance:.1%} per stage "
+        f"device time {total:.1f} vs baseline {base_total:.1f} ms (x{ratio:.4f} stage by stage); "
+        f"tolerance +{tolerance:.1%} per stage "
         f"(VAE decode +{vae_tolerance:.1%})"
         + (f"; per-step Mann-Whitney U p={p:.4f} (alpha {alpha})" if p is not None else "")
         + f"; by stage: {_device_stage_changes(now, base)}")
     failed = bool(grew)
-    stale = not failed and total < base_total * (1 - tolerance)
+    stale = not failed and ratio < 1 - tolerance
     return {"status": "failed" if failed else "stale" if stale else "passed", "message": text, "p_value": p,
             "ratio": ratio, "grew": grew}
 
