@@ -318,6 +318,12 @@ def host_ratio(now: dict[str, Any] | None, base: dict[str, Any] | None, compute:
     return a / b if fa is None or fb is None else ((a / b) * (fb / fa)) ** 0.5
 
 
+def host_drift(hr: float, result: dict[str, Any], base: dict[str, Any]) -> str:
+    """'host +30% vs the baseline's host (benchmark op 6.50 vs 5.00 us)': the host benchmark's reading."""
+    return (f"host {hr - 1:+.0%} vs the baseline's host (benchmark op {result['host_speed']['op_us']:.2f} vs "
+            f"{base['host_speed']['op_us']:.2f} us)")
+
+
 # A host-side change (more Python or launches per step) shifts every timed sample; a host that is
 # unsteady while it times (a busy neighbour on the VM's physical cores, frequency changes the guest
 # does not see as steal) scatters them. With the device time holding, samples scattering this many
@@ -476,7 +482,8 @@ def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, al
     median exceeds base x (1 + tolerance) and a one-sided Mann-Whitney U test of the profiled
     steps against the baseline's x (1 + tolerance) agrees; text encoding and VAE decoding (one
     measurement each) fail above base x (1 + tolerance, vae_tolerance) + DEVICE_SLACK_MS.
-    Returns {'status': passed | failed | stale, 'message', 'p_value', 'ratio', 'grew': [stages]}."""
+    Returns {'status': passed | failed | stale, 'message', 'p_value', 'ratio', 'growth_ms' (device_growth_ms),
+    'grew': [stages]}."""
     steps, base_steps = now.get("steps_ms") or [], base.get("steps_ms") or []
     p = None
     if len(steps) >= 2 and len(base_steps) >= 2:
@@ -491,7 +498,8 @@ def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, al
                 and new > stage_limit(label, old, tolerance, vae_tolerance):
             grew.append(label)
     total, base_total = now["total_ms"], base["total_ms"]
-    ratio = (base_total + device_growth_ms(now, base)) / base_total  # the totals' step weights are the host's
+    growth = device_growth_ms(now, base)  # the totals' step weights are the host's
+    ratio = (base_total + growth) / base_total
     text = (("device time grew in " + ", ".join(grew) + ": ") if grew else "") + (
         f"device time {total:.1f} vs baseline {base_total:.1f} ms (x{ratio:.4f} stage by stage); "
         f"tolerance +{tolerance:.1%} per stage "
@@ -501,7 +509,7 @@ def judge_device(now: dict[str, Any], base: dict[str, Any], tolerance: float, al
     failed = bool(grew)
     stale = not failed and ratio < 1 - tolerance
     return {"status": "failed" if failed else "stale" if stale else "passed", "message": text, "p_value": p,
-            "ratio": ratio, "grew": grew}
+            "ratio": ratio, "growth_ms": growth, "grew": grew}
 
 
 SW_POWER_CAP = 0x4  # NVML clocks-event reason (diffperf.machine samples it): the GPU holds its power limit
@@ -637,9 +645,8 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
                          "re-baseline to gate device time")
         if wall.failed and hr is not None and statistics.median(samples) <= base["median_s"] * hr * (1 + tol):
             return LatencyVerdict("inconclusive", "wall",
-                                  f"inconclusive: host {hr - 1:+.0%} vs the baseline's host (benchmark op "
-                                  f"{result['host_speed']['op_us']:.2f} vs {base['host_speed']['op_us']:.2f} us), "
-                                  f"which explains the slower wall time (no comparable device time): {wall_text}",
+                                  f"inconclusive: {host_drift(hr, result, base)}, which explains the slower wall time "
+                                  f"(no comparable device time): {wall_text}",
                                   notes=tuple(notes), why="host drift", **common)
         return LatencyVerdict(wall.status, "wall", wall_text, notes=tuple(notes),
                               why=TOO_FEW_SAMPLES if wall.too_few else None, **common)
@@ -667,8 +674,7 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
             "unclear" if wall.status == "unclear" else "passed"
         return LatencyVerdict(status, "device", f"{dev['message']}. Wall: {wall_text}{host_text}", **judged)
     now_ms, base_ms = statistics.median(samples) * 1000.0, base["median_s"] * 1000.0
-    grew_on_device = device_growth_ms(dev_now, dev_base)
-    if now_ms - grew_on_device <= base_ms * (1 + tol):
+    if now_ms - dev["growth_ms"] <= base_ms * (1 + tol):
         return LatencyVerdict("passed", "device",
                               f"the wall time grew with the device time, which holds within its tolerance: "
                               f"{dev['message']}. Wall: {wall_text}", **judged)
@@ -680,9 +686,8 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
         expected = max(dev_now["total_ms"], base_ms * hr)
         if now_ms <= expected * (1 + tol):
             return LatencyVerdict("inconclusive", "host",
-                                  f"inconclusive: host {hr - 1:+.0%} vs the baseline's host (benchmark op "
-                                  f"{result['host_speed']['op_us']:.2f} vs {base['host_speed']['op_us']:.2f} us); "
-                                  f"{exposure}, which that explains (wall up to {expected:.1f} ms x (1 + {tol:.1%}) "
+                                  f"inconclusive: {host_drift(hr, result, base)}; {exposure}, which that explains "
+                                  f"(wall up to {expected:.1f} ms x (1 + {tol:.1%}) "
                                   f"expected, measured {now_ms:.1f}); the device time holds ({dev['message']})",
                                   why="host drift", **judged)
     limit_ms = (expected if hr is not None else base_ms) * (1 + tol)
