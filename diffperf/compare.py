@@ -439,6 +439,26 @@ class LatencyVerdict:
                 "host_ratio": self.host_ratio, "notes": list(self.notes), "device": self.device, "why": self.why}
 
 
+def retake_reason(verdict: LatencyVerdict) -> str | None:
+    """Why a case's timed round is taken once more before this verdict on it stands, or None: a failure
+    not of the device time (a host-side regression while the device time holds, or a verdict on wall
+    time alone) may be the host's. A busy neighbour or a slower spell of the VM's host comes and goes
+    within seconds; a change in the code slows the second round as much as the first."""
+    if verdict.status != "failed" or verdict.kind == "device":
+        return None
+    return f"{verdict.kind} verdict failed: {verdict.message.split(';')[0]}"
+
+
+def retake_note(result: dict[str, Any]) -> str | None:
+    """'the first timed round (median 1.1098 s) failed (...) and was taken once more: ...'."""
+    retaken = (result.get("timing") or {}).get("retaken")
+    if not retaken:
+        return None
+    return (f"the first timed round (median {retaken['first_median_s']:.4f} s) failed ({retaken['why']}) and was taken "
+            f"once more after a pause; this verdict is on the second round, the first is kept under "
+            f"timing.discarded_rounds")
+
+
 def _device_stage_changes(now: dict[str, Any], base: dict[str, Any]) -> str:
     parts = []
     for key, label in DEVICE_STAGES:
@@ -600,7 +620,16 @@ def judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolera
        as a host-side regression;
     3. a side without (comparable) device time: wall time alone, noted; a failure there that the
        host benchmark explains as above is inconclusive;
-    4. the cpu tier: judge_cpu_latency (the baseline of this CPU's class, scaled by host speed)."""
+    4. the cpu tier: judge_cpu_latency (the baseline of this CPU's class, scaled by host speed);
+    5. a failure not of the device time is judged on a second timed round (retake_reason: the runner
+       takes it before the verdict), and says so in a note."""
+    verdict = _judge_case_latency(result, base, file_tolerances, tier_device, class_sensitive)
+    note = retake_note(result)
+    return replace(verdict, notes=verdict.notes + (note,)) if note else verdict
+
+
+def _judge_case_latency(result: dict[str, Any], base: dict[str, Any], file_tolerances: dict[str, Any],
+                        tier_device: str, class_sensitive: bool) -> LatencyVerdict:
     software = baseline_software_note(result, base)
     if tier_device == "cpu":
         verdict = judge_cpu_latency(result, base, file_tolerances, class_sensitive)

@@ -207,6 +207,7 @@ class PerfSession:
         self.recorders: dict[str, RunRecorder] = {}
         self.machine: dict[str, Any] | None = None
         self.baselines: dict[Path, Any] = {}  # path -> file dict, None (no file) or the StoredFileError
+        self.latency_tested: set[str] = set()  # PerfCase.id of the cases whose latency test was selected
         self.started = now()
 
     @classmethod
@@ -291,6 +292,8 @@ class PerfSession:
                 item.add_marker(pytest.mark.skip(reason="pytest-benchmark is not loaded (-p no:benchmark): "
                                                         "no benchmark test; the case's samples are in its results"))
             tiers[pc.tier.name] = pc.tier
+            if item.get_closest_marker("latency") is not None:
+                self.latency_tested.add(pc.id)
             # a timeout marker of the user's own (on the test or its module) wins; the signal method
             # fails only the test, where the thread method would end the whole session
             if budgets and item.get_closest_marker("timeout") is None:
@@ -420,7 +423,7 @@ class PerfSession:
             started = time.monotonic()
             try:
                 outcome = run_case_isolated(pc.case, pc.tier, self.options, prompts, recorder,
-                                            also_catch=(pytest.fail.Exception,))
+                                            also_catch=(pytest.fail.Exception,), retake=self.retake(pc))
             except KeyboardInterrupt:
                 # a run stopped at its time limit (SIGINT) keeps what it measured; the case in flight
                 # is named with how far it got, so "not measured" does not read as "never tried"
@@ -446,6 +449,26 @@ class PerfSession:
             self.reported.add(key)
             pytest.fail(outcome.message(with_traceback=first), pytrace=False)
         return outcome
+
+    def retake(self, pc: PerfCase):
+        """The runner's judge of a case's first timed round (diffperf.compare.retake_reason against the
+        case's baseline): why to take it once more, or None. None where no latency test of the case was
+        selected or there is no baseline to judge by."""
+        # start-up cost: scipy, needed only when baselines are read
+        from .compare import judge_case_latency, retake_reason
+        from .references import cpu_class_sensitive
+
+        if pc.id not in self.latency_tested:
+            return None
+        _, data = self.baselines_file(pc.tier.name)
+        if not isinstance(data, dict) or data["fingerprint"].get("weights") != self.options.weights_label:
+            return None
+        entry = data["cases"].get(pc.case.id)
+        if entry is None:
+            return None
+        base = {**entry, "gpu_name": data["fingerprint"].get("gpu")}
+        return lambda result: retake_reason(judge_case_latency(result, base, data["tolerances"], pc.tier.device,
+                                                               cpu_class_sensitive(pc.case.recipe)))
 
     def baselines_file(self, tier: str) -> tuple[Path, Any]:
         """(path, the tier's baselines file: its dict, None where there is none, or the

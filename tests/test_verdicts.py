@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from diffperf.cli import baselines as update_baselines
-from diffperf.compare import judge_case_latency, judge_device, load_baselines, sample_scatter, unsteady_host
+from diffperf.compare import (judge_case_latency, judge_device, load_baselines, retake_reason, sample_scatter,
+                              unsteady_host)
 from diffperf.device_time import VERSION as DEVICE_TIME_VERSION, generations, segments, stage_times, window_steps
 from diffperf.step_weights import mean_step_s, weigh_steps, window_of
 from diffperf.kernel_time import Span
@@ -93,6 +94,26 @@ def test_samples_scattered_by_an_unsteady_host_are_inconclusive_not_a_host_regre
     r["timing"]["samples_s"] = [2.001, 2.541, 2.121, 2.800, 2.061]
     r["host_speed"] = None
     assert judge_case_latency(r, base, {**FILE_TOL, "latency": 0.015}).why == "host unsteady"
+
+
+def test_only_failures_the_host_may_have_caused_are_timed_again():
+    """A host-side failure and a failure on wall time alone get a second timed round (the runner takes
+    it before the verdict stands); a device-time failure, a pass and an inconclusive verdict do not."""
+    host = judge_case_latency(sana_like(0.80, device(), op_us=5.05), baseline(), FILE_TOL)
+    assert retake_reason(host).startswith("host verdict failed: host-side regression")
+    wall = judge_case_latency(sana_like(0.80, device()), baseline(device_time=None), FILE_TOL)
+    assert wall.failed and wall.kind == "wall" and retake_reason(wall).startswith("wall verdict failed")
+    for r, base in ((sana_like(0.68, device(step_ms=22.7 * 1.05)), baseline()),  # the device's own
+                    (sana_like(0.651, device()), baseline()),  # passed
+                    (sana_like(0.80, device(), op_us=7.0), baseline())):  # host drift: inconclusive
+        assert retake_reason(judge_case_latency(r, base, FILE_TOL)) is None
+
+
+def test_a_verdict_on_a_retaken_round_says_so():
+    r = sana_like(0.651, device())
+    r["timing"]["retaken"] = {"why": "host verdict failed: host-side regression", "first_median_s": 0.8}
+    v = judge_case_latency(r, baseline(), FILE_TOL)
+    assert v.status == "passed" and any("first timed round (median 0.8000 s) failed" in n for n in v.notes)
 
 
 def test_a_warm_up_within_the_limit_says_the_host_slowed_not_the_code():

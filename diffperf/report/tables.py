@@ -217,7 +217,8 @@ def csv_file(results: dict, out: Path) -> Path:
 
 def conditions_markdown(results: dict) -> list[str]:
     """Cases timed under conditions a reader must know of: a GPU that was waited on to cool, a
-    timed round retaken after throttling, or a run still inconclusive (never baselined)."""
+    timed round taken again (throttled, CPUs busy, or a latency failure the host may have caused), or
+    a run still inconclusive (never baselined)."""
     rows = []
     for cid, r in sorted(results["cases"].items()):
         if not measured(r):
