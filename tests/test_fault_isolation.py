@@ -162,7 +162,7 @@ def test_case_budgets_follow_tier_model_and_recipe():
     assert budget("h100", "flux-dev", "bf16", scale=0.5) == 300.0
     # the waits for a throttled GPU to cool come on top, on a GPU only
     case = Case("flux-dev", parse_recipe("bf16"), "standard")
-    assert case_timeout(get_tier("h100"), case, 1.0, cooldown_s=120) == 600.0 + 240.0
+    assert case_timeout(get_tier("h100"), case, 1.0, cooldown_s=120) == 600.0 + 360.0
     assert case_timeout(get_tier("cpu"), case, 1.0, cooldown_s=120) == 180.0
 
 
