@@ -134,10 +134,7 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             sampler = NvmlSampler() if cuda else None
         warmup = options.warmup if options.warmup is not None else tier.warmup
         iterations = options.iterations if options.iterations is not None else tier.iterations
-        speed_before = measure_host_speed(device)
-        m = measure(built, prompts.timing_prompt, prompts.seed, warmup, iterations, sampler, options.cooldown_s,
-                    on_phase=phase)
-        speed_after = measure_host_speed(device)
+        m, host_speed = timed_with_host_speed(built, prompts, warmup, iterations, sampler, options.cooldown_s, phase)
         cache_state = built.knobs.get("cache_state")
         timed_cache = _cache_report(cache_state)
         # the timed calls already produced the timing prompt's image (same prompt and seed)
@@ -173,9 +170,8 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             "nvml": m.nvml_samples,
             # run conditions that make the timing no measure of the code: a throttled GPU, a foreign GPU
             # process, CPUs other processes were using (the cpu tier's timed round, retaken once)
-            "inconclusive": inconclusive_reasons(m.nvml_samples) + [
-                r for r in [host_busy_reason(m.host_load)] if r and not cuda and not case.recipe.parallel],
-            "host_speed": both_sides(speed_before, speed_after),
+            "inconclusive": run_conditions(m, cuda, case.recipe.parallel),
+            "host_speed": host_speed,
             "images": {},
             "latent_projections": latents,
         }
@@ -193,10 +189,9 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
         if why:
             phase("timed calls again (the first round failed its latency check on the host's side)")
             time.sleep(RETAKE_PAUSE_S)
-            speed_before = measure_host_speed(device)
-            m2 = measure(built, prompts.timing_prompt, prompts.seed, 0, iterations, sampler, options.cooldown_s,
-                         on_phase=lambda name: phase(f"retake: {name}"))
-            retaken(result, m2, both_sides(speed_before, measure_host_speed(device)), why, cuda)
+            m2, host_speed = timed_with_host_speed(built, prompts, 0, iterations, sampler, options.cooldown_s,
+                                                   lambda name: phase(f"retake: {name}"))
+            retaken(result, m2, host_speed, why, cuda)
             if cuda:
                 result["mfu"] = denoiser_mfu(case, tier, result, d.height, d.width)
         # host memory before the build and with the case built and run (a case's compile workers, a
@@ -216,6 +211,23 @@ def _measure_in_process(case: Case, tier: Tier, options: PerfOptions, prompts: P
             gc.collect()
 
 
+def timed_with_host_speed(built, prompts: Prompts, warmup: int, iterations: int, sampler, cooldown_s: float,
+                          phase: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """measure() of the built case (its cold call, warm-up and timed calls), with the host benchmark
+    taken before and after it (both_sides)."""
+    before = measure_host_speed(built.device)
+    m = measure(built, prompts.timing_prompt, prompts.seed, warmup, iterations, sampler, cooldown_s, on_phase=phase)
+    return m, both_sides(before, measure_host_speed(built.device))
+
+
+def run_conditions(m, cuda: bool, parallel: bool) -> list[str]:
+    """Run conditions that make a Measurement's timing no measure of the code: a throttled GPU, a
+    foreign GPU process, CPUs other processes were using (the cpu tier's timed round, retaken once;
+    a context-parallel case's ranks share the CPUs by design)."""
+    return inconclusive_reasons(m.nvml_samples) + [
+        r for r in [host_busy_reason(m.host_load)] if r and not cuda and not parallel]
+
+
 def retaken(result: dict[str, Any], m2, host_speed: dict[str, Any], why: str, cuda: bool) -> None:
     """Put a second timed round (m2, a Measurement of the same build: its first call untimed, no
     warm-up) in the place of the first in `result`, the first kept whole under timing.discarded_rounds
@@ -232,8 +244,7 @@ def retaken(result: dict[str, Any], m2, host_speed: dict[str, Any], why: str, cu
     result["summary"] = m2.summary()
     result["host_speed"] = host_speed
     result["nvml"] = m2.nvml_samples
-    result["inconclusive"] = inconclusive_reasons(m2.nvml_samples) + [
-        r for r in [host_busy_reason(m2.host_load)] if r and not cuda]
+    result["inconclusive"] = run_conditions(m2, cuda, parallel=False)
     if result.get("device_time"):
         result["device_time"] = with_host_exposed(result["device_time"], result["summary"], m2.stages)
 

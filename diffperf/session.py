@@ -97,6 +97,13 @@ def user_timeout(config) -> bool:
             or bool(config.getini("timeout")))
 
 
+def case_entry(data: dict[str, Any], case_id: str) -> dict[str, Any] | None:
+    """A baselines file's entry for the case, or None; the GPU model the file was measured on goes
+    with it (a latency verdict compares it)."""
+    entry = data["cases"].get(case_id)
+    return None if entry is None else {**entry, "gpu_name": data["fingerprint"].get("gpu")}
+
+
 def perf_case_of(item) -> PerfCase | None:
     """The case a collected test measures, or None for a test of no case (pytest gives a test whose
     parameter list came out empty a placeholder there)."""
@@ -463,10 +470,9 @@ class PerfSession:
         _, data = self.baselines_file(pc.tier.name)
         if not isinstance(data, dict) or data["fingerprint"].get("weights") != self.options.weights_label:
             return None
-        entry = data["cases"].get(pc.case.id)
-        if entry is None:
+        base = case_entry(data, pc.case.id)
+        if base is None:
             return None
-        base = {**entry, "gpu_name": data["fingerprint"].get("gpu")}
         return lambda result: retake_reason(judge_case_latency(result, base, data["tolerances"], pc.tier.device,
                                                                cpu_class_sensitive(pc.case.recipe)))
 
@@ -493,7 +499,7 @@ class PerfSession:
         path, data = self.baselines_file(pc.tier.name)
         if isinstance(data, Exception):
             raise data
-        entry = None if data is None else data["cases"].get(pc.case.id)
+        entry = None if data is None else case_entry(data, pc.case.id)
         if entry is None:
             where = str(path) if path.parent.is_dir() else f"{path}; no directory {path.parent}"
             not_judged(options, f"no baseline for {pc.case.id} on {pc.tier.name} ({where}); "
@@ -501,8 +507,7 @@ class PerfSession:
         if data["fingerprint"].get("weights") != options.weights_label:
             not_judged(options, f"baseline {path.name} was measured with {data['fingerprint'].get('weights')} "
                                 f"weights, this run uses {options.weights_label}")
-        # the GPU model the file was measured on goes with the entry (a latency verdict compares it)
-        return data, {**entry, "gpu_name": data["fingerprint"].get("gpu")}
+        return data, entry
 
     def enforce(self, pc: PerfCase, outcome, key: str, verdict, record=None, failed: str = "failed its check"):
         """One path for every check's verdict: keeps `record` with the case (results and its own
