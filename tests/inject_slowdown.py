@@ -11,6 +11,9 @@ DIFFPERF_INJECT_HOST_MS=M: the host sleeps M ms before each scheduler.step: a ho
 regression, which the GPU hides where it has queued work enough (GPU-bound models) and which
 adds to the wall time of launch-bound ones. The hook is put on the built pipeline instance of
 every case; never loaded by the suite itself.
+DIFFPERF_INJECT_ROUNDS=N: only the first N timed rounds of a case (its cold call, warm-up and timed
+calls) are slowed; the calls after them (images, device time, a retake's round) are not. N=1 with a
+host delay is a burst on the host that has passed when the runner takes the round again.
 """
 import json
 import os
@@ -25,7 +28,10 @@ from diffperf.measure import patch_method
 
 DEVICE = float(os.environ.get("DIFFPERF_INJECT_DEVICE", "0"))
 HOST_MS = float(os.environ.get("DIFFPERF_INJECT_HOST_MS", "0"))
+ROUNDS = int(os.environ.get("DIFFPERF_INJECT_ROUNDS", "0"))  # 0: every call of the case
 _real_build_case = runner.build_case
+_real_timed = runner.timed_with_host_speed
+_rounds = {"taken": 0, "active": True}
 _cycle_s: list[float] = []
 
 
@@ -56,6 +62,8 @@ def build_case(case, tier, *args, **kwargs):
 
     def make(original):
         def step(*a, **kw):
+            if not _rounds["active"]:
+                return original(*a, **kw)
             if cycles:
                 torch.cuda._sleep(cycles)
             if HOST_MS > 0:
@@ -64,11 +72,22 @@ def build_case(case, tier, *args, **kwargs):
         return step
 
     patch_method(built.pipe.scheduler, "step", make)
+    _rounds.update(taken=0, active=True)
     built.knobs["injected_slowdown"] = {"device_fraction_of_step": DEVICE, "device_cycles": cycles,
-                                        "host_ms_per_step": HOST_MS}
+                                        "host_ms_per_step": HOST_MS, "slowed_timed_rounds": ROUNDS or None}
     print(f"\n[inject_slowdown] {case.id}: device {DEVICE:.1%} of its step ({cycles} cycles), host {HOST_MS} ms "
-          f"per step", flush=True)
+          f"per step, {f'the first {ROUNDS} timed round(s)' if ROUNDS else 'every call'}", flush=True)
     return built
 
 
+def timed_with_host_speed(*args, **kwargs):
+    _rounds["active"] = not ROUNDS or _rounds["taken"] < ROUNDS
+    try:
+        return _real_timed(*args, **kwargs)
+    finally:
+        _rounds["taken"] += 1
+        _rounds["active"] = not ROUNDS or _rounds["taken"] < ROUNDS
+
+
 runner.build_case = build_case
+runner.timed_with_host_speed = timed_with_host_speed
