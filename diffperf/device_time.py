@@ -40,8 +40,9 @@ MAX_GENERATIONS = 4  # profiled generations at most, for a model of few steps
 VERSION = 3
 METHOD = ("union of the kernel intervals on the device timeline (torch.profiler, CUDA activity) of one "
           "generation after the timed calls: its text encoding, a window of denoising steps and its VAE "
-          "decode, split at synchronized markers; total = text encode + median step x steps + VAE decode, the "
-          "steps weighed by their wall times where they differ in cost (step_weights)")
+          "decode, split at synchronized markers; total = text encode + denoising + VAE decode, the denoising "
+          "the median step x steps where every step does the same work, the profiled steps' sum where all were "
+          "profiled, else the steps weighed by their wall times (step_weights)")
 
 
 class _Event(NamedTuple):
@@ -232,6 +233,8 @@ def measure_device_time(built: Built, prompt: str, seed: int) -> dict[str, Any]:
     out["profiled_steps"] = f"{first + 1}-{last} of {total}" + (f" x {runs} generations" if runs > 1 else "")
     out["window"] = [first, last]
     out["generations"] = runs
+    # the same denoiser work every step (diffperf.step_weights: the generation's steps counted at the median)
+    out["uniform_steps"] = bool(built.spec.uniform_steps and not cache)
     out["version"] = VERSION
     out["method"] = METHOD if cuda else "union of the outermost aten operators on the host (CPU: no device timeline)"
     return out

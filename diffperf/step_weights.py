@@ -28,26 +28,55 @@ def _window_and_calls(out: dict[str, Any], wall_steps: list[list[float]]):
     return None if first is None or not calls else (first, last, calls)
 
 
+# a window whose wall step is within this of its device step: the GPU paces the steps, and their wall
+# times are the device's own (FLUX.1-dev's: 166.4 ms device, 170.6 ms wall on one H200)
+GPU_PACED = 0.05
+
+
 def weigh_steps(out: dict[str, Any], wall_steps: list[list[float]]) -> dict[str, Any]:
-    """The generation's denoising device time when its steps differ in cost (Lumina2 drops CFG
-    after a share of its steps, halving them): the window's median device step x the sum of every
-    step's wall time over the window's median wall step, from the timed calls (`wall_steps`: each
-    call's step seconds). A step's wall time is its fastest over the calls: a busy host only adds
-    time, and on a launch-bound model it can stretch a run of steps in most calls (Kandinsky-3 on
-    one H200: 64 -> 102 ms wall steps around a 45 ms device step, which the median over the calls
-    turned into 28.5 weights for 25 uniform steps; the fastest gives 25.8). Uniform steps give
-    median step x steps, as before. The per-step gate uses the window's own steps and is not affected."""
+    """The generation's denoising device time from its profiled steps (out: a device time, from
+    diffperf.device_time), by the first rule that holds; `step_weights_basis` says which:
+
+    - "every step profiled": one generation's every step was profiled (a step cache's computed and
+      skipped steps, or a model of few steps): their sum, a loop step left unprofiled (PNDM's last)
+      counted at the median;
+    - "uniform steps": every step runs the same denoiser work (out["uniform_steps"]: the model's
+      entry says so and no step cache skips any) and the host paces the steps (the window's wall
+      step more than GPU_PACED over its device step): the median step x the loop's steps. The
+      wall steps are the host's there, and weights taken from them moved with it (SD 2.1 with
+      2.5 ms of host delay injected per step: 61.8 for 51 steps);
+    - "wall times": the median device step x the sum of every step's wall time over the window's
+      median wall step, from the timed calls (`wall_steps`: each call's step seconds): steps that
+      differ in cost (Lumina2 drops CFG after a share of its steps, halving them), or steps the GPU
+      paces, whose wall times carry the device's drift over a generation (a hotter GPU late in
+      FLUX.1-dev's: +2-4%). A step's wall time is its fastest over the calls: a busy host only adds
+      time.
+
+    The loop's steps are the timed calls' (PNDM, SD 2.1's scheduler, runs steps + 1 of them), else
+    out["steps"]. The per-step gate uses the window's own steps and is not affected."""
     found = _window_and_calls(out, wall_steps)
-    if found is None:
+    loop = len(found[2][0]) if found else out.get("steps")
+    first, last = out.get("window") or window_of(out.get("profiled_steps"))
+    profiled = out.get("steps_ms") or []
+    if first == 0 and out.get("generations", 1) == 1 and profiled and len(profiled) == last \
+            and loop and len(profiled) <= loop:
+        return _weighed(out, sum(profiled) + out["step_ms"] * (loop - len(profiled)), loop, "every step profiled")
+    per_step = ref = None
+    if found is not None:
+        first, last, calls = found
+        per_step = [min(c[k] for c in calls) for k in range(len(calls[0]))]
+        ref = statistics.median(per_step[first:last])
+    paced = ref is not None and ref * 1000 <= out["step_ms"] * (1 + GPU_PACED)
+    if out.get("uniform_steps") and loop and not paced:
+        return _weighed(out, out["step_ms"] * loop, loop, "uniform steps")
+    if per_step is None or ref <= 0:
         return out
-    first, last, calls = found
-    per_step = [min(c[k] for c in calls) for k in range(len(calls[0]))]
-    ref = statistics.median(per_step[first:last])
-    if ref <= 0:
-        return out
-    weights = sum(per_step) / ref
-    denoise = out["step_ms"] * weights
-    return {**out, "denoise_ms": denoise, "step_weights": weights, "loop_steps": len(per_step),
+    return _weighed(out, out["step_ms"] * sum(per_step) / ref, loop, "wall times")
+
+
+def _weighed(out: dict[str, Any], denoise: float, loop: int, basis: str) -> dict[str, Any]:
+    weights = denoise / out["step_ms"] if out.get("step_ms") else float(loop)
+    return {**out, "denoise_ms": denoise, "step_weights": weights, "step_weights_basis": basis, "loop_steps": loop,
             "total_ms": (out.get("text_encode_ms") or 0.0) + denoise + (out.get("vae_decode_ms") or 0.0)}
 
 

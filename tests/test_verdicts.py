@@ -586,6 +586,34 @@ def test_steps_of_a_loop_one_longer_than_the_steps_are_weighed_too():
     assert weighed["step_weights"] == pytest.approx(51.0) and weighed["denoise_ms"] == pytest.approx(510.0)
 
 
+def test_uniform_steps_count_at_the_median_and_a_fully_profiled_generation_at_its_sum():
+    """Steps of one cost: the host's wall steps do not move the device time (a launch-bound model's wall
+    steps are the host's); a step cache's every step profiled: the steps' own sum."""
+    out = {**stage_times([[("step_end", 10.0)] * 6], total_steps=30), "window": [1, 7], "uniform_steps": True}
+    stretched = [[0.012] * 20 + [0.030] * 10, [0.012] * 20 + [0.025] * 10]  # wall weights: 40.8
+    weighed = weigh_steps(out, stretched)
+    assert weighed["denoise_ms"] == pytest.approx(300.0) and weighed["step_weights"] == pytest.approx(30.0)
+    assert weighed["step_weights_basis"] == "uniform steps"
+    assert weigh_steps({**out, "uniform_steps": False}, stretched)["step_weights_basis"] == "wall times"
+    # ... unless the GPU paces the steps (wall 10.2 ms on a 10 ms device step): the later steps' wall
+    # times are the device's own (a hotter GPU), and weigh them
+    paced = weigh_steps(out, [[0.0102] * 20 + [0.0108] * 10])
+    assert paced["step_weights_basis"] == "wall times"
+    assert paced["denoise_ms"] == pytest.approx(10.0 * (20 + 10 * 0.0108 / 0.0102))
+    # PNDM's loop of steps + 1 (the timed calls' length), uniform: 51 x the median
+    pndm = {"step_ms": 10.0, "steps": 50, "window": (1, 13), "uniform_steps": True}
+    assert weigh_steps(pndm, [[0.02] * 51, [0.05] * 51])["denoise_ms"] == pytest.approx(510.0)
+    assert weigh_steps(pndm, [])["denoise_ms"] == pytest.approx(500.0)  # no wall steps: out["steps"]
+    # a step cache: every step of one generation profiled (computed 10 ms, skipped 1 ms), whatever the walls
+    cached = {**stage_times([[("step_end", 10.0), ("step_end", 1.0), ("step_end", 1.0)] * 10], total_steps=30),
+              "window": [0, 30], "generations": 1, "uniform_steps": False}
+    weighed = weigh_steps(cached, [[0.05] * 30])
+    assert weighed["denoise_ms"] == pytest.approx(120.0) and weighed["step_weights_basis"] == "every step profiled"
+    assert weighed["total_ms"] == pytest.approx(120.0)
+    # ... the loop's last step, unprofiled (PNDM), at the median
+    assert weigh_steps(cached, [[0.05] * 31])["denoise_ms"] == pytest.approx(121.0)
+
+
 def test_a_cpu_case_slower_on_cpus_other_processes_used_is_inconclusive_not_failed():
     from diffperf.compare import judge_case_latency
 

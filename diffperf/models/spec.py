@@ -130,6 +130,10 @@ class ModelSpec:
     profile_reference: str | None = None
     # classifier-free guidance runs the denoiser on a doubled batch
     cfg_batched: bool = True
+    # every denoising step runs the same denoiser work (False: Lumina2 drops its CFG pass after a share
+    # of the steps): the device time of a generation is then its median step x its steps
+    # (diffperf.step_weights), whatever the host did to the wall steps
+    uniform_steps: bool = True
     # lossless-recipe fidelity floor (SSIM vs the reference recipe) on synthetic weights, for a
     # model whose random-weight output turns any rounding change into a visibly different image;
     # None: the tier's lossless threshold

@@ -19,7 +19,7 @@ from .kernels import kernel_profile_markdown
 from .parallel import parallel_table
 from .targets import load_targets, targets_markdown
 from .tables import (QUANT_LEGEND, TABLES_NOTE, _cold_text, case_mfu, conditions_markdown, csv_file, is_step_cache,
-                     run_gpu_name,
+                     run_gpu_name, uniform_steps,
                      model_heading, model_tables, not_measured_markdown, summary_markdown,
                      tables_markdown)
 
@@ -300,10 +300,11 @@ def device_time_table(results: dict) -> list[str]:
         d, s = r.get("device_time"), r.get("summary") or {}
         if not d or not measured(r):
             continue
-        # steps of different cost (Lumina2's CFG truncation): weighed by their wall times (results that
-        # were stored before the runner did so get it here)
+        # the denoising device time counted again from what was stored (diffperf.step_weights): results
+        # stored before the device time said whether its steps are uniform get that from the model's entry
         walls = wall_steps(r)
-        d = weigh_steps(d, walls) if "step_weights" not in d and "profiled_steps" in d else d
+        if "profiled_steps" in d:
+            d = weigh_steps(d if "uniform_steps" in d else {**d, "uniform_steps": uniform_steps(r)}, walls)
         step_wall = window_wall_step_s(d, walls) or s.get("step_median_s")  # the profiled steps' own wall time
         exposed = None if step_wall is None else step_wall * 1000 - d["step_ms"]
         rows.append([cid, f"{s.get('median_s', 0) * 1000:.1f}", f"{d['total_ms']:.1f}",

@@ -39,6 +39,13 @@ def is_step_cache(r: dict) -> bool:
     return bool(recipe.cache)
 
 
+def uniform_steps(r: dict) -> bool:
+    """Whether a result's denoising steps all do the same work (diffperf.step_weights): its model's
+    entry says so and no step cache skips any; False for a model the registry no longer has."""
+    spec = MODELS.get(r.get("model", ""))
+    return bool(spec is not None and spec.uniform_steps and not is_step_cache(r))
+
+
 def run_gpu_name(results: dict, r: dict) -> str | None:
     """The GPU model of the run a (merged) result came from: its run's machine, else the results'
     fingerprint (results before 2026-12-05 name no GPU per case)."""

@@ -60,6 +60,7 @@ SPECS = (
         teacache=TEACACHE,
         # cond and uncond run as two batch-1 calls of the transformer
         cfg_batched=False,
+        uniform_steps=False,  # CFG's second pass only while (i + 1) / steps <= cfg_trunc_ratio
         host_read=HOST_READ,
     ),
 )
