@@ -31,7 +31,11 @@ HOST_MS = float(os.environ.get("DIFFPERF_INJECT_HOST_MS", "0"))
 ROUNDS = int(os.environ.get("DIFFPERF_INJECT_ROUNDS", "0"))  # 0: every call of the case
 _real_build_case = runner.build_case
 _real_timed = runner.timed_with_host_speed
-_rounds = {"taken": 0, "active": True}
+_rounds = {"taken": 0}  # timed rounds of the current case ended so far
+
+
+def _slowing() -> bool:
+    return not ROUNDS or _rounds["taken"] < ROUNDS
 _cycle_s: list[float] = []
 
 
@@ -62,7 +66,7 @@ def build_case(case, tier, *args, **kwargs):
 
     def make(original):
         def step(*a, **kw):
-            if not _rounds["active"]:
+            if not _slowing():
                 return original(*a, **kw)
             if cycles:
                 torch.cuda._sleep(cycles)
@@ -72,7 +76,7 @@ def build_case(case, tier, *args, **kwargs):
         return step
 
     patch_method(built.pipe.scheduler, "step", make)
-    _rounds.update(taken=0, active=True)
+    _rounds["taken"] = 0
     built.knobs["injected_slowdown"] = {"device_fraction_of_step": DEVICE, "device_cycles": cycles,
                                         "host_ms_per_step": HOST_MS, "slowed_timed_rounds": ROUNDS or None}
     print(f"\n[inject_slowdown] {case.id}: device {DEVICE:.1%} of its step ({cycles} cycles), host {HOST_MS} ms "
@@ -81,12 +85,10 @@ def build_case(case, tier, *args, **kwargs):
 
 
 def timed_with_host_speed(*args, **kwargs):
-    _rounds["active"] = not ROUNDS or _rounds["taken"] < ROUNDS
     try:
         return _real_timed(*args, **kwargs)
     finally:
         _rounds["taken"] += 1
-        _rounds["active"] = not ROUNDS or _rounds["taken"] < ROUNDS
 
 
 runner.build_case = build_case
